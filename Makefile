@@ -1,0 +1,40 @@
+# Quick start on a fresh machine:  make demo   |   make test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data demo test test-slow bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Fashion-MNIST: Debian's package when we may install it, else the official mirror.
+data: install
+	@if [ ! -d $(DEBIAN_FMNIST) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } || true; \
+	fi
+	$(BIN)/lassoprune fetch fashion-mnist
+
+demo: data
+	$(BIN)/lassoprune train --model resnet20 --data fashion-mnist --epochs 2 --train-subset 10000 \
+		--seed 0 --out runs/demo --resume
+	$(BIN)/lassoprune eval --checkpoint runs/demo/model.pt --data fashion-mnist
+
+test: data
+	$(BIN)/pytest -m "not slow" -q
+
+test-slow: data
+	$(BIN)/pytest -m slow -q
+
+bench: install
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) runs *.egg-info .pytest_cache

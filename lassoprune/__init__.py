@@ -1,0 +1,51 @@
+"""lassoprune: structured pruning of convolutional networks led by class structure.
+
+Public API (``import lassoprune as lp``):
+
+- models: :func:`create_model`, :func:`list_models`
+- counting: :func:`count` (MACs, parameters, per layer)
+- data: :func:`load_dataset`, :func:`list_datasets`
+- training: :class:`TrainConfig`, :func:`fit`, :func:`evaluate`
+- files: :func:`save`, :func:`load` (safetensors + architecture JSON)
+"""
+
+from lassoprune._version import __version__
+from lassoprune.analysis import CountResult, LayerCount, count, count_params
+from lassoprune.data import dataset_info, list_datasets, load_dataset
+from lassoprune.errors import (
+    CheckpointError,
+    DataNotFoundError,
+    IntegrityError,
+    LassopruneError,
+    UnknownNameError,
+)
+from lassoprune.io import load, save
+from lassoprune.models import create_model, list_models
+from lassoprune.training import EvalResult, FitResult, TrainConfig, evaluate, fit
+from lassoprune.utils import seed_everything
+
+__all__ = [
+    "CheckpointError",
+    "CountResult",
+    "DataNotFoundError",
+    "EvalResult",
+    "FitResult",
+    "IntegrityError",
+    "LassopruneError",
+    "LayerCount",
+    "TrainConfig",
+    "UnknownNameError",
+    "__version__",
+    "count",
+    "count_params",
+    "create_model",
+    "dataset_info",
+    "evaluate",
+    "fit",
+    "list_datasets",
+    "list_models",
+    "load",
+    "load_dataset",
+    "save",
+    "seed_everything",
+]

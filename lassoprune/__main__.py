@@ -1,0 +1,5 @@
+"""``python -m lassoprune`` is the ``lassoprune`` command."""
+
+from lassoprune.cli import main
+
+raise SystemExit(main())

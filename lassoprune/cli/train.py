@@ -1,0 +1,113 @@
+"""``lassoprune train``: train a zoo model on a dataset, with checkpoints and resume."""
+
+from __future__ import annotations
+
+import argparse
+
+from lassoprune.cli._common import add_data_args, add_model_args, add_run_args, device_from, positive, print_json
+from lassoprune.errors import LassopruneError
+from lassoprune.io import load
+from lassoprune.models import create_model, model_entry
+from lassoprune.training import SCHEDULES, TrainConfig, fit
+from lassoprune.training.data_setup import make_loaders
+from lassoprune.utils import get_logger, seed_everything
+
+HELP = "train a model (checkpoint every epoch; --resume continues)"
+EPILOG = """\
+examples:
+  lassoprune train --model resnet20 --data fashion-mnist --epochs 2 --train-subset 10000 --out runs/r20
+  lassoprune train --model vgg16 --data cifar10 --data-root ~/data/cifar --epochs 160 --out runs/vgg16
+  lassoprune train --model resnet56 --data cifar10 --epochs 160 --out runs/r56 --resume   # after a crash
+
+The run directory gets last.pt (resumable state), metrics.jsonl (one line per
+epoch), metrics.json (final test metrics, per-class accuracy, confusion matrix)
+and model.pt (the trained model).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help=HELP, description=HELP, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_model_args(parser)
+    parser.add_argument("--checkpoint", metavar="FILE", help="start from this model file instead of --model (fine-tuning)")
+    add_data_args(parser)
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=30, help="epochs (default: 30)")
+    group.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default: 0.1)")
+    group.add_argument("--momentum", type=float, default=0.9)
+    group.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
+    group.add_argument("--weight-decay", type=float, default=5e-4)
+    group.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    group.add_argument("--milestones", type=float, nargs="+", default=[0.5, 0.75], help="multistep: fractions of the epochs")
+    group.add_argument("--warmup-epochs", type=float, default=0.0)
+    group.add_argument("--label-smoothing", type=float, default=0.0)
+    group.add_argument("--train-subset", type=int, help="train on a class-stratified subset of N images")
+    group.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run directory")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_run_args(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("epochs", "batch_size", "train_subset", "num_classes", "in_channels", "image_size"):
+        positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if bool(args.model) == bool(args.checkpoint):
+        raise LassopruneError("give exactly one of --model NAME (new model) or --checkpoint FILE (start from a model file)")
+    cfg = TrainConfig(
+        epochs=args.epochs, lr=args.lr, momentum=args.momentum, nesterov=not args.no_nesterov,
+        weight_decay=args.weight_decay, schedule=args.schedule, milestones=tuple(args.milestones),
+        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, seed=args.seed,
+    )
+    seed_everything(args.seed)
+    model, image_size = _build_model(args)
+    loaders = make_loaders(
+        args.data, image_size=image_size, root=args.data_root, batch_size=args.batch_size,
+        train_subset=args.train_subset, seed=args.seed, augment=not args.no_augment, download=not args.no_download,
+    )
+    _check_fits(model, loaders.info.num_classes, args)
+    get_logger().info(
+        "training %s on %s (%d images, %d classes) for %d epochs -> %s",
+        model.lp_spec.name, args.data, loaders.train.num_samples, loaders.info.num_classes, cfg.epochs, args.out,
+    )
+    result = fit(
+        model, loaders.train, loaders.test, cfg,
+        num_classes=loaders.info.num_classes, class_names=loaders.info.class_names,
+        out_dir=args.out, resume=args.resume, device=device_from(args), progress=not args.no_progress,
+        model_extra={"dataset": args.data, "image_size": image_size, "train_subset": args.train_subset},
+    )
+    summary = {"out": args.out, "test_top1": result.final.top1, "test_top5": result.final.top5,
+               "test_worst_class": result.final.worst_class, "epochs": len(result.history)}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"test top-1 {result.final.top1:.4f}  top-5 {result.final.top5:.4f}  "
+              f"worst class {result.final.worst_class:.4f}  -> {args.out}/model.pt")
+    return 0
+
+
+def _build_model(args: argparse.Namespace):
+    """The model to train and the image side it expects."""
+    from lassoprune.data import dataset_info
+
+    if args.checkpoint:
+        model = load(args.checkpoint)
+        image_size = args.image_size or model.lp_extra.get("image_size") or model_entry(model.lp_spec.name).default_image_size
+        return model, image_size
+    info = dataset_info(args.data, root=args.data_root)
+    model = create_model(
+        args.model,
+        num_classes=args.num_classes or info.num_classes,
+        in_channels=args.in_channels or info.in_channels,
+    )
+    return model, args.image_size or model_entry(args.model).default_image_size
+
+
+def _check_fits(model, num_classes: int, args: argparse.Namespace) -> None:
+    outputs = model.lp_spec.kwargs.get("num_classes")
+    if outputs is not None and outputs < num_classes:
+        raise LassopruneError(
+            f"the model has {outputs} outputs but {args.data} has {num_classes} classes; "
+            f"use --num-classes {num_classes}"
+        )

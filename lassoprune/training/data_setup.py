@@ -1,0 +1,71 @@
+"""From a dataset name to ready batch loaders (shared by the CLI and the pipeline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lassoprune.data import BatchLoader, DatasetInfo, default_augment, load_dataset, stratified_subset
+from lassoprune.errors import LassopruneError
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """Training and evaluation batches of one dataset.
+
+    Attributes:
+        info: the dataset's description (classes, channels, normalisation).
+        train: shuffled, augmented batches of the (optionally subsampled)
+            training split; None when not requested.
+        test: ordered, un-augmented batches of the test split.
+        image_size: the side every batch is padded or resized to.
+    """
+
+    info: DatasetInfo
+    train: BatchLoader | None
+    test: BatchLoader
+    image_size: int
+
+
+def make_loaders(
+    name: str,
+    *,
+    image_size: int,
+    root: str | Path | None = None,
+    batch_size: int = 128,
+    eval_batch_size: int = 256,
+    train_subset: int | None = None,
+    seed: int = 0,
+    augment: bool = True,
+    download: bool = True,
+    with_train: bool = True,
+) -> Loaders:
+    """Load ``name`` and wrap its splits in :class:`~lassoprune.data.BatchLoader`.
+
+    Args:
+        train_subset: keep a class-stratified random subset of this many
+            training images (seeded by ``seed``); None = all.
+        augment: the dataset's default augmentation on the training batches.
+        with_train: also load the training split.
+    """
+    test_set = load_dataset(name, root=root, split="test", download=download)
+    test = BatchLoader(test_set, batch_size=eval_batch_size, shuffle=False, image_size=image_size)
+    train = None
+    if with_train:
+        train_set = load_dataset(name, root=root, split="train", download=download)
+        if train_subset is not None:
+            if not 0 < train_subset <= len(train_set):
+                raise LassopruneError(
+                    f"--train-subset must be in [1, {len(train_set)}] for {name}, got {train_subset}"
+                )
+            train_set = train_set.subset(stratified_subset(train_set.labels, train_subset, seed=seed))
+        train = BatchLoader(
+            train_set,
+            batch_size=batch_size,
+            shuffle=True,
+            augment=default_augment(name) if augment else None,
+            image_size=image_size,
+            seed=seed,
+            drop_last=len(train_set) > batch_size,
+        )
+    return Loaders(info=test_set.info, train=train, test=test, image_size=image_size)

@@ -1,0 +1,351 @@
+"""The training loop: SGD, schedules, per-epoch checkpoints, resume, metrics.
+
+One call to :func:`fit` trains a model for ``cfg.epochs`` epochs. With an
+``out_dir`` it keeps, in that directory:
+
+``last.pt``        full training state after the last finished epoch
+                   (atomic write; ``resume=True`` continues from it),
+``metrics.jsonl``  one JSON line per finished epoch,
+``metrics.json``   the final summary (test top-1/top-5, per-class accuracy,
+                   confusion matrix, history),
+``model.pt``       the trained model as a lassoprune model file.
+
+Every epoch's shuffling, augmentation and in-model randomness are seeded from
+``(cfg.seed, epoch)`` only, so stopping after epoch e and resuming gives the
+same weights as an uninterrupted run (on CPU with the same thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lassoprune.errors import CheckpointError
+from lassoprune.io import atomic_write_json, atomic_write_text, load_checkpoint, save, save_checkpoint
+from lassoprune.training.config import TrainConfig
+from lassoprune.training.evaluate import EvalResult, evaluate
+from lassoprune.training.optim import build_optimizer, build_scheduler
+from lassoprune.utils.runtime import default_device, epoch_seed, get_logger
+
+CHECKPOINT_NAME = "last.pt"
+MODEL_NAME = "model.pt"
+
+
+class EpochBatches(Protocol):
+    """What :func:`fit` needs from a data loader (see :class:`lassoprune.data.BatchLoader`)."""
+
+    def __iter__(self) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+class Regularizer(Protocol):
+    """A sparse-training term: ``penalty()`` is added to the loss, ``prox_(lr)`` runs after each step."""
+
+    def penalty(self) -> torch.Tensor: ...
+
+    def prox_(self, lr: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        final: metrics of the trained model on the test batches.
+        history: one dict per epoch (the lines of ``metrics.jsonl``).
+        resumed_from: epochs already done when the run was resumed, else 0.
+    """
+
+    final: EvalResult
+    history: tuple[dict[str, Any], ...]
+    resumed_from: int
+
+
+def fit(
+    model: nn.Module,
+    train_batches: EpochBatches,
+    test_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    cfg: TrainConfig,
+    *,
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    device: torch.device | str | None = None,
+    regularizer: Regularizer | None = None,
+    regularizer_mode: str = "prox",
+    model_extra: dict[str, Any] | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` in place and evaluate it after every epoch.
+
+    Args:
+        model: the network; moved to ``device``.
+        train_batches: yields (images (B,C,H,W) float, labels (B,) long); its
+            ``set_epoch(e)`` is called before epoch e.
+        test_batches: evaluation batches, same format.
+        cfg: hyper-parameters.
+        num_classes, class_names: for the metrics.
+        out_dir: run directory for checkpoints and metrics (None = keep nothing).
+        resume: continue from ``out_dir/last.pt`` when it exists.
+        regularizer: optional sparse-training term (see :class:`Regularizer`).
+        regularizer_mode: ``prox`` (proximal step after the optimiser step) or
+            ``penalty`` (the term is added to the loss).
+        model_extra: stored in the ``model.pt`` file beside the architecture.
+        on_epoch_end: called with (epoch, record) after each epoch.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    use_cuda = device.type == "cuda"
+    amp = use_cuda if cfg.amp is None else cfg.amp
+    channels_last = use_cuda if cfg.channels_last is None else cfg.channels_last
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, len(train_batches))
+    run = _RunDir(Path(out_dir)) if out_dir is not None else None
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if run is not None:
+        start_epoch, history = run.prepare(model, optimizer, scheduler, cfg, resume)
+
+    log = get_logger()
+    step = _TrainStep(model, optimizer, scheduler, cfg, device, amp, channels_last, regularizer, regularizer_mode)
+    for epoch in range(start_epoch, cfg.epochs):
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        train_batches.set_epoch(epoch)
+        started = time.perf_counter()
+        train_stats = _train_epoch(step, train_batches, epoch, cfg, progress)
+        result = evaluate(model, test_batches, num_classes, device, channels_last)
+        record = _epoch_record(epoch, train_stats, result, time.perf_counter() - started)
+        history.append(record)
+        log.info(
+            "epoch %d/%d  loss %.4f  train %.4f  test top1 %.4f  top5 %.4f  %.0f img/s",
+            epoch + 1, cfg.epochs, record["train_loss"], record["train_top1"],
+            record["test_top1"], record["test_top5"], record["images_per_s"],
+        )
+        if run is not None:
+            run.save_epoch(model, optimizer, scheduler, cfg, epoch + 1, history)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+
+    final = evaluate(model, test_batches, num_classes, device, channels_last)
+    if run is not None:
+        run.save_final(model, cfg, final, history, class_names, model_extra or {})
+    return FitResult(final=final, history=tuple(history), resumed_from=start_epoch)
+
+
+class _TrainStep:
+    """One optimisation step; holds everything that does not change between steps."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        cfg: TrainConfig,
+        device: torch.device,
+        amp: bool,
+        channels_last: bool,
+        regularizer: Regularizer | None,
+        regularizer_mode: str,
+    ) -> None:
+        if regularizer_mode not in ("prox", "penalty"):
+            raise ValueError(f"regularizer_mode must be 'prox' or 'penalty', got {regularizer_mode!r}")
+        self.model, self.optimizer, self.scheduler, self.cfg = model, optimizer, scheduler, cfg
+        self.device, self.amp, self.channels_last = device, amp, channels_last
+        self.regularizer, self.regularizer_mode = regularizer, regularizer_mode
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the (detached) loss and the number of correct predictions, as tensors."""
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        )
+        with autocast:
+            logits = self.model(images)
+            loss = self.criterion(logits.float(), labels)
+        total = loss
+        if self.regularizer is not None and self.regularizer_mode == "penalty":
+            total = loss + self.regularizer.penalty()
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        if self.regularizer is not None and self.regularizer_mode == "prox":
+            self.regularizer.prox_(self.optimizer.param_groups[0]["lr"])
+        self.scheduler.step()
+        correct = (logits.detach().argmax(dim=1) == labels).sum()
+        return loss.detach(), correct
+
+
+def _train_epoch(step: _TrainStep, batches: EpochBatches, epoch: int, cfg: TrainConfig, progress: bool) -> dict[str, float]:
+    """Train for one epoch; returns mean loss, accuracy, throughput and the last lr."""
+    step.model.train()
+    loss_sum = torch.zeros((), device=step.device)
+    correct_sum = torch.zeros((), dtype=torch.long, device=step.device)
+    seen = 0
+    started = time.perf_counter()
+    bar = tqdm(
+        total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+        disable=None if progress else True, leave=False, dynamic_ncols=True,
+    )
+    with bar:
+        for i, (images, labels) in enumerate(batches):
+            loss, correct = step(images, labels)
+            loss_sum += loss * labels.numel()
+            correct_sum += correct
+            seen += labels.numel()
+            bar.update(1)
+            if (i + 1) % cfg.log_every == 0:
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", img_s=f"{rate:.0f}")
+    if seen == 0:
+        raise ValueError("the training loader produced no batch; is the training set smaller than one batch?")
+    elapsed = time.perf_counter() - started
+    return {
+        "train_loss": loss_sum.item() / seen,
+        "train_top1": correct_sum.item() / seen,
+        "images_per_s": seen / elapsed,
+        "lr": step.optimizer.param_groups[0]["lr"],
+    }
+
+
+def _epoch_record(epoch: int, train: dict[str, float], test: EvalResult, seconds: float) -> dict[str, Any]:
+    return {
+        "epoch": epoch + 1,
+        **train,
+        "test_top1": test.top1,
+        "test_top5": test.top5,
+        "test_loss": test.loss,
+        "test_worst_class": test.worst_class,
+        "seconds": seconds,
+    }
+
+
+class _RunDir:
+    """The files of one training run (see the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.checkpoint = root / CHECKPOINT_NAME
+
+    def prepare(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        cfg: TrainConfig,
+        resume: bool,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Create the directory or resume from its checkpoint; returns (start epoch, history)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.checkpoint.exists():
+            return 0, []
+        if not resume:
+            raise CheckpointError(
+                f"{self.root} already holds a training run ({self.checkpoint.name}); "
+                "pass --resume to continue it, or choose another --out directory"
+            )
+        state = load_checkpoint(self.checkpoint, required=("model", "optimizer", "scheduler", "epoch", "config"))
+        _check_same_config(self.checkpoint, state["config"], cfg)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{self.checkpoint} was written for another model: {exc}") from exc
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        get_logger().info("resuming %s after epoch %d", self.root, state["epoch"])
+        return int(state["epoch"]), list(state.get("history", []))
+
+    def save_epoch(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        cfg: TrainConfig,
+        epochs_done: int,
+        history: list[dict[str, Any]],
+    ) -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epochs_done,
+            "config": cfg.resume_signature(),
+            "history": history,
+        }
+        save_checkpoint(state, self.checkpoint)
+        lines = "".join(_json_line(record) for record in history)
+        atomic_write_text(self.root / "metrics.jsonl", lines)
+
+    def save_final(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        final: EvalResult,
+        history: list[dict[str, Any]],
+        class_names: Sequence[str] | None,
+        model_extra: dict[str, Any],
+    ) -> None:
+        metrics = _final_metrics(final, history, cfg, class_names)
+        if getattr(model, "lp_spec", None) is not None:
+            save(model, self.root / MODEL_NAME, extra={**model_extra, "metrics": _headline(metrics)})
+        atomic_write_json(self.root / "metrics.json", metrics)
+
+
+def _final_metrics(
+    final: EvalResult, history: list[dict[str, Any]], cfg: TrainConfig, class_names: Sequence[str] | None
+) -> dict[str, Any]:
+    evaluation = final.to_dict(class_names)
+    return {
+        "test_top1": evaluation.pop("top1"),
+        "test_top5": evaluation.pop("top5"),
+        "test_loss": evaluation.pop("loss"),
+        "test_worst_class": evaluation.pop("worst_class"),
+        "per_class_accuracy": evaluation.pop("per_class"),
+        "confusion_matrix": evaluation.pop("confusion"),
+        "test_samples": evaluation.pop("num_samples"),
+        "epochs": len(history),
+        "config": cfg.to_dict(),
+        "history": history,
+    }
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("test_top1", "test_top5", "test_worst_class", "epochs")
+    return {key: metrics[key] for key in keys}
+
+
+def _check_same_config(path: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:
+    current = cfg.resume_signature()
+    changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    if changed:
+        details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+        raise CheckpointError(
+            f"cannot resume {path}: the training settings changed ({details}). "
+            "Resume with the original settings, or start a new --out directory."
+        )
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    return json.dumps(record) + "\n"
