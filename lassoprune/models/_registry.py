@@ -155,7 +155,7 @@ def list_models(family: str | None = None) -> list[str]:
         return sorted(_REGISTRY)
     families = sorted({entry.family for entry in _REGISTRY.values()})
     if family not in families:
-        raise UnknownNameError("model family", family, families)
+        raise UnknownNameError("family name", family, families)
     return sorted(n for n, entry in _REGISTRY.items() if entry.family == family)
 
 

@@ -179,5 +179,5 @@ def resnet56(num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> Cifa
 
 @register_model("resnet110", family="resnet_cifar", default_image_size=32)
 def resnet110(num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> CifarResNet:
-    """ResNet-110 (n = 18): 1.73M params, 252.9M MACs at 32x32 (conv shortcuts)."""
+    """ResNet-110 (n = 18): 1.73M params, 253.1M MACs at 32x32 (conv shortcuts)."""
     return CifarResNet(110, num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -57,7 +57,7 @@ def test_list_models_is_sorted_and_complete() -> None:
 def test_list_models_by_family() -> None:
     assert list_models("resnet_imagenet") == ["resnet18", "resnet34", "resnet50"]
     assert list_models("vgg") == ["vgg11", "vgg13", "vgg16", "vgg19"]
-    with pytest.raises(UnknownNameError, match="valid model familys?: .*resnet_cifar"):
+    with pytest.raises(UnknownNameError, match="unknown family name 'transformer'; valid family names: .*resnet_cifar"):
         list_models("transformer")
 
 
