@@ -17,6 +17,7 @@ from lassoprune.errors import (
     DataNotFoundError,
     IntegrityError,
     LassopruneError,
+    ModelConfigError,
     UnknownNameError,
 )
 from lassoprune.io import load, save
@@ -33,6 +34,7 @@ __all__ = [
     "IntegrityError",
     "LassopruneError",
     "LayerCount",
+    "ModelConfigError",
     "TrainConfig",
     "UnknownNameError",
     "__version__",

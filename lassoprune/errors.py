@@ -26,6 +26,10 @@ class UnknownNameError(LassopruneError, KeyError):
         return self.args[0]
 
 
+class ModelConfigError(LassopruneError, ValueError):
+    """A model option or model spec that is out of range or malformed."""
+
+
 class DataNotFoundError(LassopruneError, FileNotFoundError):
     """Dataset files are missing and could not be downloaded."""
 

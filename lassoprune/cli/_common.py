@@ -21,12 +21,12 @@ def add_model_args(parser: argparse.ArgumentParser, required: bool = False) -> N
     group.add_argument("--image-size", type=int, help="input side in pixels (default: the model's, 32 or 224)")
 
 
-def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def add_data_args(parser: argparse.ArgumentParser, required: bool = True, batch_size: int = 128) -> None:
     """--data, --data-root, --batch-size."""
     group = parser.add_argument_group("data")
     group.add_argument("--data", required=required, metavar="NAME", help="dataset name: cifar10, cifar100, fashion-mnist, mnist, imagefolder, synthetic")
     group.add_argument("--data-root", metavar="DIR", help="where the dataset's files are, in their official layout (default: standard places, then download)")
-    group.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    group.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default: {batch_size})")
     group.add_argument("--no-download", action="store_true", help="never download; fail if the files are not found")
 
 

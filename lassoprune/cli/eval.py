@@ -17,7 +17,7 @@ HELP = "evaluate a model file: top-1, top-5, per-class accuracy, confusion matri
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help=HELP, description=HELP)
     parser.add_argument("--checkpoint", required=True, metavar="FILE", help="model file (e.g. RUN/model.pt)")
-    add_data_args(parser)
+    add_data_args(parser, batch_size=256)
     parser.add_argument("--image-size", type=int, help="input side (default: the size the model was trained at)")
     add_run_args(parser)
     parser.set_defaults(func=run)

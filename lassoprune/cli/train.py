@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_args(parser)
     parser.add_argument("--checkpoint", metavar="FILE", help="start from this model file instead of --model (fine-tuning)")
-    add_data_args(parser)
+    add_data_args(parser, batch_size=64)
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=30, help="epochs (default: 30)")
     group.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default: 0.1)")

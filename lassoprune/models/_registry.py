@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from lassoprune.errors import LassopruneError, UnknownNameError
+from lassoprune.errors import LassopruneError, ModelConfigError, UnknownNameError
 
 __all__ = [
     "ModelConfigError",
@@ -42,10 +42,6 @@ __all__ = [
 
 EntryFn = Callable[..., nn.Module]
 F = TypeVar("F", bound=EntryFn)
-
-
-class ModelConfigError(LassopruneError, ValueError):
-    """A model option or model spec that is out of range or malformed."""
 
 
 @dataclass(frozen=True)
