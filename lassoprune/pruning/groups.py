@@ -132,17 +132,16 @@ def analyse_groups(
         LassopruneError: the model cannot be traced with these inputs.
     """
     names = {m: n for n, m in model.named_modules()}
-    ignored = list(ignored_layers or ()) + _output_layers(model, example_inputs)
+    try:
+        ignored = list(ignored_layers or ()) + _output_layers(model, example_inputs)
+    except Exception as exc:
+        raise _trace_error("the model cannot run on", example_inputs, exc) from exc
     was_training = model.training
     model.eval()
     try:
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
     except Exception as exc:
-        shape = tuple(example_inputs.shape) if isinstance(example_inputs, torch.Tensor) else "tuple"
-        raise LassopruneError(
-            f"Torch-Pruning could not trace the model with example inputs of shape {shape} "
-            f"({type(exc).__name__}: {exc}); check that the shape matches what the model expects"
-        ) from exc
+        raise _trace_error("Torch-Pruning could not trace the model with", example_inputs, exc) from exc
     finally:
         model.train(was_training)
     groups, roots = [], {}
@@ -156,6 +155,15 @@ def analyse_groups(
     order = {n: i for i, n in enumerate(names.values())}
     groups.sort(key=lambda g: order.get(g.id, len(order)))
     return GroupAnalysis(groups=tuple(groups), graph=graph, roots=roots)
+
+
+def _trace_error(what: str, example_inputs: Any, exc: BaseException) -> LassopruneError:
+    shapes = [tuple(t.shape) for t in (example_inputs if isinstance(example_inputs, tuple) else (example_inputs,))]
+    shape = shapes[0] if len(shapes) == 1 else shapes
+    return LassopruneError(
+        f"{what} example inputs of shape {shape} ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+        "check that the shape (batch, channels, height, width) matches what the model expects"
+    )
 
 
 def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str]) -> ChannelGroup | None:

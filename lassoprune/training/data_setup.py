@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lassoprune.data import BatchLoader, DatasetInfo, default_augment, load_dataset, stratified_subset
+import torch
+
+from lassoprune.data import (
+    BatchLoader,
+    DatasetInfo,
+    balanced_indices,
+    default_augment,
+    load_dataset,
+    stratified_subset,
+)
 from lassoprune.errors import LassopruneError
 
 
@@ -69,3 +78,30 @@ def make_loaders(
             drop_last=len(train_set) > batch_size,
         )
     return Loaders(info=test_set.info, train=train, test=test, image_size=image_size)
+
+
+def calibration_batches(
+    name: str,
+    *,
+    image_size: int,
+    size: int = 500,
+    root: str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = 100,
+    download: bool = True,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A class-balanced calibration set from the training split, as ready batches.
+
+    ``size // num_classes`` images of every class (no augmentation), e.g. 500
+    images = 50 per class on a 10-class dataset.
+    """
+    train_set = load_dataset(name, root=root, split="train", download=download)
+    per_class = size // train_set.info.num_classes
+    if per_class < 1:
+        raise LassopruneError(
+            f"--calib-size {size} is smaller than the {train_set.info.num_classes} classes of {name}; "
+            f"use at least {train_set.info.num_classes}"
+        )
+    indices = balanced_indices(train_set.labels, per_class, seed=seed)
+    loader = BatchLoader(train_set, batch_size=batch_size, image_size=image_size, indices=indices)
+    return list(loader)

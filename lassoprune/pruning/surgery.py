@@ -1,0 +1,69 @@
+"""Surgery: physically remove channels (through Torch-Pruning), or mask them for checking.
+
+:func:`remove_channels` hands Torch-Pruning the channels to drop from each
+group; the result is an ordinary ``nn.Module`` with narrower layers.
+:func:`mask_channels` is the reference it is tested against: it keeps every
+shape and zeroes, in every layer that *reads* a group, the input slices of the
+removed channels. Whatever the removed channels carried then no longer reaches
+any output, which is exactly what removal does (BatchNorm and the activation
+between producer and consumer included, residual adds included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from lassoprune.errors import LassopruneError
+from lassoprune.pruning.groups import ChannelGroup, GroupAnalysis
+
+
+def removed_channels(group: ChannelGroup, kept: Sequence[int]) -> list[int]:
+    """Group channel numbers not in ``kept`` (validated: in range, at least one kept)."""
+    keep = set(int(c) for c in kept)
+    if not keep:
+        raise LassopruneError(f"group {group.id} would lose all {group.num_channels} channels; keep at least one")
+    bad = [c for c in keep if not 0 <= c < group.num_channels]
+    if bad:
+        raise LassopruneError(f"group {group.id} has channels 0..{group.num_channels - 1}; got {sorted(bad)[:5]}")
+    return [c for c in range(group.num_channels) if c not in keep]
+
+
+def remove_channels(analysis: GroupAnalysis, keep: Mapping[str, Sequence[int]]) -> None:
+    """Prune the analysed model in place: group ``g`` keeps exactly the channels ``keep[g]``.
+
+    Groups absent from ``keep`` are left whole.
+    """
+    groups = analysis.by_id()
+    unknown = sorted(set(keep) - set(groups))
+    if unknown:
+        raise LassopruneError(f"unknown group id(s) {unknown[:5]}; valid ids come from channel_groups()")
+    plans = [(gid, removed_channels(groups[gid], kept)) for gid, kept in keep.items()]
+    for gid, removed in plans:
+        if not removed:
+            continue
+        root, prune_fn = analysis.roots[gid]
+        tp_group = analysis.graph.get_pruning_group(root, prune_fn, removed)
+        try:
+            tp_group.prune()
+        except Exception as exc:
+            raise LassopruneError(
+                f"Torch-Pruning could not cut group {gid} (layers {', '.join(groups[gid].modules[:4])}): {exc}; "
+                "pass the layer in ignored_layers to leave it whole"
+            ) from exc
+
+
+@torch.no_grad()
+def mask_channels(model: nn.Module, groups: Sequence[ChannelGroup], keep: Mapping[str, Sequence[int]]) -> None:
+    """Zero, in place, every consumer's input slice of the channels not in ``keep`` (shapes unchanged)."""
+    modules = dict(model.named_modules())
+    for group in groups:
+        if group.id not in keep:
+            continue
+        removed = set(removed_channels(group, keep[group.id]))
+        for s in group.consumers:
+            weight = modules[s.module].weight
+            positions = [i for i, c in zip(s.indices, s.channels) if c in removed]
+            weight[:, positions] = 0
