@@ -35,7 +35,9 @@ from torch import nn
 from lassoprune.errors import LassopruneError, UnknownNameError
 from lassoprune.io.onnx_export import INPUT_NAME, OUTPUT_NAME, check_input_shape, eval_mode, onnx_bytes, onnx_session
 
-__all__ = ["BACKENDS", "LatencyResult", "make_runner", "measure_latency", "summarize", "time_interleaved", "torch_threads"]
+__all__ = [
+    "BACKENDS", "LatencyResult", "make_runner", "measure_latency", "summarize", "time_interleaved", "torch_threads",
+]  # fmt: skip
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
 Runner = Callable[[], None]

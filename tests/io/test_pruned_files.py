@@ -50,14 +50,16 @@ class SmallNet(nn.Module):
 
 def describe(model: nn.Module) -> dict[str, Any]:
     """Size attributes of every module that has some, and the shape of every state tensor."""
-    layers = {
-        name: {attr: list(v) if isinstance(v, tuple) else v for attr in SIZE_ATTRS if (v := getattr(module, attr, None)) is not None}
-        for name, module in model.named_modules()
-    }
+    layers = {name: _size_attrs(module) for name, module in model.named_modules()}
     return {
         "layers": {name: attrs for name, attrs in layers.items() if attrs},
         "shapes": {key: list(t.shape) for key, t in model.state_dict().items()},
     }
+
+
+def _size_attrs(module: nn.Module) -> dict[str, Any]:
+    values = {attr: getattr(module, attr, None) for attr in SIZE_ATTRS}
+    return {attr: list(v) if isinstance(v, tuple) else v for attr, v in values.items() if v is not None}
 
 
 def child_main(manifest_path: str) -> None:

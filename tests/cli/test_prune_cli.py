@@ -1,0 +1,64 @@
+"""`lassoprune prune`: targets met, the model file reloads in a new process, clear errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import lassoprune as lp
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lassoprune", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("model, ratio", [("resnet56", 0.5), ("vgg16", 0.35), ("mobilenetv2", 0.6)])
+def test_prune_json_then_info_and_load_agree(tmp_path, model, ratio):
+    out = tmp_path / "P.pt"
+    proc = _run("prune", "--model", model, "--num-classes", "10", "--method", "l1",
+                "--target-macs", str(ratio), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert abs(report["macs_after"] / report["macs_before"] - ratio) <= 0.01
+    assert all(1 <= g["kept"] <= g["total"] for g in report["groups"].values())
+
+    info = _run("info", "--checkpoint", str(out), "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["macs"] == report["macs_after"]
+
+    loaded = lp.load(out)
+    assert loaded(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    counted = lp.count(loaded, (1, 3, 32, 32))
+    assert counted.macs == report["macs_after"] and counted.params == report["params_after"]
+
+
+def test_prune_with_data_criterion_and_finetune(tmp_path):
+    out = tmp_path / "p.pt"
+    proc = _run("--quiet", "prune", "--model", "resnet20", "--data", "synthetic", "--method", "taylor",
+                "--target-params", "0.5", "--calib-size", "50", "--finetune-epochs", "1", "--batch-size", "32",
+                "--out", str(out), "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert abs(report["params_after"] / report["params_before"] - 0.5) <= 0.01
+    assert 0.0 <= report["finetune"]["test_top1"] <= 1.0
+    model = lp.load(out)
+    assert model.lp_extra["pruning"]["method"] == "taylor"
+    assert model.lp_extra["metrics"]["test_top1"] == report["finetune"]["test_top1"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "resnet20", "--out", "x.pt"], "--target-macs"),
+        (["--model", "resnet20", "--target-macs", "1.5", "--out", "x.pt"], "(0, 1)"),
+        (["--model", "resnet20", "--method", "l7", "--target-macs", "0.5", "--out", "x.pt"], "bn-scale"),
+        (["--model", "resnet20", "--method", "taylor", "--target-macs", "0.5", "--out", "x.pt"], "--data"),
+        (["--model", "resnet20", "--target-macs", "0.01", "--min-channels", "8", "--out", "x.pt"], "smallest reachable"),
+    ],
+)
+def test_prune_errors_are_clear(tmp_path, args, message):
+    proc = _run("prune", *[str(tmp_path / a) if a == "x.pt" else a for a in args])
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
