@@ -6,7 +6,8 @@ Public API (``import lassoprune as lp``):
 - counting: :func:`count` (MACs, parameters, per layer)
 - data: :func:`load_dataset`, :func:`list_datasets`
 - training: :class:`TrainConfig`, :func:`fit`, :func:`evaluate`
-- files: :func:`save`, :func:`load` (safetensors + architecture JSON)
+- pruning: :func:`prune`, :func:`channel_groups` (the engine lives in :mod:`lassoprune.pruning`)
+- files: :func:`save`, :func:`load` (safetensors + architecture JSON + pruned widths)
 """
 
 from lassoprune._version import __version__
@@ -21,11 +22,15 @@ from lassoprune.errors import (
     UnknownNameError,
 )
 from lassoprune.io import load, save
+from lassoprune import pruning
+from lassoprune import regularizers
 from lassoprune.models import create_model, list_models
+from lassoprune.pruning import ChannelGroup, PruneResult, channel_groups, prune
 from lassoprune.training import EvalResult, FitResult, TrainConfig, evaluate, fit
 from lassoprune.utils import seed_everything
 
 __all__ = [
+    "ChannelGroup",
     "CheckpointError",
     "CountResult",
     "DataNotFoundError",
@@ -34,10 +39,12 @@ __all__ = [
     "IntegrityError",
     "LassopruneError",
     "LayerCount",
+    "PruneResult",
     "ModelConfigError",
     "TrainConfig",
     "UnknownNameError",
     "__version__",
+    "channel_groups",
     "count",
     "count_params",
     "create_model",
@@ -48,6 +55,9 @@ __all__ = [
     "list_models",
     "load",
     "load_dataset",
+    "prune",
+    "pruning",
+    "regularizers",
     "save",
     "seed_everything",
 ]

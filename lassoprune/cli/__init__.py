@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 from lassoprune._version import __version__
 from lassoprune.cli import eval as eval_cmd
-from lassoprune.cli import bench, export, fetch, info, prune, train
+from lassoprune.cli import bench, export, fetch, info, prune, sparse_train, train
 from lassoprune.errors import LassopruneError
 
-COMMANDS = (train, eval_cmd, info, fetch, prune, export, bench)
+COMMANDS = (train, sparse_train, eval_cmd, info, fetch, prune, export, bench)
 
 DESCRIPTION = """\
 lassoprune: make convolutional networks smaller and faster by structured

@@ -14,6 +14,7 @@ from lassoprune.io import load, save
 from lassoprune.models import create_model, model_entry
 from lassoprune.pruning import ALLOCATIONS, PruneResult, list_methods, prune
 from lassoprune.pruning.criteria import get_criterion
+from lassoprune.pruning.voting import VOTE_METHOD, VOTE_RULES, VOTE_SOURCES, VoteOptions
 from lassoprune.training import TrainConfig, fit
 from lassoprune.training.data_setup import calibration_batches, make_loaders
 from lassoprune.utils import get_logger, seed_everything
@@ -25,10 +26,13 @@ examples:
   lassoprune prune --model resnet56 --num-classes 10 --method l1 --target-macs 0.5 --out p.pt --json
   lassoprune prune --checkpoint runs/r56/model.pt --data fashion-mnist --method taylor --target-params 0.4 \\
       --allocation uniform --round-to 8 --finetune-epochs 5 --out p.pt
+  lassoprune prune --checkpoint S/model.pt --data fashion-mnist --method dwgl-vote --threshold 0.05 --out p.pt
 
 --target-macs R keeps the fraction R of the original MACs (0 < R < 1), met within 1%.
 Methods that need data (taylor, the lasso methods) draw a class-balanced calibration
-set of --calib-size training images. Without --checkpoint a freshly initialised
+set of --calib-size training images. dwgl-vote (after `lassoprune sparse-train`) removes
+the channels whose filter norm is below --threshold TAU times the conv's largest in
+every conv of the group (--vote), with no target, or with tau searched for the target. Without --checkpoint a freshly initialised
 --model is pruned (useful for checking sizes and speed).
 """
 
@@ -51,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--calib-size", type=int, default=500, help="calibration images (default: 500)")
     group.add_argument("--ignore", nargs="+", default=[], metavar="LAYER", help="module names never pruned")
     group.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
+    vote = parser.add_argument_group("dwgl-vote")
+    vote.add_argument("--threshold", type=float, metavar="TAU", help="vote out filters with norm < TAU x the largest")
+    vote.add_argument("--vote", choices=VOTE_RULES, default="intersection", help="how a group's votes combine")
+    vote.add_argument("--vote-k", type=int, metavar="K", help="k-of-n: voters that must agree")
+    vote.add_argument("--vote-on", choices=VOTE_SOURCES, default="filters",
+                      help="filters (conv filter norms, default) or bn (BatchNorm |gamma|)")
     tune = parser.add_argument_group("fine-tuning")
     tune.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune after pruning (needs --data)")
     tune.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (default: 0.01)")
@@ -74,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     result = prune(
         model, example, method=args.method, target_macs=args.target_macs, target_params=args.target_params,
         data=batches, allocation=args.allocation, ignored_layers=ignored, min_channels=args.min_channels,
-        round_to=args.round_to, inplace=True, seed=args.seed,
+        round_to=args.round_to, inplace=True, seed=args.seed, **_vote_options(args),
     )
     report = result.to_dict()
     if args.finetune_epochs:
@@ -92,9 +102,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vote_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The dwgl-vote options of ``prune`` (none for other methods)."""
+    if args.method != VOTE_METHOD:
+        return {}
+    options: dict[str, Any] = {"vote": args.vote, "vote_k": args.vote_k, "vote_on": args.vote_on}
+    if args.threshold is not None:
+        options["threshold"] = args.threshold
+    return options
+
+
 def _validate(args: argparse.Namespace) -> None:
-    if args.target_macs is None and args.target_params is None:
-        raise LassopruneError("give a target: --target-macs R or --target-params R (fraction of the original to keep)")
+    if args.method != VOTE_METHOD and args.threshold is not None:
+        raise LassopruneError(f"--threshold is an option of --method {VOTE_METHOD}")
+    if args.threshold is not None and (args.target_macs is not None or args.target_params is not None):
+        raise LassopruneError("give either --threshold TAU or a target (--target-macs / --target-params), not both")
+    if args.threshold is None and args.target_macs is None and args.target_params is None:
+        raise LassopruneError(
+            "give a target: --target-macs R or --target-params R (fraction of the original to keep)"
+            + (" or --threshold TAU" if args.method == VOTE_METHOD else "")
+        )
+    if args.method == VOTE_METHOD:
+        VoteOptions.from_options(_vote_options(args))  # clear errors before any work
     if not args.out:
         raise LassopruneError("give --out FILE for the pruned model")
     if bool(args.model) == bool(args.checkpoint):
@@ -112,6 +141,8 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _needs_data(method: str) -> bool:
+    if method == VOTE_METHOD:
+        return False  # votes on weight norms only
     try:
         return bool(getattr(get_criterion(method), "needs_data", False))
     except LassopruneError:
@@ -170,14 +201,19 @@ def _finetune(result: PruneResult, args: argparse.Namespace, image_size: int) ->
 
 def _pruning_record(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("method", "allocation", "target", "macs_before", "macs_after", "params_before", "params_after")
-    return {key: report[key] for key in keys}
+    record = {key: report[key] for key in keys}
+    record.update({key: report["details"][key] for key in ("tau", "vote", "vote_on") if key in report["details"]})
+    return record
 
 
 def _print_summary(result: PruneResult, report: dict[str, Any], out: str) -> None:
     print(f"{result.method} ({result.allocation}) -> {out}")
     print(f"  MACs   {result.macs_before:>14,d} -> {result.macs_after:>14,d}  ({report['macs_ratio']:.4f})")
     print(f"  params {result.params_before:>14,d} -> {result.params_after:>14,d}  ({report['params_ratio']:.4f})")
+    per_group = result.details.get("per_group", {})
     for gid, (kept, total) in result.widths.items():
-        print(f"  {gid:<40s} {kept:>5d} / {total:<5d}")
+        votes = per_group.get(gid)
+        extra = f"  votes: all {votes['intersection']}, any {votes['union']}" if votes else ""
+        print(f"  {gid:<40s} {kept:>5d} / {total:<5d}{extra}")
     if "finetune" in report:
         print(f"  fine-tuned top-1 {report['finetune']['test_top1']:.4f}")

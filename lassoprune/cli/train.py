@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
 
 from lassoprune.cli._common import add_data_args, add_model_args, add_run_args, device_from, positive, print_json
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load
 from lassoprune.models import create_model, model_entry
-from lassoprune.training import SCHEDULES, TrainConfig, fit
+from lassoprune.training import SCHEDULES, FitResult, TrainConfig, fit
+from lassoprune.training.engine import Regularizer
 from lassoprune.training.data_setup import make_loaders
 from lassoprune.utils import get_logger, seed_everything
 
@@ -29,12 +35,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help=HELP, description=HELP, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_training_args(parser)
+    parser.set_defaults(func=run)
+
+
+def add_training_args(parser: argparse.ArgumentParser, lr: float = 0.1) -> None:
+    """The options of ``train`` (shared with ``sparse-train``); ``lr`` is the default peak learning rate."""
     add_model_args(parser)
     parser.add_argument("--checkpoint", metavar="FILE", help="start from this model file instead of --model (fine-tuning)")
     add_data_args(parser, batch_size=64)
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=30, help="epochs (default: 30)")
-    group.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default: 0.1)")
+    group.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr})")
     group.add_argument("--momentum", type=float, default=0.9)
     group.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
     group.add_argument("--weight-decay", type=float, default=5e-4)
@@ -47,10 +59,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_run_args(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    result = train_from_args(args)
+    if args.json:
+        print_json(training_summary(args, result))
+    else:
+        print(f"test top-1 {result.final.top1:.4f}  top-5 {result.final.top5:.4f}  "
+              f"worst class {result.final.worst_class:.4f}  -> {args.out}/model.pt")
+    return 0
+
+
+def train_from_args(
+    args: argparse.Namespace,
+    regularizer_for: Callable[[nn.Module, torch.Tensor], Regularizer] | None = None,
+    regularizer_mode: str = "prox",
+    extra: dict[str, Any] | None = None,
+) -> FitResult:
+    """Build the model, data and config from ``train``'s options and run :func:`lassoprune.fit`.
+
+    Args:
+        regularizer_for: builds a sparse-training regulariser from the model and
+            an example input ``(1, C, S, S)`` (``sparse-train``); None = plain training.
+        regularizer_mode: ``prox`` or ``penalty`` (see :func:`lassoprune.fit`).
+        extra: more entries for the model file's extra (e.g. the regulariser's settings).
+    """
     for name in ("epochs", "batch_size", "train_subset", "num_classes", "in_channels", "image_size"):
         positive(f"--{name.replace('_', '-')}", getattr(args, name))
     if bool(args.model) == bool(args.checkpoint):
@@ -67,24 +101,28 @@ def run(args: argparse.Namespace) -> int:
         train_subset=args.train_subset, seed=args.seed, augment=not args.no_augment, download=not args.no_download,
     )
     _check_fits(model, loaders.info.num_classes, args)
+    regularizer = None
+    if regularizer_for is not None:
+        in_channels = model.lp_spec.kwargs.get("in_channels", loaders.info.in_channels)
+        regularizer = regularizer_for(model, torch.zeros(1, in_channels, image_size, image_size))
     get_logger().info(
         "training %s on %s (%d images, %d classes) for %d epochs -> %s",
         model.lp_spec.name, args.data, loaders.train.num_samples, loaders.info.num_classes, cfg.epochs, args.out,
     )
-    result = fit(
+    return fit(
         model, loaders.train, loaders.test, cfg,
         num_classes=loaders.info.num_classes, class_names=loaders.info.class_names,
         out_dir=args.out, resume=args.resume, device=device_from(args), progress=not args.no_progress,
-        model_extra={"dataset": args.data, "image_size": image_size, "train_subset": args.train_subset},
+        regularizer=regularizer, regularizer_mode=regularizer_mode,
+        model_extra={"dataset": args.data, "image_size": image_size, "train_subset": args.train_subset,
+                     **(extra or {})},
     )
-    summary = {"out": args.out, "test_top1": result.final.top1, "test_top5": result.final.top5,
-               "test_worst_class": result.final.worst_class, "epochs": len(result.history)}
-    if args.json:
-        print_json(summary)
-    else:
-        print(f"test top-1 {result.final.top1:.4f}  top-5 {result.final.top5:.4f}  "
-              f"worst class {result.final.worst_class:.4f}  -> {args.out}/model.pt")
-    return 0
+
+
+def training_summary(args: argparse.Namespace, result: FitResult) -> dict[str, Any]:
+    """The JSON summary of a training run."""
+    return {"out": args.out, "test_top1": result.final.top1, "test_top5": result.final.top5,
+            "test_worst_class": result.final.worst_class, "epochs": len(result.history)}
 
 
 def _build_model(args: argparse.Namespace):

@@ -10,6 +10,7 @@ Layout (one concern per module):
 - ``allocation``: per-group widths for a MACs / params target (``uniform``, ``global``)
 - ``surgery``: physical removal (Torch-Pruning) and the masking reference
 - ``api``: :func:`prune`
+- ``voting``: ``dwgl-vote``, channels voted out by every conv of a group (after DWGL sparse training)
 """
 
 from lassoprune.pruning.allocation import ALLOCATIONS, Target, allocate
@@ -34,6 +35,8 @@ from lassoprune.pruning.groups import ChannelGroup, GroupAnalysis, LayerSlice, a
 from lassoprune.pruning.norms import filter_norms, group_norms, input_norms, slice_norms
 from lassoprune.pruning.surgery import mask_channels, remove_channels
 from lassoprune.pruning.tp_adapter import as_tp_importance, from_tp_importance
+from lassoprune.pruning import lasso_methods  # registers sglp-ib, stlp-ib, hsic-ib, class-lasso
+from lassoprune.pruning import voting  # registers the dwgl-vote selector
 
 __all__ = [
     "ALLOCATIONS",

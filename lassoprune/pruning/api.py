@@ -31,7 +31,7 @@ class SelectionContext:
     model: nn.Module
     analysis: GroupAnalysis
     cost_model: CostModel
-    target: Target
+    target: Target | None  # None: the method prunes without a target (e.g. dwgl-vote with a threshold)
     floors: np.ndarray
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None
     seed: int
@@ -97,7 +97,7 @@ class PruneResult:
     params_after: int
     method: str
     allocation: str
-    target: Target
+    target: Target | None
     details: dict[str, Any]
     seconds: float
 
@@ -111,7 +111,7 @@ class PruneResult:
         return {
             "method": self.method,
             "allocation": self.allocation,
-            "target": {"kind": self.target.kind, "ratio": self.target.ratio},
+            "target": None if self.target is None else {"kind": self.target.kind, "ratio": self.target.ratio},
             "macs_before": self.macs_before,
             "macs_after": self.macs_after,
             "params_before": self.params_before,
@@ -120,7 +120,7 @@ class PruneResult:
             "params_ratio": self.params_after / self.params_before,
             "groups": {
                 g.id: {"kept": len(self.keep.get(g.id, range(g.num_channels))), "total": g.num_channels,
-                       "eltwise": g.is_eltwise}
+                       "eltwise": g.is_eltwise, **self.details.get("per_group", {}).get(g.id, {})}
                 for g in self.groups
             },
             "seconds": self.seconds,
@@ -159,13 +159,14 @@ def prune(
         min_channels: every group keeps at least this many channels.
         round_to: kept widths are multiples of this (hardware-friendly).
         inplace: prune ``model`` itself instead of a copy.
-        options: extra method options (e.g. for the lasso methods).
+        options: extra method options (e.g. for the lasso methods); a selector
+            given ``threshold`` (``dwgl-vote``) needs no target.
 
     Returns:
         :class:`PruneResult` with the pruned model and before/after counts.
     """
     started = time.perf_counter()
-    target = _target(target_macs, target_params)
+    target = _target(target_macs, target_params, optional=method in _SELECTORS and "threshold" in options)
     name = method if isinstance(method, str) else getattr(method, "__name__", "custom")
     if isinstance(method, str) and method not in list_methods():
         from lassoprune.errors import UnknownNameError
@@ -179,7 +180,8 @@ def prune(
     analysis = _analyse(work, single, [modules[n] for n in ignored_names])
     cost_model = CostModel(work, single, analysis.groups)
     floor = floors(analysis.groups, min_channels, round_to)
-    check_target(cost_model, target, floor)
+    if target is not None:
+        check_target(cost_model, target, floor)
     batches = list(data) if data is not None else None
 
     if isinstance(method, str) and method in _SELECTORS:
@@ -207,7 +209,9 @@ def prune(
     )
 
 
-def _target(target_macs: float | None, target_params: float | None) -> Target:
+def _target(target_macs: float | None, target_params: float | None, optional: bool = False) -> Target | None:
+    if optional and target_macs is None and target_params is None:
+        return None
     if (target_macs is None) == (target_params is None):
         raise LassopruneError("give exactly one of target_macs or target_params (a fraction of the original to keep)")
     return Target("macs", target_macs) if target_macs is not None else Target("params", target_params)

@@ -90,3 +90,14 @@ def test_damaged_model_file_is_a_clear_error(tmp_path, damage):
         lp.load(path)
     with pytest.raises(CheckpointError):
         read_model_file(path)
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644

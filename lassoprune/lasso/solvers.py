@@ -1,0 +1,230 @@
+"""Solvers for ``min_B f(B) + P(B)`` with f a :class:`QuadraticGram` and P a penalty.
+
+Each solver returns a :class:`SolverResult`: the solution, the exact (unsmoothed)
+objective history, the final value of its stopping criterion, and a state for warm
+starts. Each stops on an optimality measure, not an iteration count:
+
+- :func:`fista`: accelerated proximal gradient with adaptive restart (O'Donoghue &
+  Candes 2015). Needs the exact prox (plain L1, tree). Optimality measure: the
+  norm of the gradient mapping ``L (B - prox_{1/L}(B - grad f(B) / L))``, relative
+  to ``||R||_F``.
+- :func:`admm`: ADMM on the splitting ``X = B`` (L1, B >= 0) and ``Z = B A^T``
+  (structured norm). The B-step is the Sylvester equation
+  ``G B + rho B (I + A^T A) = Q``, solved exactly with eigen-decompositions of G and
+  of ``I + A^T A`` computed once, so changing rho (residual balancing) is free.
+  Optimality measure: the larger of the relative primal and dual residuals
+  (Boyd et al. 2011, section 3.3).
+- :func:`spg`: smoothing proximal gradient (Chen et al. 2012) with FISTA momentum,
+  adaptive restart and continuation on mu. Kept as the reference method of
+  METHODS.md 1.4; slower to high accuracy (see docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lassoprune.lasso.datafit import QuadraticGram
+from lassoprune.lasso.penalties import L1
+
+__all__ = ["SolverResult", "fista", "admm", "spg", "SOLVERS"]
+
+
+@dataclass
+class SolverResult:
+    """What a solver returns.
+
+    Attributes:
+        coef: (C, K) solution.
+        objective: exact objective F after each iteration.
+        stop_crit: final value of the solver's optimality measure.
+        n_iter: iterations run.
+        converged: whether ``stop_crit <= tol``.
+        state: solver state for a warm start (ADMM: duals and rho).
+    """
+
+    coef: np.ndarray
+    objective: np.ndarray
+    stop_crit: float
+    n_iter: int
+    converged: bool
+    state: dict = field(default_factory=dict)
+
+
+def _scale(datafit: QuadraticGram) -> float:
+    return max(float(np.linalg.norm(datafit.R)), 1e-300)
+
+
+def fista(
+    datafit: QuadraticGram,
+    penalty: L1,
+    B0: np.ndarray | None = None,
+    tol: float = 1e-5,
+    max_iter: int = 20000,
+    record_every: int = 10,
+) -> SolverResult:
+    """FISTA with gradient-based adaptive restart; needs ``penalty.prox``.
+
+    The exact objective is recorded every ``record_every`` iterations and at the last.
+    """
+    C, K = datafit.shape
+    L = datafit.lipschitz
+    x = np.zeros((C, K)) if B0 is None else np.array(B0, dtype=np.float64)
+    x = penalty.prox(x, 0.0) if penalty.nonneg else x  # feasible start
+    Gx = datafit.matmul(x)
+    y, Gy, t = x, Gx, 1.0
+    scale, hist, crit, it = _scale(datafit), [], np.inf, 0
+    for it in range(1, max_iter + 1):
+        x_new = penalty.prox(y - (Gy - datafit.R) / L, 1.0 / L)
+        crit = L * float(np.linalg.norm(x_new - y)) / scale
+        Gx_new = datafit.matmul(x_new)
+        if crit <= tol or it % record_every == 0 or it == max_iter:
+            hist.append(datafit.value(x_new, Gx_new) + penalty.value(x_new))
+        if crit <= tol:
+            x, Gx = x_new, Gx_new
+            break
+        if np.vdot(y - x_new, x_new - x) > 0:  # momentum points uphill: restart
+            t = 1.0
+        t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
+        beta = (t - 1.0) / t_new
+        y = x_new + beta * (x_new - x)
+        Gy = Gx_new + beta * (Gx_new - Gx)
+        x, Gx, t = x_new, Gx_new, t_new
+    return SolverResult(x, np.asarray(hist), crit, it, crit <= tol)
+
+
+def admm(
+    datafit: QuadraticGram,
+    penalty: L1,
+    B0: np.ndarray | None = None,
+    tol: float = 1e-5,
+    max_iter: int = 20000,
+    rho: float | None = None,
+    state: dict | None = None,
+    relax: float = 1.6,
+    balance_every: int = 10,
+    record_every: int = 10,
+    check_every: int = 5,
+) -> SolverResult:
+    """ADMM with an exact Sylvester B-step, over-relaxation and residual balancing of rho.
+
+    Splitting: ``min f(B) + h(X) + lambda2 N(Z)`` s.t. ``X = B``, ``Z = B A^T`` with
+    h = lambda1 ||.||_1 + [. >= 0]. Returns X, the output of the separable prox, so
+    zeros (and B >= 0) are exact. The objective is recorded every ``record_every``
+    iterations and at the last one (it costs one more product with G); the residuals
+    are checked every ``check_every`` iterations (``record_every`` and ``balance_every``
+    should be multiples of it).
+    """
+    C, K = datafit.shape
+    A = penalty.operator
+    P = A.shape[0]
+    lam, U = datafit.eigh
+    sig, V = np.linalg.eigh(np.eye(K) + A.T @ A)
+    R = datafit.R
+    X = np.zeros((C, K)) if B0 is None else np.array(B0, dtype=np.float64)
+    if penalty.nonneg:
+        X = np.maximum(X, 0.0)
+    Z = X @ A.T
+    state = dict(state or {})
+    if state.get("U1") is not None and state["U1"].shape == (C, K) and state["U2"].shape == (C, P):
+        U1, U2 = state["U1"].copy(), state["U2"].copy()
+        rho = state["rho"] if rho is None else rho
+    else:
+        U1, U2 = np.zeros((C, K)), np.zeros((C, P))
+    if rho is None:  # geometric middle of the spectrum of G (restricted to its range)
+        pos = lam[lam > 1e-12 * lam[-1]] if lam[-1] > 0 else np.ones(1)
+        rho = float(np.sqrt(pos[0] * pos[-1]))
+    tiny = 1e-300
+    denom = lam[:, None] + rho * sig[None, :]
+    hist, crit, it = [], np.inf, 0
+    for it in range(1, max_iter + 1):
+        Q = R + rho * (X - U1) + rho * ((Z - U2) @ A)
+        B = U @ ((((U.T @ Q) @ V) / denom) @ V.T)
+        BA = B @ A.T
+        Bh = relax * B + (1.0 - relax) * X
+        BAh = relax * BA + (1.0 - relax) * Z
+        X_old, Z_old = X, Z
+        X = penalty.prox_separable(Bh + U1, 1.0 / rho)
+        Z = penalty.prox_norm(BAh + U2, 1.0 / rho)
+        U1 += Bh - X
+        U2 += BAh - Z
+        if it % check_every and it != max_iter:
+            continue
+        r1, r2 = B - X, BA - Z
+        r = np.sqrt(np.vdot(r1, r1) + np.vdot(r2, r2))
+        dZ = (Z - Z_old) @ A
+        s = rho * np.sqrt(np.vdot(X - X_old, X - X_old) + np.vdot(dZ, dZ))
+        pri = max(np.sqrt(np.vdot(B, B) + np.vdot(BA, BA)), np.sqrt(np.vdot(X, X) + np.vdot(Z, Z)))
+        U2A = U2 @ A
+        dual = rho * np.sqrt(np.vdot(U1, U1) + np.vdot(U2A, U2A))
+        rel_r, rel_s = r / (pri + tiny), s / (dual + tiny)
+        crit = float(max(rel_r, rel_s))
+        done = crit <= tol
+        if done or it % record_every == 0 or it == max_iter:
+            hist.append(datafit.value(X) + penalty.value(X))
+        if done:
+            break
+        if it % balance_every == 0 and (rel_r > 10.0 * rel_s or rel_s > 10.0 * rel_r):
+            f = 2.0 if rel_r > rel_s else 0.5
+            rho *= f
+            U1 /= f
+            U2 /= f
+            denom = lam[:, None] + rho * sig[None, :]
+    return SolverResult(
+        X, np.asarray(hist), crit, it, crit <= tol, {"U1": U1, "U2": U2, "rho": rho}
+    )
+
+
+def spg(
+    datafit: QuadraticGram,
+    penalty: L1,
+    B0: np.ndarray | None = None,
+    tol: float = 1e-5,
+    max_iter: int = 20000,
+    mu0: float | None = None,
+    mu_factor: float = 0.1,
+    mu_min: float = 1e-8,
+) -> SolverResult:
+    """Smoothing proximal gradient with FISTA momentum, restart and continuation on mu.
+
+    Each stage minimises ``f + smooth_mu(Omega) + lambda1 ||.||_1 (+ B >= 0)`` with step
+    ``1/L_mu``, ``L_mu = lambda_max(G) + lambda2^2 ||A||^2 / mu``, until its gradient
+    mapping falls below ``tol``; then mu shrinks. It stops at ``mu_min`` or when the
+    exact objective changes by less than ``tol`` (relative) over a whole stage.
+    """
+    C, K = datafit.shape
+    x = np.zeros((C, K)) if B0 is None else np.array(B0, dtype=np.float64)
+    if penalty.nonneg:
+        x = np.maximum(x, 0.0)
+    scale = _scale(datafit)
+    if mu0 is None:
+        mu0 = 1e-2 * max(scale / np.sqrt(x.size), 1e-12)
+    mu, hist, crit, it, prev_stage = mu0, [], np.inf, 0, np.inf
+    while it < max_iter:
+        L = datafit.lipschitz + penalty.smooth_lipschitz(mu)
+        y, t, x_old = x, 1.0, x
+        while it < max_iter:
+            it += 1
+            _, gs = penalty.smooth(y, mu)
+            x_new = penalty.prox_separable(y - (datafit.gradient(y) + gs) / L, 1.0 / L)
+            crit = L * float(np.linalg.norm(x_new - y)) / scale
+            hist.append(datafit.value(x_new) + penalty.value(x_new))
+            if np.vdot(y - x_new, x_new - x_old) > 0:
+                t = 1.0
+            t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
+            y = x_new + ((t - 1.0) / t_new) * (x_new - x_old)
+            x_old, t = x_new, t_new
+            if crit <= tol:
+                break
+        x = x_old
+        f = hist[-1] if hist else np.inf
+        done = mu <= mu_min or abs(prev_stage - f) <= tol * max(abs(f), 1e-300)
+        prev_stage = f
+        if done:
+            break
+        mu *= mu_factor
+    return SolverResult(x, np.asarray(hist), crit, it, crit <= tol)
+
+
+SOLVERS = {"fista": fista, "admm": admm, "spg": spg}

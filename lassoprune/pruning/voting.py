@@ -1,0 +1,260 @@
+"""``dwgl-vote``: remove the channels that the convs of a group vote out together.
+
+After sparse training with DWGL (Zhan et al., "Directed-Weighting Group Lasso
+for Eltwise Blocked CNN Pruning", BMVC 2019, arXiv:1910.09318) the convs of
+an elementwise group have driven the same filters towards zero. Each voter
+``l`` of a group (a producer conv; with ``vote_on="bn"`` a BatchNorm, for
+network slimming, Liu et al. 2017) votes channel ``i`` out when its
+relative strength is below ``tau``:
+
+    r^l_i = ||W^l_i||_2 / max_j ||W^l_j||_2,      vote^l_i = [r^l_i < tau]
+
+(``|gamma^l_i| / max_j |gamma^l_j|`` for BN voters; ``r = 0`` for an
+all-zero layer). The group removes the channels with enough votes:
+
+==================  ===========================================  ==========================
+rule                removed when                                 statistic ``s_i``
+==================  ===========================================  ==========================
+``intersection``    every voter votes it out (default)           ``max_l r^l_i``
+``union``           any voter votes it out                       ``min_l r^l_i``
+``k-of-n``          at least ``k`` voters vote it out            ``k``-th smallest ``r^l_i``
+==================  ===========================================  ==========================
+
+i.e. channel ``i`` is removed iff ``s_i < tau``, so the removed set grows
+monotonically with ``tau`` (``k`` is capped at the group's voter count, so
+single-conv groups are plain thresholding). A group never keeps fewer than
+its floor (``min_channels``): the channels with the largest ``s_i`` are
+kept back. ``round_to`` only raises that floor here.
+
+``tau`` is either given (``threshold=``) or, with a MACs / params target,
+the smallest ``tau`` among the statistics' values (``tau <= 1``) whose
+pruned network meets the target (at or below it: the removal sets change in
+steps, so the result may undershoot the target).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lassoprune.errors import LassopruneError, UnknownNameError
+from lassoprune.pruning.api import Selection, SelectionContext, register_selector
+from lassoprune.pruning.groups import ChannelGroup, LayerSlice
+from lassoprune.pruning.norms import slice_norms
+
+VOTE_METHOD = "dwgl-vote"
+VOTE_RULES: tuple[str, ...] = ("intersection", "union", "k-of-n")
+VOTE_SOURCES: tuple[str, ...] = ("filters", "bn")
+VOTE_OPTIONS: tuple[str, ...] = ("threshold", "vote", "vote_k", "vote_on")
+
+
+@dataclass(frozen=True)
+class VoteOptions:
+    """The options of ``dwgl-vote`` (extra keyword arguments of :func:`lassoprune.prune`).
+
+    Attributes:
+        threshold: ``tau`` in (0, 1]; None = searched for the target.
+        vote: ``intersection``, ``union`` or ``k-of-n``.
+        vote_k: ``k`` for ``k-of-n`` (>= 1).
+        vote_on: ``filters`` (conv filter norms) or ``bn`` (BatchNorm ``|gamma|``).
+    """
+
+    threshold: float | None = None
+    vote: str = "intersection"
+    vote_k: int | None = None
+    vote_on: str = "filters"
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not (0.0 < self.threshold <= 1.0 and math.isfinite(self.threshold)):
+            raise LassopruneError(f"the vote threshold tau must lie in (0, 1], got {self.threshold}")
+        if self.vote not in VOTE_RULES:
+            raise UnknownNameError("vote rule", self.vote, VOTE_RULES)
+        if self.vote_on not in VOTE_SOURCES:
+            raise UnknownNameError("vote source", self.vote_on, VOTE_SOURCES)
+        if self.vote == "k-of-n" and (self.vote_k is None or self.vote_k < 1):
+            raise LassopruneError(f"vote 'k-of-n' needs vote_k (--vote-k) >= 1, the voters that must agree, got {self.vote_k}")
+        if self.vote != "k-of-n" and self.vote_k is not None:
+            raise LassopruneError(f"vote_k only applies to vote 'k-of-n', not {self.vote!r}")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> VoteOptions:
+        """Build from ``prune(**options)``; an unknown key is an error listing the valid ones."""
+        for key in options:
+            if key not in VOTE_OPTIONS:
+                raise UnknownNameError(f"{VOTE_METHOD} option", key, VOTE_OPTIONS)
+        return cls(**options)
+
+
+def required_votes(rule: str, num_voters: int, k: int | None = None) -> int:
+    """How many of ``num_voters`` must vote a channel out under ``rule`` (``k`` capped at ``num_voters``)."""
+    if rule == "intersection":
+        return num_voters
+    if rule == "union":
+        return 1
+    if rule == "k-of-n":
+        if k is None or k < 1:
+            raise LassopruneError(f"vote 'k-of-n' needs k >= 1, got {k}")
+        return min(k, num_voters)
+    raise UnknownNameError("vote rule", rule, VOTE_RULES)
+
+
+def combine_votes(votes: Tensor, rule: str = "intersection", k: int | None = None) -> Tensor:
+    """The channels a group removes, from its voters' votes.
+
+    Args:
+        votes: bool ``(n_voters, C)``, ``votes[l, i]``: voter ``l`` votes channel ``i`` out.
+        rule: ``intersection``, ``union`` or ``k-of-n``.
+        k: for ``k-of-n``.
+
+    Returns:
+        bool ``(C,)``: removed channels.
+    """
+    return votes.sum(0) >= required_votes(rule, votes.shape[0], k)
+
+
+def removal_statistic(ratios: Tensor, rule: str = "intersection", k: int | None = None) -> Tensor:
+    """``s_i`` with ``removed_i = [s_i < tau]`` for every ``tau`` (the module docstring's table).
+
+    Args:
+        ratios: ``(n_voters, C)`` relative strengths ``r^l_i`` in [0, 1].
+
+    Returns:
+        ``(C,)``: the ``m``-th smallest ratio of each channel, ``m`` = :func:`required_votes`.
+    """
+    m = required_votes(rule, ratios.shape[0], k)
+    return ratios.sort(dim=0).values[m - 1]
+
+
+def relative_strengths(norms: Tensor) -> Tensor:
+    """``r_i = n_i / max_j n_j`` (all zeros when every ``n_j = 0``); any shape ``(C,)``."""
+    top = norms.max()
+    return norms / top if top > 0 else torch.zeros_like(norms)
+
+
+def voters(group: ChannelGroup, modules: Mapping[str, nn.Module], vote_on: str = "filters") -> tuple[LayerSlice, ...]:
+    """The slices that vote: producer filters, or the BN scales (falls back to producers without BN)."""
+    if vote_on == "bn":
+        norms = tuple(s for s in group.norms if isinstance(getattr(modules[s.module], "weight", None), Tensor))
+        if norms:
+            return norms
+    return tuple(s for s in group.producers if s.role == "out")
+
+
+def group_ratios(group: ChannelGroup, modules: Mapping[str, nn.Module], vote_on: str = "filters") -> tuple[tuple[str, ...], Tensor]:
+    """Voter names and their ``(n_voters, C)`` relative strengths ``r^l_i`` (group-channel order)."""
+    members = voters(group, modules, vote_on)
+    with torch.no_grad():
+        rows = [relative_strengths(slice_norms(modules[s.module], s, 2, group.num_channels).double().cpu())
+                for s in members]
+    return tuple(s.module for s in members), torch.stack(rows)
+
+
+def keep_mask(statistic: Tensor, tau: float, floor: int) -> Tensor:
+    """bool ``(C,)``: channels with ``s_i >= tau``, topped up with the largest ``s_i`` to ``floor``."""
+    keep = statistic >= tau
+    missing = floor - int(keep.sum())
+    if missing > 0:
+        order = torch.argsort(torch.where(keep, -math.inf, statistic), descending=True, stable=True)
+        keep[order[:missing]] = True
+    return keep
+
+
+@dataclass(frozen=True)
+class _GroupVotes:
+    group: ChannelGroup
+    names: tuple[str, ...]
+    ratios: Tensor  # (n_voters, C)
+    statistic: Tensor  # (C,)
+    floor: int
+
+
+def _collect(ctx: SelectionContext, opts: VoteOptions) -> list[_GroupVotes]:
+    modules = dict(ctx.model.named_modules())
+    out = []
+    for group, floor in zip(ctx.analysis.groups, ctx.floors):
+        names, ratios = group_ratios(group, modules, opts.vote_on)
+        statistic = removal_statistic(ratios, opts.vote, opts.vote_k)
+        out.append(_GroupVotes(group, names, ratios, statistic, int(floor)))
+    return out
+
+
+def _keep_all(votes: Sequence[_GroupVotes], tau: float) -> dict[str, Tensor]:
+    return {v.group.id: keep_mask(v.statistic, tau, v.floor) for v in votes}
+
+
+def _cost(ctx: SelectionContext, keep: Mapping[str, Tensor]) -> int:
+    counts = ctx.cost_model.keep_vector({gid: int(mask.sum()) for gid, mask in keep.items()})
+    return ctx.target.cost(ctx.cost_model, counts)
+
+
+def search_tau(ctx: SelectionContext, votes: Sequence[_GroupVotes]) -> float:
+    """The smallest candidate ``tau <= 1`` whose pruned cost meets ``ctx.target`` (bisection; cost falls with tau)."""
+    values = torch.cat([v.statistic for v in votes])
+    candidates = torch.unique(values[(values > 0) & (values <= 1)]).tolist()
+    candidates = sorted(set(candidates) | {1.0})
+    budget = ctx.target.ratio * ctx.target.full(ctx.cost_model)
+    if _cost(ctx, _keep_all(votes, candidates[-1])) > budget:
+        reachable = _cost(ctx, _keep_all(votes, candidates[-1])) / ctx.target.full(ctx.cost_model)
+        raise LassopruneError(
+            f"target_{ctx.target.kind}={ctx.target.ratio} is unreachable by voting: even tau = 1 keeps "
+            f"{reachable:.4f} of the {ctx.target.kind} (sparse-train longer / with a larger lam, or use --vote union)"
+        )
+    lo, hi = 0, len(candidates) - 1  # candidates[hi] meets the budget
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _cost(ctx, _keep_all(votes, candidates[mid])) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(candidates[hi])
+
+
+def _group_report(v: _GroupVotes, tau: float, keep: Tensor) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    votes = v.ratios < tau
+    voted = {name: torch.nonzero(row).flatten().tolist() for name, row in zip(v.names, votes)}
+    counts = {
+        "votes": {name: len(channels) for name, channels in voted.items()},
+        "intersection": int(votes.all(0).sum()),
+        "union": int(votes.any(0).sum()),
+        "removed": int((~keep).sum()),
+    }
+    return counts, voted
+
+
+def _eltwise_summary(votes: Sequence[_GroupVotes], per_group: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    eltwise = [v.group for v in votes if v.group.is_eltwise]
+    channels = sum(g.num_channels for g in eltwise)
+    total = {key: sum(per_group[g.id][key] for g in eltwise) for key in ("intersection", "union", "removed")}
+    return {"groups": len(eltwise), "channels": channels, **total,
+            "removed_fraction": total["removed"] / channels if channels else 0.0}
+
+
+@register_selector(VOTE_METHOD)
+def dwgl_vote(ctx: SelectionContext) -> Selection:
+    """Keep sets of ``dwgl-vote`` (see the module docstring); ``ctx.options``: :class:`VoteOptions`."""
+    opts = VoteOptions.from_options(ctx.options)
+    if opts.threshold is None and ctx.target is None:
+        raise LassopruneError(f"{VOTE_METHOD} needs threshold=tau or a target (target_macs / target_params)")
+    if opts.threshold is not None and ctx.target is not None:
+        raise LassopruneError(f"{VOTE_METHOD}: give either threshold=tau or a target, not both")
+    votes = _collect(ctx, opts)
+    tau = opts.threshold if opts.threshold is not None else search_tau(ctx, votes)
+    keep = _keep_all(votes, tau)
+    per_group, voted = {}, {}
+    for v in votes:
+        per_group[v.group.id], voted[v.group.id] = _group_report(v, tau, keep[v.group.id])
+    details = {
+        "tau": tau, "tau_searched": opts.threshold is None, "vote": opts.vote, "vote_k": opts.vote_k,
+        "vote_on": opts.vote_on, "per_group": per_group, "voted": voted, "eltwise": _eltwise_summary(votes, per_group),
+    }
+    return Selection(
+        keep={gid: tuple(torch.nonzero(mask).flatten().tolist()) for gid, mask in keep.items()},
+        scores={v.group.id: v.statistic for v in votes},  # float64 (C,): removed iff < tau
+        details=details,
+    )
+
