@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lassoprune.models._init import init_weights
 from lassoprune.models._registry import (
     ModelConfigError,
     check_head_options,
@@ -141,19 +142,6 @@ class DenseNet(nn.Module):
         x = self.features(self.conv1(x))  # (N, 456, H/4, W/4) for DenseNet-40
         x = self.avgpool(self.relu(self.bn(x)))  # (N, 456, 1, 1)
         return self.fc(torch.flatten(x, 1))  # (N, num_classes)
-
-
-def init_weights(model: nn.Module) -> None:
-    """He (kaiming) normal init for convs, BN to identity, zero fc bias."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.kaiming_uniform_(module.weight, nonlinearity="linear")
-            nn.init.zeros_(module.bias)
 
 
 @register_model("densenet40", family="densenet", default_image_size=32)

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from lassoprune.models._init import init_weights
 from lassoprune.models._registry import check_head_options, check_probability, register_model
 
 __all__ = ["INCEPTION_WIDTHS", "CifarGoogLeNet", "Inception", "InceptionWidths"]
@@ -140,19 +141,6 @@ class CifarGoogLeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.inception(self.stem(x))  # (N, 1024, H/4, W/4)
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))  # (N, num_classes)
-
-
-def init_weights(model: nn.Module) -> None:
-    """He (kaiming) normal init for convs, BN to identity, zero fc bias."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.kaiming_uniform_(module.weight, nonlinearity="linear")
-            nn.init.zeros_(module.bias)
 
 
 @register_model("googlenet", family="googlenet", default_image_size=32)

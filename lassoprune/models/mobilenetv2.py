@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from lassoprune.models._init import init_weights
 from lassoprune.models._registry import check_head_options, check_probability, register_model
 
 __all__ = ["CIFAR_SETTINGS", "BottleneckSetting", "InvertedResidual", "MobileNetV2"]
@@ -129,24 +130,11 @@ class MobileNetV2(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(LAST_CHANNELS, num_classes)
-        init_weights(self)
+        init_weights(self, linear="normal")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(self.blocks(self.stem(x)))  # (N, 1280, H/8, W/8)
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))  # (N, num_classes)
-
-
-def init_weights(model: nn.Module) -> None:
-    """He (kaiming) normal init for convs, BN to identity, N(0, 0.01) for the fc layer."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, 0.01)
-            nn.init.zeros_(module.bias)
 
 
 @register_model("mobilenetv2", family="mobilenetv2", default_image_size=32)

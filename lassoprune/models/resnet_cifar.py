@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lassoprune.models._init import init_weights
 from lassoprune.models._registry import ModelConfigError, check_choice, check_head_options, register_model
 
 __all__ = ["SHORTCUTS", "BasicBlock", "CifarResNet", "PadShortcut"]
@@ -138,19 +139,6 @@ def make_stage(in_channels: int, out_channels: int, blocks: int, stride: int, sh
     layers = [BasicBlock(in_channels, out_channels, stride, shortcut)]
     layers += [BasicBlock(out_channels, out_channels, 1, shortcut) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
-
-
-def init_weights(model: nn.Module) -> None:
-    """He (kaiming) normal init for convs (He et al. 2015), BN to identity, fc kaiming uniform."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.kaiming_uniform_(module.weight, nonlinearity="linear")
-            nn.init.zeros_(module.bias)
 
 
 @register_model("resnet20", family="resnet_cifar", default_image_size=32)

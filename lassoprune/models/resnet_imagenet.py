@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lassoprune.models._init import init_weights
 from lassoprune.models._registry import check_head_options, register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "ImageNetResNet"]
@@ -137,7 +138,7 @@ class ImageNetResNet(nn.Module):
             channels = width * block.expansion
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-        init_weights(self)
+        init_weights(self, linear="default")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
@@ -152,16 +153,6 @@ def make_stage(
     layers: list[nn.Module] = [block(in_channels, width, stride)]
     layers += [block(width * block.expansion, width) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
-
-
-def init_weights(model: nn.Module) -> None:
-    """He (kaiming) normal init (fan out) for convs, BN to identity; fc keeps PyTorch's default."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 @register_model("resnet18", family="resnet_imagenet", default_image_size=224)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lassoprune.models._init import init_weights
 from lassoprune.models._registry import (
     ModelConfigError,
     check_head_options,
@@ -100,24 +101,11 @@ class CifarVGG(nn.Module):
         self.features = make_features(config, in_channels)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = make_classifier(int([c for c in config if c != POOL][-1]), num_classes, dropout)
-        init_weights(self)
+        init_weights(self, linear="normal")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))  # (N, 512, 1, 1)
         return self.classifier(torch.flatten(x, 1))  # (N, num_classes)
-
-
-def init_weights(model: nn.Module) -> None:
-    """He (kaiming) normal init for convs, BN to identity, N(0, 0.01) for fc layers."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, 0.01)
-            nn.init.zeros_(module.bias)
 
 
 @register_model("vgg11", family="vgg", default_image_size=32)
