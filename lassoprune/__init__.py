@@ -22,7 +22,7 @@ from lassoprune.errors import (
     UnknownNameError,
 )
 from lassoprune.io import load, save
-from lassoprune import pruning
+from lassoprune import lasso, pruning
 from lassoprune import regularizers
 from lassoprune.models import create_model, list_models
 from lassoprune.pruning import ChannelGroup, PruneResult, channel_groups, prune
@@ -56,6 +56,7 @@ __all__ = [
     "load",
     "load_dataset",
     "prune",
+    "lasso",
     "pruning",
     "regularizers",
     "save",

@@ -30,10 +30,12 @@ examples:
 
 --target-macs R keeps the fraction R of the original MACs (0 < R < 1), met within 1%.
 Methods that need data (taylor, the lasso methods) draw a class-balanced calibration
-set of --calib-size training images. dwgl-vote (after `lassoprune sparse-train`) removes
-the channels whose filter norm is below --threshold TAU times the conv's largest in
-every conv of the group (--vote), with no target, or with tau searched for the target. Without --checkpoint a freshly initialised
+set of --calib-size training images. Without --checkpoint a freshly initialised
 --model is pruned (useful for checking sizes and speed).
+
+dwgl-vote (after `lassoprune sparse-train`) needs no data: it removes the channels whose
+filter norm is below TAU times the conv's largest in every conv of the group (--vote),
+with --threshold TAU and no target, or with TAU searched for --target-macs.
 """
 
 

@@ -21,6 +21,8 @@ with ``M`` the rows ``vec(Kbar^(c))`` (Yamada et al. 2014, HSIC lasso). Only
 the upper triangle of each symmetric kernel is stored (off-diagonal entries
 scaled by sqrt(2), so inner products are unchanged), one group at a time, and
 kernels are built a chunk of channels at a time, so memory stays bounded.
+For N >= 256 kernels are held in float32 (distances and bandwidths in
+float64); G and R are returned in float64.
 
 Targets (one per column of ``R``):
 
@@ -39,6 +41,7 @@ are sums of the per-block Grams, so the cost is linear in N.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -65,8 +68,6 @@ __all__ = [
 
 #: Elements of a float64 working buffer per channel chunk (about 64 MB).
 _CHUNK_ELEMENTS = 8_000_000
-#: Packed kernels of one group above this many bytes in float64 are stored in float32.
-_FLOAT64_BYTES = 256 * 2**20
 
 
 class TargetKind(str, Enum):
@@ -138,6 +139,7 @@ def _squared_distances(x: Tensor) -> Tensor:
 _MEDIAN_PAIRS = 20_000
 
 
+@functools.lru_cache(maxsize=4)
 def _median_pairs(n: int) -> tuple[Tensor, Tensor]:
     """Pairs i < j the median heuristic reads: all of them, or a fixed random subset of ``_MEDIAN_PAIRS``."""
     iu = torch.triu_indices(n, n, offset=1)
@@ -172,15 +174,17 @@ def _median_bandwidth(d2: Tensor, x: Tensor) -> Tensor:
     return torch.where(constant, torch.zeros_like(sigma2), 2.0 * sigma2)
 
 
-def gaussian_kernels(x: Tensor) -> Tensor:
-    """``(B, N, D)`` -> ``(B, N, N)`` float64 Gaussian kernels, median-heuristic bandwidth each.
+def gaussian_kernels(x: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``(B, N, D)`` -> ``(B, N, N)`` Gaussian kernels, median-heuristic bandwidth each.
 
-    A constant input gives the all-ones kernel (its centred kernel is 0).
+    Distances and bandwidths are computed in float64, the kernels returned in
+    ``dtype``. A constant input gives the all-ones kernel (its centred kernel is 0).
     """
-    k = _squared_distances(x)
-    width = _median_bandwidth(k, x)
+    d2 = _squared_distances(x)
+    width = _median_bandwidth(d2, x)
     inv = torch.where(width > 0, -1.0 / torch.where(width > 0, width, 1.0), 0.0)  # constant: exp(0) = 1
-    return k.mul_(inv.view(-1, 1, 1)).exp_()
+    k = d2 if dtype == torch.float64 else d2.to(dtype)
+    return k.mul_(inv.view(-1, 1, 1).to(dtype)).exp_()
 
 
 def centre_normalise(k: Tensor, eps: float = 1e-12, inplace: bool = False) -> Tensor:
@@ -226,79 +230,106 @@ def class_output_target_kernels(l_out: Tensor, labels: Tensor, num_classes: int)
     return centre_normalise(l_out.unsqueeze(0) * e.unsqueeze(2) * e.unsqueeze(1))
 
 
-class _Targets:
-    """Computes one chunk's ``R`` rows from full kernels, without forming ``N^2 x K`` targets."""
+def _centre(k: Tensor, eps: float = 1e-12) -> Tensor:
+    """Centre symmetric kernels ``(c, N, N)`` in place (``H K H``); return ``1 / ||H K H||_F`` per kernel (0 for 0)."""
+    m = k.mean(dim=-1)  # row means = column means (symmetric)
+    k.sub_(m.unsqueeze(-1)).sub_((m - m.mean(-1, keepdim=True)).unsqueeze(-2))
+    norm = torch.linalg.vector_norm(k, dim=(-2, -1)).double()
+    tiny = norm <= eps * k.shape[-1]
+    return torch.where(tiny, 0.0, 1.0 / torch.where(tiny, 1.0, norm))
 
-    def __init__(self, kind: TargetKind, labels: Tensor, num_classes: int, outputs: Tensor | None) -> None:
+
+class _Targets:
+    """Computes one chunk's ``R`` rows from centred kernels, without forming ``N^2 x K`` targets.
+
+    The images must be sorted by class, so that class k is the contiguous block
+    ``bounds[k]:bounds[k+1]`` and its targets meet only that block of each kernel.
+    """
+
+    def __init__(
+        self, kind: TargetKind, labels: Tensor, num_classes: int, outputs: Tensor | None, dtype: torch.dtype
+    ) -> None:
         self.kind = kind
         n = labels.numel()
         if kind.needs_output and outputs is None:
             raise LassopruneError(f"target {kind.value!r} needs the consumers' outputs")
+        counts = torch.bincount(labels, minlength=num_classes)
+        self.bounds = [0] + torch.cumsum(counts, 0).tolist()
+        self.num_classes = num_classes
         if kind is TargetKind.CLASS:
-            e = _one_hot(labels, num_classes)
-            e = e - e.mean(0, keepdim=True)  # H e_k
-            norm = e.norm(dim=0)
-            self.ebar = torch.where(norm > 0, e / torch.where(norm > 0, norm, torch.ones_like(norm)), 0.0)  # (N, K)
+            # ebar_k^T Kbar ebar_k = e_k^T Kbar e_k / ||H e_k||^2 (Kbar is centred), ||H e_k||^2 = n_k (1 - n_k / N)
+            spread = counts.double() * (1.0 - counts.double() / n)
+            self.scale = torch.where(spread > 1e-12, 1.0 / torch.where(spread > 1e-12, spread, 1.0), 0.0)
+            self.onehot = _one_hot(labels, num_classes).to(dtype)  # (N, K)
         elif kind is TargetKind.OUTPUT:
-            self.lbar = centre_normalise(output_target_kernel(outputs))  # (N, N)
+            self.lbar = centre_normalise(output_target_kernel(outputs)).to(dtype)  # (N, N)
         else:
             l_out = output_target_kernel(outputs)
-            same = labels.view(-1, 1) == labels.view(1, -1)
-            self.masked = l_out * same  # only class blocks meet the targets
-            self.labels = labels.long()
-            self.num_classes = num_classes
-            # ||H L^(k) H||_F per class, one N x N at a time
+            self.blocks = []
             norms = torch.zeros(num_classes, dtype=torch.float64)
-            for k in torch.unique(self.labels).tolist():
-                member = (self.labels == k).double()
-                block = self.masked * member.view(-1, 1) * member.view(1, -1)
-                block = block - block.mean(-1, keepdim=True)
-                block = block - block.mean(-2, keepdim=True)
-                norms[k] = torch.linalg.matrix_norm(block)
-            self.inv_norm = torch.where(norms > 1e-12 * n, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0)
+            for k in range(num_classes):
+                lo, hi = self.bounds[k], self.bounds[k + 1]
+                block = l_out[lo:hi, lo:hi]
+                self.blocks.append(block.to(dtype))
+                if hi > lo:  # ||H L^(k) H||_F with L^(k) zero outside the block, in closed form
+                    row = block.sum(1)
+                    total = row.sum()
+                    sq = block.square().sum() - 2.0 * row.square().sum() / n + total**2 / n**2
+                    norms[k] = sq.clamp(min=0.0).sqrt()
+            self.scale = torch.where(norms > 1e-12 * n, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0)
 
     @property
     def width(self) -> int:
-        if self.kind is TargetKind.CLASS:
-            return self.ebar.shape[1]
         return 1 if self.kind is TargetKind.OUTPUT else self.num_classes
 
-    def rows(self, kbar: Tensor) -> Tensor:
-        """``(c, N, N)`` centred normalised kernels -> ``(c, K)`` rows of ``R``."""
-        if self.kind is TargetKind.CLASS:
-            return (torch.matmul(kbar, self.ebar) * self.ebar.unsqueeze(0)).sum(1)
+    def rows(self, kc: Tensor) -> Tensor:
+        """``(c, N, N)`` centred (not yet normalised) kernels -> ``(c, K)`` float64 rows of ``<HKH, Lbar^(k)>``."""
+        c, n = kc.shape[0], kc.shape[1]
         if self.kind is TargetKind.OUTPUT:
-            return (kbar * self.lbar).sum((1, 2)).unsqueeze(1)
-        per_row = (kbar * self.masked).sum(2)  # (c, N): sum_j over the row's own class
-        r = torch.zeros(kbar.shape[0], self.num_classes, dtype=torch.float64)
-        r.index_add_(1, self.labels, per_row)
-        return r * self.inv_norm
+            return (kc.reshape(c, n * n) @ self.lbar.reshape(n * n, 1)).double()
+        if self.kind is TargetKind.CLASS:  # e_k^T K e_k for every k: one product with the class indicators
+            per_class = torch.matmul(kc, self.onehot)  # (c, N, K): row sums within each class
+            return (per_class * self.onehot).sum(1).double() * self.scale
+        r = torch.zeros(c, self.num_classes, dtype=torch.float64)
+        for k in range(self.num_classes):
+            lo, hi = self.bounds[k], self.bounds[k + 1]
+            if hi > lo:  # only the class-k block meets L^(k): copy it (1/K of the kernel) and take one dot
+                block = kc[:, lo:hi, lo:hi].reshape(c, -1)
+                r[:, k] = (block @ self.blocks[k].reshape(-1)).double()
+        return r * self.scale
 
 
 def _gram_dense(
     features: Tensor, kind: TargetKind, labels: Tensor, num_classes: int, outputs: Tensor | None,
     dtype: torch.dtype | None,
 ) -> tuple[Tensor, Tensor, float, float]:
-    """``G``, ``R`` over all N images (one block), kernels built a chunk of channels at a time."""
+    """``G``, ``R`` over all N images (one block), kernels built a chunk of channels at a time.
+
+    ``dtype`` is the working precision of the kernels (None: float64 for N < 256, else float32).
+    """
     started = time.perf_counter()
+    order = torch.argsort(labels, stable=True)  # G and R do not depend on the order of the images
+    features, labels = features[order], labels[order]
+    outputs = outputs[order] if outputs is not None else None
     n, c = features.shape[0], features.shape[1]
-    targets = _Targets(kind, labels, num_classes, outputs)
+    if dtype is None:
+        dtype = torch.float64 if n < 256 else torch.float32
+    targets = _Targets(kind, labels, num_classes, outputs, dtype)
     iu = torch.triu_indices(n, n)
     flat = iu[0] * n + iu[1]
-    weight = torch.where(iu[0] == iu[1], 1.0, math.sqrt(2.0)).double()
-    packed = flat.numel()
-    if dtype is None:
-        dtype = torch.float64 if c * packed * 8 <= _FLOAT64_BYTES else torch.float32
-    m = torch.empty(c, packed, dtype=dtype)
+    weight = torch.where(iu[0] == iu[1], 1.0, math.sqrt(2.0)).to(dtype)
+    m = torch.empty(c, flat.numel(), dtype=dtype)
     r = torch.empty(c, targets.width, dtype=torch.float64)
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, 3 * n * n))
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, 2 * n * n))
     per_channel = features.transpose(0, 1)  # (C, N, D)
     for start in range(0, c, chunk):
         stop = min(c, start + chunk)
-        kbar = centre_normalise(gaussian_kernels(per_channel[start:stop]), inplace=True)
-        r[start:stop] = targets.rows(kbar)
-        m[start:stop] = (kbar.reshape(stop - start, n * n)[:, flat] * weight).to(dtype)
-        del kbar
+        k = gaussian_kernels(per_channel[start:stop], dtype)
+        inv_norm = _centre(k)
+        r[start:stop] = targets.rows(k) * inv_norm.unsqueeze(1)
+        torch.mul(k.reshape(stop - start, n * n)[:, flat], weight, out=m[start:stop])
+        m[start:stop].mul_(inv_norm.to(dtype).unsqueeze(1))
+        del k
     kernel_seconds = time.perf_counter() - started
     started = time.perf_counter()
     g = (m @ m.T).double()
@@ -329,7 +360,7 @@ def hsic_gram(
         block: block HSIC with blocks of this many images (None: all N at once).
         permutations: random splits into blocks (block HSIC only).
         seed: of the block permutations.
-        dtype: storage of the packed kernels (None: float64 when small, else float32).
+        dtype: working precision of the kernels (None: float64 for N < 256, else float32).
 
     Returns:
         :class:`HsicGram` with ``G`` ``(C, C)`` and ``R`` ``(C, K)`` (K = 1 for ``output``).

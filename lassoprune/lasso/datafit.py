@@ -33,8 +33,8 @@ class QuadraticGram:
         if not (np.all(np.isfinite(G)) and np.all(np.isfinite(R))):
             raise ValueError("G and R must be finite")
         scale = max(float(np.abs(G).max()), 1e-300)
-        if not np.allclose(G, G.T, rtol=0.0, atol=1e-10 * scale):
-            raise ValueError("G must be symmetric")
+        if not np.allclose(G, G.T, rtol=0.0, atol=1e-5 * scale):  # float32-built Grams pass
+            raise ValueError("G must be symmetric (to 1e-5 of its largest entry)")
         self.G = 0.5 * (G + G.T)
         self.R = R
 

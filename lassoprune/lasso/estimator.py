@@ -126,7 +126,7 @@ class StructuredLasso:
         C, K = datafit.shape
         penalty = make_penalty(self.structure, self.lambda1, self.lambda2, K, self.nonneg)
         name = self._solver_name(penalty)
-        if self.lambda1 >= lambda_max(datafit.R, datafit.R, self.nonneg):
+        if self.lambda1 >= lambda_max(datafit.G, datafit.R, self.nonneg):
             # B = 0 satisfies the KKT conditions exactly (see lambda_max): no iterations.
             res = SolverResult(np.zeros((C, K)), np.zeros(1), 0.0, 0, True)
         else:

@@ -123,6 +123,16 @@ class L1:
         """Prox of ``step * lambda2 * N`` on the (C, P) image ``Z = B A^T``."""
         return self.norm.prox(Z, step * self.lambda2)
 
+    def snap(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """A point with the structure that Z, the split image of B A^T, holds exactly.
+
+        Splitting solvers (ADMM) end with X ~ B and Z ~ B A^T where Z has the exact
+        zeros of the structured norm (fused pairs, zero groups) and X only nearly.
+        This returns X with that structure imposed; the solver keeps it if its
+        objective is lower. Plain L1: nothing to impose.
+        """
+        return X
+
     def smooth(self, B: np.ndarray, mu: float) -> tuple[float, np.ndarray]:
         """Smoothed structured part and its gradient (Chen et al. 2012).
 
@@ -161,9 +171,49 @@ class GraphFusedPenalty(L1):
         self.lambda2 = float(lambda2)
         self.operator = graph.operator(self.n_classes)
         self.norm = _L1Norm()
+        self._edges = graph.edges[graph.weights != 0]
+        self._signs = np.sign(graph.weights[graph.weights != 0])
+        self._live = np.flatnonzero(graph.weights != 0)
 
     def prox(self, B: np.ndarray, step: float) -> np.ndarray:
         raise NotImplementedError("the graph-fused penalty has no closed-form prox; use admm or spg")
+
+    def snap(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """Fuse the pairs with ``Z_ce == 0``: each fused component of a row gets one value.
+
+        Signs are tracked on the signed double cover (node (c, k, +/-)): an edge with
+        w > 0 joins (m, +)-(l, +) and (m, -)-(l, -), one with w < 0 joins (m, +)-(l, -)
+        and (m, -)-(l, +). The component mean of the signed values is then the common
+        value (0 for a sign-inconsistent component). A component holding an exact zero
+        of X stays zero; with B >= 0 so does a component that mixes signs.
+        """
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        C, K = X.shape
+        if self._edges.shape[0] == 0:
+            return X
+        cc, ee = np.nonzero(Z[:, self._live] == 0)
+        if cc.size == 0:
+            return X
+        n = C * K
+        a = cc * K + self._edges[ee, 0]
+        b = cc * K + self._edges[ee, 1]
+        neg = (self._signs[ee] < 0).astype(np.int64) * n
+        rows = np.concatenate([a, a + n])
+        cols = np.concatenate([b + neg, b + n - neg])
+        graph = coo_matrix((np.ones(rows.size), (rows, cols)), shape=(2 * n, 2 * n))
+        _, label = connected_components(graph, directed=False)
+        x = X.ravel()
+        vals = np.concatenate([x, -x])
+        count = np.bincount(label)
+        mean = np.bincount(label, vals) / count
+        plus = np.bincount(label, np.r_[np.ones(n), np.zeros(n)], minlength=count.size)
+        zero = np.bincount(label, np.r_[x == 0, x == 0].astype(float), minlength=count.size) > 0
+        mean[zero] = 0.0
+        if self.nonneg:
+            mean[(plus > 0) & (plus < count)] = 0.0
+        return mean[label[:n]].reshape(C, K)
 
 
 class TreeGroupPenalty(L1):
@@ -189,6 +239,15 @@ class TreeGroupPenalty(L1):
         self.operator, blocks = tree.operator(self.n_classes)
         self.norm = _BlockL2Norm(blocks)
         self._leaf_w, self._level_cache = self._levels()
+
+    def snap(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """Zero ``X[c, G_v]`` where the block of group v in Z is exactly zero (w_v > 0)."""
+        X = X.copy()
+        for v, b in enumerate(self.norm.blocks):
+            if self.tree.weights[v] > 0:
+                dead = ~np.any(Z[:, b] != 0, axis=1)
+                X[np.ix_(dead, self.tree.groups[v])] = 0.0
+        return X
 
     def _levels(self) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
         """Singleton weights per class, and the larger groups by height in the tree.

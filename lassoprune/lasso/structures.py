@@ -109,12 +109,8 @@ class TreeGroup:
     _order: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.groups, np.ndarray) and self.groups.ndim == 2:
-            raw = list(self.groups)
-        else:
-            raw = list(self.groups)
         groups = []
-        for v, g in enumerate(raw):
+        for v, g in enumerate(list(self.groups)):
             arr = np.asarray(g)
             if arr.ndim != 1 or arr.size == 0:
                 raise StructureError(f"group {v} must be a non-empty 1-D array of class indices")

@@ -36,6 +36,7 @@ Options (``lp.prune(..., method=..., **options)``):
 - ``lambda2``: structured weight as a fraction of lambda1 (default 0.1; ignored without structure)
 - ``tau``: class-graph edge threshold (default: each class keeps at least one edge)
 - ``block``, ``permutations``: block HSIC for large calibration sets (default off, 1)
+- ``nonneg``: constrain B >= 0 (default True; False lets more channels into the support at small rho)
 - ``tol``, ``max_iter``: solver tolerance and iteration cap (default 1e-5, 5000)
 - ``tolerance``: how close to the target the bisection aims (fraction of the
   original cost, default 0.008; the final cost is always within 0.01)
@@ -95,6 +96,7 @@ class LassoOptions:
     tau: float | None = None
     block: int | None = None
     permutations: int = 1
+    nonneg: bool = True
     tol: float = 1e-5
     max_iter: int = 5000
     tolerance: float = 0.008
@@ -182,7 +184,6 @@ def select_channels(ctx: SelectionContext, method: LassoMethod) -> Selection:
     if ctx.batches is None:
         raise LassopruneError(f"method {method.name} scores channels on data: give data=[(x, y), ...] batches")
     times: dict[str, float] = {}
-    torch.manual_seed(ctx.seed)
     features = collect_features(ctx.model, groups, ctx.batches, pool=opts.pool, outputs=opts.target_kind.needs_output)
     times["features"] = features.seconds
     structure, structure_info = _structure(method, features)
@@ -212,6 +213,7 @@ def select_channels(ctx: SelectionContext, method: LassoMethod) -> Selection:
         "structure": structure_info,
         "pool": opts.pool,
         "lambda2_fraction": opts.lambda2 if method.structure != "none" else 0.0,
+        "nonneg": opts.nonneg,
         "rho": rho,
         "bisection": search.history,
         "adjustment": adjustment,
@@ -252,10 +254,11 @@ def _problems(
         seconds_kernels += gram.seconds_kernels
         seconds_gram += gram.seconds_gram
         G, R = gram.G.numpy(), gram.R.numpy()
-        estimator = StructuredLasso(structure if R.shape[1] > 1 else None, 0.0, 0.0, nonneg=True,
+        estimator = StructuredLasso(structure if R.shape[1] > 1 else None, 0.0, 0.0, nonneg=opts.nonneg,
                                     tol=opts.tol, max_iter=opts.max_iter)
         problems.append(_GroupProblem(
-            group=group, G=G, R=R, lam_max=lambda_max(G, R, True), relevance=R.max(axis=1),
+            group=group, G=G, R=R, lam_max=lambda_max(G, R, opts.nonneg),
+            relevance=R.max(axis=1) if opts.nonneg else np.abs(R).max(axis=1),
             estimator=estimator, lambda2=opts.lambda2 if structure is not None else 0.0,
             solutions={}, n_iter={},
         ))

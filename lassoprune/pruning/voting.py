@@ -77,7 +77,9 @@ class VoteOptions:
         if self.vote_on not in VOTE_SOURCES:
             raise UnknownNameError("vote source", self.vote_on, VOTE_SOURCES)
         if self.vote == "k-of-n" and (self.vote_k is None or self.vote_k < 1):
-            raise LassopruneError(f"vote 'k-of-n' needs vote_k (--vote-k) >= 1, the voters that must agree, got {self.vote_k}")
+            raise LassopruneError(
+                f"vote 'k-of-n' needs vote_k (--vote-k) >= 1, the voters that must agree, got {self.vote_k}"
+            )
         if self.vote != "k-of-n" and self.vote_k is not None:
             raise LassopruneError(f"vote_k only applies to vote 'k-of-n', not {self.vote!r}")
 
@@ -145,7 +147,9 @@ def voters(group: ChannelGroup, modules: Mapping[str, nn.Module], vote_on: str =
     return tuple(s for s in group.producers if s.role == "out")
 
 
-def group_ratios(group: ChannelGroup, modules: Mapping[str, nn.Module], vote_on: str = "filters") -> tuple[tuple[str, ...], Tensor]:
+def group_ratios(
+    group: ChannelGroup, modules: Mapping[str, nn.Module], vote_on: str = "filters"
+) -> tuple[tuple[str, ...], Tensor]:
     """Voter names and their ``(n_voters, C)`` relative strengths ``r^l_i`` (group-channel order)."""
     members = voters(group, modules, vote_on)
     with torch.no_grad():

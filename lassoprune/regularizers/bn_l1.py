@@ -48,7 +48,9 @@ class BNL1(Regularizer):
     def _build(self) -> tuple[tuple[LayerTerm, ...], tuple[GroupMembers, ...]]:
         terms, members, seen = [], [], set()
         for group in self.groups:
-            norms = tuple(s for s in group.norms if isinstance(getattr(self._modules[s.module], "weight", None), Tensor))
+            norms = tuple(
+                s for s in group.norms if isinstance(getattr(self._modules[s.module], "weight", None), Tensor)
+            )
             members.append(GroupMembers(group.id, group.is_eltwise, group.num_channels, norms))
             for layer_slice in norms:
                 if layer_slice.module in seen:

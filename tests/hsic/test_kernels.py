@@ -165,3 +165,12 @@ def test_missing_class_is_named():
     groups = analyse_groups(copy.deepcopy(net), x[:1]).groups
     with pytest.raises(LassopruneError, match="no image of class 3"):
         collect_features(net, groups, [(x, torch.tensor([0, 1, 2, 0, 1, 2]))])
+
+
+@pytest.mark.parametrize("kind", ["class", "class-output"])
+def test_large_n_float32_path_matches_float64(kind):
+    feats, labels, outputs = _data(n=260, c=3, k=4)
+    auto = hsic_gram(feats, labels, 4, target=kind, outputs=outputs)  # N >= 256: float32 kernels
+    exact = hsic_gram(feats, labels, 4, target=kind, outputs=outputs, dtype=torch.float64)
+    assert auto.G.dtype == torch.float64
+    assert torch.allclose(auto.G, exact.G, atol=1e-5) and torch.allclose(auto.R, exact.R, atol=1e-5)

@@ -19,7 +19,6 @@ from lassoprune.lasso import (
     lasso_path,
     make_penalty,
     objective,
-    spg,
 )
 
 C, K = 30, 5
@@ -99,7 +98,7 @@ def test_agrees_with_cvxpy(problem, kind, nonneg):
     ref, B_ref = _cvxpy_solve(G, R, l1, l2, st, nonneg)
     assert est.converged_
     assert abs(est.objective_ - ref) <= 1e-4 * abs(ref)
-    assert est.objective_ <= ref + 1e-6 * abs(ref)  # never worse than the generic solver
+    assert est.objective_ <= ref + 1e-5 * abs(ref)  # not worse than the generic solver (tol 1e-5)
     assert est.objective_ == pytest.approx(objective(est.coef_, G, R, l1, l2, st, nonneg), rel=1e-12)
     np.testing.assert_allclose(est.coef_, B_ref, atol=2e-3 * np.abs(B_ref).max())
     if nonneg:
@@ -356,3 +355,18 @@ def test_rejects_bad_arguments(problem):
     big = GraphFused(np.array([[0, K]]), np.array([1.0]))
     with pytest.raises(ValueError, match="out of range"):
         StructuredLasso(big, 0.1, 0.1).fit_gram(G, R)
+
+
+def test_graph_snap_fuses_the_pairs_that_z_marks():
+    # chain 0 -(+)- 1 -(-)- 2, and 3 alone
+    g = GraphFused(np.array([[0, 1], [1, 2]]), np.array([0.5, -0.5]))
+    X = np.array([[1.0, 1.1, -0.9, 0.3], [0.0, 0.01, 0.2, 0.3]])
+    Z = np.array([[0.0, 0.0], [0.0, 0.2]])  # row 0: all fused; row 1: only 0-1 fused
+    snapped = make_penalty(g, 0.1, 1.0, 4, nonneg=False).snap(X, Z)
+    np.testing.assert_allclose(snapped[0], [1.0, 1.0, -1.0, 0.3])  # mean of (1, 1.1, 0.9), signed
+    np.testing.assert_allclose(snapped[1], [0.0, 0.0, 0.2, 0.3])  # a fused exact zero stays zero
+    assert np.all(snapped @ g.operator(4).T * (Z == 0) == 0)
+    # with B >= 0, a component joined by a negative edge can only be zero
+    Xp = np.abs(X)
+    nn = make_penalty(g, 0.1, 1.0, 4, nonneg=True).snap(Xp, Z)
+    np.testing.assert_allclose(nn[0], [0.0, 0.0, 0.0, 0.3])

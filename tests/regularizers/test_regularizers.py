@@ -79,9 +79,12 @@ def test_coefficients_increase_from_one_to_one_plus_alpha(schedule):
 
 
 def test_coefficient_formulas():
-    torch.testing.assert_close(coefficients(5, "linear", 2.0), torch.tensor([1.0, 1.5, 2.0, 2.5, 3.0], dtype=torch.float64))
-    torch.testing.assert_close(coefficients(3, "exp", 3.0), torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
-    torch.testing.assert_close(coefficients(5, "step", 1.0), torch.tensor([1.0, 1.0, 2.0, 2.0, 2.0], dtype=torch.float64))
+    def f64(*values: float) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64)
+
+    torch.testing.assert_close(coefficients(5, "linear", 2.0), f64(1.0, 1.5, 2.0, 2.5, 3.0))
+    torch.testing.assert_close(coefficients(3, "exp", 3.0), f64(1.0, 2.0, 4.0))
+    torch.testing.assert_close(coefficients(5, "step", 1.0), f64(1.0, 1.0, 2.0, 2.0, 2.0))
 
 
 def test_bad_options_are_clear_errors():
@@ -165,7 +168,8 @@ def test_dwgl_prox_scales_each_filter_by_its_coefficient():
             continue
         norms = filter_norms(module.weight)
         scale = torch.clamp(1 - 0.5 * 0.05 * c[name] / norms, min=0)
-        torch.testing.assert_close(dict(model.named_modules())[name].weight, module.weight * scale.view(-1, 1, 1, 1))
+        after = dict(model.named_modules())[name].weight
+        torch.testing.assert_close(after, module.weight * scale.view(-1, 1, 1, 1))
     assert torch.equal(model.head.weight, before.head.weight)
 
 
@@ -191,7 +195,8 @@ def test_lam_zero_leaves_training_unchanged(name, mode):
     plain, regularised = _tiny(), _tiny()
     lp.fit(plain, _loader(), test, cfg, num_classes=4, progress=False)
     reg = create_regularizer(name, regularised, EXAMPLE, 0.0)
-    lp.fit(regularised, _loader(), test, cfg, num_classes=4, progress=False, regularizer=reg, regularizer_mode=mode)
+    lp.fit(regularised, _loader(), test, cfg, num_classes=4, progress=False,
+           regularizer=reg, regularizer_mode=mode)
     for (key, a), b in zip(plain.state_dict().items(), regularised.state_dict().values()):
         assert torch.equal(a, b), key
 

@@ -1,0 +1,157 @@
+"""The lasso keep-set selectors: targets met, pruned = masked, details reported, clear errors, planted recovery."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lassoprune as lp
+from lassoprune.errors import LassopruneError
+from lassoprune.hsic import hsic_gram
+from lassoprune.lasso import StructuredLasso, lambda_max
+from lassoprune.pruning import list_methods, mask_channels, prune
+from lassoprune.pruning.lasso_methods import LASSO_METHODS
+
+METHODS = ("sglp-ib", "stlp-ib", "hsic-ib", "class-lasso")
+
+
+def _model(name: str = "resnet20") -> nn.Module:
+    """A zoo model with random BatchNorm statistics, so channels differ and masked ones are not trivially zero."""
+    torch.manual_seed(0)
+    model = lp.create_model(name, num_classes=10).eval()
+    gen = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            c = module.num_features
+            module.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
+            module.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            module.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
+            module.bias.data.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
+    return model
+
+
+def _calibration(n: int = 60, size: int = 32, num_classes: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Class-balanced synthetic images whose mean depends on the class (so class means differ)."""
+    gen = torch.Generator().manual_seed(2)
+    y = torch.arange(n) % num_classes
+    pattern = torch.randn(num_classes, 3, size, size, generator=gen)
+    x = torch.randn(n, 3, size, size, generator=gen) + pattern[y]
+    return [(x[i : i + 30], y[i : i + 30]) for i in range(0, n, 30)]
+
+
+@pytest.fixture(scope="module")
+def resnet20_results():
+    model = _model()
+    data = _calibration()
+    return model, {m: prune(model, torch.randn(1, 3, 32, 32), method=m, target_macs=0.5, data=data) for m in METHODS}
+
+
+def test_methods_are_registered():
+    assert set(METHODS) <= set(list_methods())
+    assert set(LASSO_METHODS) == set(METHODS)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_target_met_and_pruned_equals_masked(resnet20_results, method):
+    model, results = resnet20_results
+    result = results[method]
+    assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
+    assert all(kept >= 1 for kept, _ in result.widths.values())
+    masked = copy.deepcopy(model)
+    mask_channels(masked, result.groups, result.keep)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected, got = masked(x), result.model.eval()(x)
+    assert (got - expected).abs().max().item() <= 1e-4 * max(1.0, expected.abs().max().item())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_details_and_scores(resnet20_results, method):
+    _, results = resnet20_results
+    result = results[method]
+    details = result.details
+    assert details["method"] == method
+    assert 0 < details["rho"] <= 1
+    assert set(details["seconds"]) == {"features", "kernels", "gram", "solver", "bisection"}
+    assert set(details["groups"]) == {g.id for g in result.groups}
+    for g in result.groups:
+        info = details["groups"][g.id]
+        assert info["kept"] == len(result.keep[g.id]) and info["total"] == g.num_channels
+        assert info["lambda_max"] >= 0
+        score = result.scores[g.id]
+        assert score.shape == (g.num_channels,) and torch.isfinite(score).all() and (score >= 0).all()
+    kind = {"sglp-ib": "graph", "stlp-ib": "tree"}.get(method, "none")
+    assert details["structure"]["kind"] == kind
+    if kind == "graph":
+        assert all(len(edge) == 3 for edge in details["structure"]["edges"])
+        assert {c for e in details["structure"]["edges"] for c in e[:2]} == set(range(10))  # every class has an edge
+    if kind == "tree":
+        assert sorted(details["structure"]["groups"][-1][0]) == list(range(10))  # the root holds every class
+    assert details["target_kind"] == ("output" if method == "hsic-ib" else "class-output")
+
+
+def test_params_target_floors_and_class_target():
+    model = _model("vgg11")
+    result = prune(model, torch.randn(1, 3, 32, 32), method="class-lasso", target_params=0.5, data=_calibration(),
+                   min_channels=4, target_kind="class", pool=2)
+    assert abs(result.params_after / result.params_before - 0.5) <= 0.01
+    assert min(kept for kept, _ in result.widths.values()) >= 4
+    assert result.details["target_kind"] == "class" and result.details["pool"] == 2
+
+
+def test_option_errors_are_clear():
+    model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
+    with pytest.raises(LassopruneError, match="lambda2"):
+        prune(model, x, method="sglp-ib", target_macs=0.5, data=data, lamda2=0.1)
+    with pytest.raises(LassopruneError, match="class-output"):
+        prune(model, x, method="sglp-ib", target_macs=0.5, data=data, target_kind="labels")
+    with pytest.raises(LassopruneError, match="hsic-ib"):
+        prune(model, x, method="stlp-ib", target_macs=0.5, data=data, target_kind="output")
+    with pytest.raises(LassopruneError, match="data"):
+        prune(model, x, method="hsic-ib", target_macs=0.5)
+
+
+def test_missing_class_is_named():
+    model = _model()
+    x, y = _calibration()[0]
+    y = y.clone()
+    y[y == 7] = 3
+    with pytest.raises(LassopruneError, match="no image of class 7"):
+        prune(model, torch.randn(1, 3, 32, 32), method="sglp-ib", target_macs=0.5, data=[(x, y)])
+
+
+def test_planted_channels_are_selected_by_the_lasso():
+    """Three channels carry one class each, three more are noisy copies of the first: the lasso keeps one per class."""
+    gen = torch.Generator().manual_seed(5)
+    n, k = 90, 3
+    labels = torch.arange(n) % k
+    onehot = torch.nn.functional.one_hot(labels, k).float()
+    feats = torch.randn(n, 12, 4, generator=gen) * 0.5
+    informative = [2, 6, 9]
+    for j, ch in enumerate(informative):
+        feats[:, ch] += 3.0 * onehot[:, j : j + 1]
+    gram = hsic_gram(feats, labels, k, target="class")
+    G, R = gram.G.numpy(), gram.R.numpy()
+    lasso = StructuredLasso(None, lambda1=0.3 * lambda_max(G, R), tol=1e-8).fit_gram(G, R)
+    support = np.flatnonzero(np.linalg.norm(lasso.coef_, axis=1) > 0)
+    assert set(support.tolist()) == set(informative)
+    assert [int(np.argmax(lasso.coef_[c])) for c in informative] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("method", "ratio", "options", "adjustment"),
+    [
+        ("class-lasso", 0.5, {"tolerance": 1e-4}, "drop"),  # too tight to land on: bracket, then drop channels
+        ("hsic-ib", 0.8, {}, "add"),  # the weakest lasso keeps too few: add channels by relevance
+    ],
+)
+def test_fix_up_paths_meet_the_target(method, ratio, options, adjustment):
+    model = _model()
+    result = prune(model, torch.randn(1, 3, 32, 32), method=method, target_macs=ratio, data=_calibration(), **options)
+    assert result.details["adjustment"] == adjustment
+    assert abs(result.macs_after / result.macs_before - ratio) <= 0.01
+    for g in result.groups:  # adjusted sets stay valid channel numbers
+        kept = result.keep[g.id]
+        assert len(set(kept)) == len(kept) and all(0 <= c < g.num_channels for c in kept)
