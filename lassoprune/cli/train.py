@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lassoprune.cli._common import add_data_args, add_model_args, add_run_args, device_from, positive, print_json
+from lassoprune.data import BatchLoader
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load
 from lassoprune.models import create_model, model_entry
@@ -114,9 +115,17 @@ def train_from_args(
         num_classes=loaders.info.num_classes, class_names=loaders.info.class_names,
         out_dir=args.out, resume=args.resume, device=device_from(args), progress=not args.no_progress,
         regularizer=regularizer, regularizer_mode=regularizer_mode,
+        bn_batches=_bn_batches(loaders.train) if regularizer is not None else None,
         model_extra={"dataset": args.data, "image_size": image_size, "train_subset": args.train_subset,
                      **(extra or {})},
     )
+
+
+def _bn_batches(train: BatchLoader, images: int = 1024) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed, un-augmented training batches for re-estimating BatchNorm statistics."""
+    plain = BatchLoader(train.dataset, batch_size=train.batch_size, image_size=train.image_size,
+                        indices=train.indices[:images])
+    return list(plain)
 
 
 def training_summary(args: argparse.Namespace, result: FitResult) -> dict[str, Any]:

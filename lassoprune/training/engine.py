@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from lassoprune.errors import CheckpointError
 from lassoprune.io import atomic_write_json, atomic_write_text, load_checkpoint, save, save_checkpoint
 from lassoprune.training.config import TrainConfig
+from lassoprune.training.bn_recalibration import recalibrate_batchnorm
 from lassoprune.training.evaluate import EvalResult, evaluate
 from lassoprune.training.optim import build_optimizer, build_scheduler
 from lassoprune.utils.runtime import default_device, epoch_seed, get_logger
@@ -89,6 +90,7 @@ def fit(
     model_extra: dict[str, Any] | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    bn_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> FitResult:
     """Train ``model`` in place and evaluate it after every epoch.
 
@@ -106,6 +108,10 @@ def fit(
             ``penalty`` (the term is added to the loss).
         model_extra: stored in the ``model.pt`` file beside the architecture.
         on_epoch_end: called with (epoch, record) after each epoch.
+        bn_batches: when given, BatchNorm running statistics are re-estimated on
+            these batches before every evaluation (sparse training shrinks
+            weights faster than the running averages follow; training itself
+            uses batch statistics and is unaffected).
     """
     device = torch.device(device) if device is not None else default_device()
     use_cuda = device.type == "cuda"
@@ -130,7 +136,7 @@ def fit(
         train_batches.set_epoch(epoch)
         started = time.perf_counter()
         train_stats = _train_epoch(step, train_batches, epoch, cfg, progress)
-        result = evaluate(model, test_batches, num_classes, device, channels_last)
+        result = _evaluate(model, test_batches, num_classes, device, channels_last, bn_batches)
         record = _epoch_record(epoch, train_stats, result, time.perf_counter() - started)
         history.append(record)
         log.info(
@@ -143,10 +149,23 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
-    final = evaluate(model, test_batches, num_classes, device, channels_last)
+    final = _evaluate(model, test_batches, num_classes, device, channels_last, bn_batches)
     if run is not None:
         run.save_final(model, cfg, final, history, class_names, model_extra or {})
     return FitResult(final=final, history=tuple(history), resumed_from=start_epoch)
+
+
+def _evaluate(
+    model: nn.Module,
+    test_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_classes: int,
+    device: torch.device,
+    channels_last: bool,
+    bn_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None,
+) -> EvalResult:
+    if bn_batches is not None:
+        recalibrate_batchnorm(model, bn_batches, device)
+    return evaluate(model, test_batches, num_classes, device, channels_last)
 
 
 class _TrainStep:
