@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import lassoprune as lp
+from pruning_helpers import model_with_random_bn
 from lassoprune.errors import LassopruneError
 from lassoprune.hsic import hsic_gram
 from lassoprune.lasso import StructuredLasso, lambda_max
@@ -18,18 +19,7 @@ METHODS = ("sglp-ib", "stlp-ib", "hsic-ib", "class-lasso")
 
 
 def _model(name: str = "resnet20") -> nn.Module:
-    """A zoo model with random BatchNorm statistics, so channels differ and masked ones are not trivially zero."""
-    torch.manual_seed(0)
-    model = lp.create_model(name, num_classes=10).eval()
-    gen = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            c = module.num_features
-            module.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
-            module.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-            module.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
-            module.bias.data.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-    return model
+    return model_with_random_bn(name)
 
 
 def _calibration(n: int = 60, size: int = 32, num_classes: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import lassoprune as lp
+from pruning_helpers import model_with_random_bn
 from lassoprune.errors import LassopruneError
 from lassoprune.models import list_models, model_entry
 from lassoprune.pruning import CostModel, analyse_groups, list_criteria, mask_channels, prune
@@ -19,18 +20,7 @@ def _input_size(name: str) -> int:
 
 
 def _model(name: str, num_classes: int = 10) -> nn.Module:
-    """A zoo model with random BatchNorm statistics, so masked channels are not trivially zero."""
-    torch.manual_seed(0)
-    model = lp.create_model(name, num_classes=num_classes).eval()
-    gen = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            c = module.num_features
-            module.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
-            module.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-            module.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
-            module.bias.data.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-    return model
+    return model_with_random_bn(name, num_classes)
 
 
 def _calibration(size: int, num_classes: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:
