@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--calib-size", type=int, default=500, help="calibration images (default: 500)")
     group.add_argument("--ignore", nargs="+", default=[], metavar="LAYER", help="module names never pruned")
     group.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
+    group.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="an option of the method, repeatable, e.g. target_kind=class pool=8 (lasso methods)")
     vote = parser.add_argument_group("dwgl-vote")
     vote.add_argument("--threshold", type=float, metavar="TAU", help="vote out filters with norm < TAU x the largest")
     vote.add_argument("--vote", choices=VOTE_RULES, default="intersection", help="how a group's votes combine")
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     result = prune(
         model, example, method=args.method, target_macs=args.target_macs, target_params=args.target_params,
         data=batches, allocation=args.allocation, ignored_layers=ignored, min_channels=args.min_channels,
-        round_to=args.round_to, inplace=True, seed=args.seed, **_vote_options(args),
+        round_to=args.round_to, inplace=True, seed=args.seed, **_vote_options(args), **_method_options(args),
     )
     report = result.to_dict()
     if args.finetune_epochs:
@@ -102,6 +105,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(result, report, args.out)
     return 0
+
+
+def _method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--method-option KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, true), else text."""
+    options: dict[str, Any] = {}
+    for item in args.method_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LassopruneError(f"--method-option takes KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def _vote_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -106,7 +106,7 @@ class LassoOptions:
         valid = set(cls.__dataclass_fields__)
         unknown = sorted(set(options) - valid)
         if unknown:
-            raise UnknownNameError(f"option of {method.name}", unknown[0], valid)
+            raise UnknownNameError(f"{method.name} option", unknown[0], valid)
         values = dict(options)
         values["target_kind"] = TargetKind.parse(values.get("target_kind", method.target_kind))
         opts = cls(**values)

@@ -62,3 +62,13 @@ def test_prune_errors_are_clear(tmp_path, args, message):
     proc = _run("prune", *[str(tmp_path / a) if a == "x.pt" else a for a in args])
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_method_options_reach_the_method(tmp_path):
+    base = ["prune", "--model", "resnet20", "--data", "synthetic", "--method", "class-lasso", "--target-macs", "0.5",
+            "--calib-size", "50", "--out", str(tmp_path / "p.pt")]
+    proc = _run(*base, "--method-option", "pool=2", "--method-option", "bogus=1")
+    assert proc.returncode == 2 and "unknown class-lasso option 'bogus'" in proc.stderr and "target_kind" in proc.stderr
+    proc = _run("--quiet", *base, "--method-option", "pool=2", "--method-option", "target_kind=class", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert abs(json.loads(proc.stdout)["macs_ratio"] - 0.5) <= 0.01
