@@ -86,7 +86,7 @@ def allocate(
     strategy: str = "global",
     min_channels: int = 1,
     round_to: int | None = None,
-    tolerance: float = 0.005,
+    tolerance: float = 0.01,
 ) -> dict[str, tuple[int, ...]]:
     """Kept channel indices (sorted) of every group, meeting ``target`` within ``tolerance``.
 

@@ -17,7 +17,7 @@ from lassoprune.errors import LassopruneError
 from lassoprune.pruning.allocation import Target, allocate, check_target, floors
 from lassoprune.pruning.cost import CostModel
 from lassoprune.pruning.criteria import list_criteria, score_groups
-from lassoprune.pruning.groups import ChannelGroup, GroupAnalysis, analyse_groups
+from lassoprune.pruning.groups import ChannelGroup, GroupAnalysis, analyse_groups, layer_kind
 from lassoprune.pruning.surgery import remove_channels
 from lassoprune.utils.runtime import get_logger
 
@@ -197,7 +197,7 @@ def prune(
 
     predicted = cost_model.macs({gid: len(kept) for gid, kept in keep.items()})
     remove_channels(analysis, keep)
-    after = count(work, single)
+    after = _count_after_surgery(work, single)
     if after.macs != predicted:
         get_logger().warning("cost model predicted %d MACs, the pruned model has %d", predicted, after.macs)
     return PruneResult(
@@ -207,6 +207,23 @@ def prune(
         method=name, allocation=allocation if name not in _SELECTORS else "method",
         target=target, details=details, seconds=time.perf_counter() - started,
     )
+
+
+def _count_after_surgery(model: nn.Module, example: torch.Tensor) -> Any:
+    """Count the pruned model; a model that no longer runs names the layers Torch-Pruning may not cut."""
+    try:
+        return count(model, example)
+    except RuntimeError as exc:
+        suspects = [
+            f"{name} ({type(m).__name__})"
+            for name, m in model.named_modules()
+            if layer_kind(m) == "other" and any(True for _ in m.parameters(recurse=False))
+        ]
+        hint = f"layers Torch-Pruning may not know how to cut: {', '.join(suspects)}; " if suspects else ""
+        raise LassopruneError(
+            f"the pruned model no longer runs on the example input ({str(exc).splitlines()[0][:200]}); "
+            f"{hint}pass them (or the convs that feed them) in ignored_layers"
+        ) from exc
 
 
 def _target(target_macs: float | None, target_params: float | None, optional: bool = False) -> Target | None:

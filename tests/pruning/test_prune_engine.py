@@ -159,3 +159,33 @@ def test_user_model_prunes_and_matches_masking():
     with torch.no_grad():
         torch.testing.assert_close(result.model(x), masked(x), atol=1e-5, rtol=1e-4)
     assert result.model.head.out_features == 5  # the classifier output is never pruned
+
+
+class _ChannelMixer(nn.Module):
+    """A custom layer that mixes channels through a bare (C, C) parameter: Torch-Pruning cuts only one side."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.mix = nn.Parameter(torch.eye(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nchw,cd->ndhw", x, self.mix)
+
+
+class _NetWithMixer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.mixer, self.conv2 = nn.Conv2d(3, 32, 3), _ChannelMixer(32), nn.Conv2d(32, 32, 3)
+        self.fc = nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv2(self.mixer(self.conv1(x))).mean(dim=(2, 3)))
+
+
+def test_layer_that_cannot_be_cut_is_named_with_advice():
+    with pytest.warns(UserWarning):  # Torch-Pruning's own warning about the bare parameter
+        with pytest.raises(LassopruneError, match=r"mixer \(_ChannelMixer\).*ignored_layers"):
+            prune(_NetWithMixer(), torch.randn(1, 3, 16, 16), target_macs=0.5)
+    model = _NetWithMixer()
+    result = prune(model, torch.randn(1, 3, 16, 16), target_macs=0.7, ignored_layers=[model.conv1])
+    assert result.model.conv1.out_channels == 32
