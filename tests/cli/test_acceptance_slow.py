@@ -1,0 +1,28 @@
+"""The foundation's acceptance run end to end (about a minute on 2 cores; `make test-slow`)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_two_epoch_fashion_mnist_run_reaches_80_percent_and_eval_reproduces_it(tmp_path):
+    run = tmp_path / "RUN"
+    train = subprocess.run(
+        [sys.executable, "-m", "lassoprune", "--quiet", "train", "--model", "resnet20", "--data", "fashion-mnist",
+         "--epochs", "2", "--train-subset", "10000", "--seed", "0", "--out", str(run), "--no-progress"],
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert train.returncode == 0, train.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_samples"] == 10000 and metrics["test_top1"] >= 0.80
+    assert len(metrics["per_class_accuracy"]) == 10
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "lassoprune", "eval", "--checkpoint", str(run / "model.pt"), "--data", "fashion-mnist",
+         "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["test_top1"] == pytest.approx(metrics["test_top1"], abs=1e-9)
