@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from lassoprune.errors import LassopruneError, ModelConfigError, UnknownNameError
+from lassoprune.errors import ModelConfigError, UnknownNameError
 
 __all__ = [
     "ModelConfigError",

@@ -149,7 +149,17 @@ class Regularizer(ABC):
 
     name: str = ""
 
-    def __init__(self, model: nn.Module, lam: float) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Tensor | tuple[Tensor, ...] | None,
+        lam: float,
+        *,
+        groups: Sequence[ChannelGroup] | None = None,
+    ) -> None:
+        """Args: the network, a batch for the channel-group analysis (not needed
+        when ``groups`` is given), ``lam >= 0``, precomputed channel groups."""
+        self.groups = analysed_groups(model, example_inputs, groups)
         self.model = model
         self.lam = check_lam(lam)
         self._modules = dict(model.named_modules())

@@ -12,13 +12,11 @@ scales (BN shifts are not penalised).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lassoprune.pruning.groups import ChannelGroup
-from lassoprune.regularizers.base import GroupMembers, LayerTerm, Regularizer, analysed_groups, position_coefficients
+from lassoprune.regularizers.base import GroupMembers, LayerTerm, Regularizer, position_coefficients
 
 
 class BNL1(Regularizer):
@@ -33,17 +31,6 @@ class BNL1(Regularizer):
     """
 
     name = "bn-l1"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        example_inputs: Tensor | tuple[Tensor, ...] | None,
-        lam: float,
-        *,
-        groups: Sequence[ChannelGroup] | None = None,
-    ) -> None:
-        self.groups = analysed_groups(model, example_inputs, groups)
-        super().__init__(model, lam)
 
     def _build(self) -> tuple[tuple[LayerTerm, ...], tuple[GroupMembers, ...]]:
         terms, members, seen = [], [], set()

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from lassoprune.pruning.groups import ChannelGroup
-from lassoprune.regularizers.base import GroupMembers, LayerTerm, Regularizer, analysed_groups, position_coefficients
+from lassoprune.regularizers.base import GroupMembers, LayerTerm, Regularizer, position_coefficients
 from lassoprune.regularizers.coefficients import check_schedule, coefficients
 
 
@@ -46,17 +46,6 @@ class GroupLasso(Regularizer):
     """
 
     name = "group-lasso"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        example_inputs: Tensor | tuple[Tensor, ...] | None,
-        lam: float,
-        *,
-        groups: Sequence[ChannelGroup] | None = None,
-    ) -> None:
-        self.groups = analysed_groups(model, example_inputs, groups)
-        super().__init__(model, lam)
 
     def channel_coefficients(self, group: ChannelGroup) -> Tensor:
         """float64 ``(C,)``: ``c`` of each channel of ``group`` (all ones here)."""

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-import lassoprune as lp
 from pruning_helpers import model_with_random_bn
 from lassoprune.errors import LassopruneError
 from lassoprune.hsic import hsic_gram

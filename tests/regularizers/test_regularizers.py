@@ -2,7 +2,6 @@
 sparse training zeroes the same high filters in every conv of an eltwise group, lam = 0 changes nothing."""
 
 import copy
-import math
 
 import pytest
 import torch
