@@ -16,7 +16,8 @@ from lassoprune.io import load
 from lassoprune.models import create_model, model_entry
 from lassoprune.training import SCHEDULES, FitResult, TrainConfig, fit
 from lassoprune.training.engine import Regularizer
-from lassoprune.training.data_setup import make_loaders
+from lassoprune.training.data_setup import Loaders, make_loaders
+from lassoprune.training.distributed import DistContext, distributed_session, torchrun_env
 from lassoprune.utils import get_logger, seed_everything
 
 HELP = "train a model (checkpoint every epoch; --resume continues)"
@@ -29,6 +30,9 @@ examples:
 The run directory gets last.pt (resumable state), metrics.jsonl (one line per
 epoch), metrics.json (final test metrics, per-class accuracy, confusion matrix)
 and model.pt (the trained model).
+
+Data-parallel on several processes (gloo on CPU, nccl on GPUs; --batch-size is per process):
+  torchrun --nproc_per_node 2 -m lassoprune train --model resnet20 --data fashion-mnist --epochs 2 --out runs/r20
 """
 
 
@@ -44,9 +48,14 @@ def add_training_args(parser: argparse.ArgumentParser, lr: float = 0.1) -> None:
     """The options of ``train`` (shared with ``sparse-train``); ``lr`` is the default peak learning rate."""
     add_model_args(parser)
     parser.add_argument("--checkpoint", metavar="FILE", help="start from this model file instead of --model (fine-tuning)")
+    add_run_options(parser, lr=lr)
+
+
+def add_run_options(parser: argparse.ArgumentParser, lr: float = 0.1, epochs: int = 30) -> None:
+    """Data, optimisation, run directory and run options (everything of ``train`` but the model source)."""
     add_data_args(parser, batch_size=64)
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=30, help="epochs (default: 30)")
+    group.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default: {epochs})")
     group.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr})")
     group.add_argument("--momentum", type=float, default=0.9)
     group.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
@@ -63,13 +72,25 @@ def add_training_args(parser: argparse.ArgumentParser, lr: float = 0.1) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = train_from_args(args)
+    return run_training(args)
+
+
+def run_training(args: argparse.Namespace) -> int:
+    """Train as ``train``'s options say, data-parallel when launched by ``torchrun``; rank 0 reports."""
+    with distributed_session(device_from(args)) as dist:
+        result = train_from_args(args, dist=dist)
+        if dist.is_main:
+            report_training(args, result)
+    return 0
+
+
+def report_training(args: argparse.Namespace, result: FitResult) -> None:
+    """Print the result of a run: JSON with --json, else one line."""
     if args.json:
         print_json(training_summary(args, result))
     else:
         print(f"test top-1 {result.final.top1:.4f}  top-5 {result.final.top5:.4f}  "
               f"worst class {result.final.worst_class:.4f}  -> {args.out}/model.pt")
-    return 0
 
 
 def train_from_args(
@@ -77,6 +98,7 @@ def train_from_args(
     regularizer_for: Callable[[nn.Module, torch.Tensor], Regularizer] | None = None,
     regularizer_mode: str = "prox",
     extra: dict[str, Any] | None = None,
+    dist: DistContext | None = None,
 ) -> FitResult:
     """Build the model, data and config from ``train``'s options and run :func:`lassoprune.fit`.
 
@@ -85,7 +107,12 @@ def train_from_args(
             an example input ``(1, C, S, S)`` (``sparse-train``); None = plain training.
         regularizer_mode: ``prox`` or ``penalty`` (see :func:`lassoprune.fit`).
         extra: more entries for the model file's extra (e.g. the regulariser's settings).
+        dist: the process group context under ``torchrun`` (see
+            :mod:`lassoprune.training.distributed`); None = one process, and a
+            ``torchrun`` launch is refused.
     """
+    if dist is None:
+        _refuse_torchrun(args)
     for name in ("epochs", "batch_size", "train_subset", "num_classes", "in_channels", "image_size"):
         positive(f"--{name.replace('_', '-')}", getattr(args, name))
     if bool(args.model) == bool(args.checkpoint):
@@ -100,24 +127,48 @@ def train_from_args(
     loaders = make_loaders(
         args.data, image_size=image_size, root=args.data_root, batch_size=args.batch_size,
         train_subset=args.train_subset, seed=args.seed, augment=not args.no_augment, download=not args.no_download,
+        distributed=dist.shard if dist is not None else None,
     )
     _check_fits(model, loaders.info.num_classes, args)
     regularizer = None
     if regularizer_for is not None:
         in_channels = model.lp_spec.kwargs.get("in_channels", loaders.info.in_channels)
         regularizer = regularizer_for(model, torch.zeros(1, in_channels, image_size, image_size))
-    get_logger().info(
-        "training %s on %s (%d images, %d classes) for %d epochs -> %s",
-        model.lp_spec.name, args.data, loaders.train.num_samples, loaders.info.num_classes, cfg.epochs, args.out,
-    )
+    if dist is None or dist.is_main:
+        _log_start(args, model, loaders, cfg, dist)
     return fit(
         model, loaders.train, loaders.test, cfg,
         num_classes=loaders.info.num_classes, class_names=loaders.info.class_names,
-        out_dir=args.out, resume=args.resume, device=device_from(args), progress=not args.no_progress,
+        out_dir=args.out, resume=args.resume, device=device_from(args) if dist is None else dist.device,
+        progress=not args.no_progress, dist=dist,
         regularizer=regularizer, regularizer_mode=regularizer_mode,
         bn_batches=_bn_batches(loaders.train) if regularizer is not None else None,
         model_extra={"dataset": args.data, "image_size": image_size, "train_subset": args.train_subset,
                      **(extra or {})},
+    )
+
+
+def _refuse_torchrun(args: argparse.Namespace) -> None:
+    """A command without distributed support must not run once per torchrun process."""
+    launch = torchrun_env()
+    if launch is not None:
+        command = getattr(args, "command", None) or "this command"
+        raise LassopruneError(
+            f"`lassoprune {command}` does not support torchrun (WORLD_SIZE={launch.world_size}); "
+            "run it as one process, or use `train` / `finetune` for data-parallel training"
+        )
+
+
+def _log_start(
+    args: argparse.Namespace, model: nn.Module, loaders: Loaders, cfg: TrainConfig, dist: DistContext | None
+) -> None:
+    """One log line describing the run about to start."""
+    ranks = dist.world_size if dist is not None else 1
+    where = f" on {ranks} processes ({dist.backend})" if ranks > 1 else ""
+    get_logger().info(
+        "training %s on %s (%d images, %d classes) for %d epochs%s -> %s",
+        model.lp_spec.name, args.data, loaders.train.num_samples * ranks, loaders.info.num_classes, cfg.epochs,
+        where, args.out,
     )
 
 

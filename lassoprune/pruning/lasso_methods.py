@@ -37,6 +37,11 @@ Options (``lp.prune(..., method=..., **options)``):
 - ``tau``: class-graph edge threshold (default: each class keeps at least one edge)
 - ``block``, ``permutations``: block HSIC for large calibration sets (default off, 1)
 - ``nonneg``: constrain B >= 0 (default True; False lets more channels into the support at small rho)
+- ``ridge``: elastic-net term ``ridge * ||G||_2 / 2 * ||B||_F^2`` added to the datafit, i.e. ``G`` is
+  replaced by ``G + ridge ||G||_2 I`` (our choice, default 0 = the formulation of METHODS.md 1.2).
+  Without it the non-negative fit of near-collinear kernels has a small support even at
+  the weakest strength, so the lasso alone cannot reach mild targets; with it the
+  support grows to every relevant channel as rho falls, and the lasso decides the widths.
 - ``tol``, ``max_iter``: solver tolerance and iteration cap (default 1e-5, 5000)
 - ``tolerance``: how close to the target the bisection aims (fraction of the
   original cost, default 0.008; the final cost is always within 0.01)
@@ -97,6 +102,7 @@ class LassoOptions:
     block: int | None = None
     permutations: int = 1
     nonneg: bool = True
+    ridge: float = 0.0
     tol: float = 1e-5
     max_iter: int = 5000
     tolerance: float = 0.008
@@ -114,6 +120,8 @@ class LassoOptions:
             raise LassopruneError(f"pool must be a positive side length or None, got {opts.pool}")
         if not opts.lambda2 >= 0:
             raise LassopruneError(f"lambda2 (a fraction of lambda1) must be >= 0, got {opts.lambda2}")
+        if not opts.ridge >= 0:
+            raise LassopruneError(f"ridge (a fraction of ||G||_2) must be >= 0, got {opts.ridge}")
         if not 0 < opts.tolerance <= 0.01:
             raise LassopruneError(f"tolerance must be in (0, 0.01], got {opts.tolerance}")
         if method.structure != "none" and opts.target_kind is TargetKind.OUTPUT:
@@ -214,6 +222,7 @@ def select_channels(ctx: SelectionContext, method: LassoMethod) -> Selection:
         "pool": opts.pool,
         "lambda2_fraction": opts.lambda2 if method.structure != "none" else 0.0,
         "nonneg": opts.nonneg,
+        "ridge": opts.ridge,
         "rho": rho,
         "bisection": search.history,
         "adjustment": adjustment,
@@ -254,6 +263,8 @@ def _problems(
         seconds_kernels += gram.seconds_kernels
         seconds_gram += gram.seconds_gram
         G, R = gram.G.numpy(), gram.R.numpy()
+        if opts.ridge > 0:
+            G = G + opts.ridge * max(float(np.linalg.eigvalsh(G)[-1]), 1e-12) * np.eye(len(G))
         estimator = StructuredLasso(structure if R.shape[1] > 1 else None, 0.0, 0.0, nonneg=opts.nonneg,
                                     tol=opts.tol, max_iter=opts.max_iter)
         problems.append(_GroupProblem(

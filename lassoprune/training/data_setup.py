@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def make_loaders(
     augment: bool = True,
     download: bool = True,
     with_train: bool = True,
+    distributed: tuple[int, int] | None = None,
 ) -> Loaders:
     """Load ``name`` and wrap its splits in :class:`~lassoprune.data.BatchLoader`.
 
@@ -56,6 +58,9 @@ def make_loaders(
             training images (seeded by ``seed``); None = all.
         augment: the dataset's default augmentation on the training batches.
         with_train: also load the training split.
+        distributed: ``(rank, world_size)``: the training batches are this
+            rank's share of each epoch (``batch_size`` is per rank); the test
+            batches stay the whole test split.
     """
     test_set = load_dataset(name, root=root, split="test", download=download)
     test = BatchLoader(test_set, batch_size=eval_batch_size, shuffle=False, image_size=image_size)
@@ -75,9 +80,15 @@ def make_loaders(
             augment=default_augment(name) if augment else None,
             image_size=image_size,
             seed=seed,
-            drop_last=len(train_set) > batch_size,
+            drop_last=_share(len(train_set), distributed) > batch_size,
+            distributed=distributed,
         )
     return Loaders(info=test_set.info, train=train, test=test, image_size=image_size)
+
+
+def _share(num_samples: int, distributed: tuple[int, int] | None) -> int:
+    """Training samples one rank sees per epoch."""
+    return num_samples if distributed is None else math.ceil(num_samples / distributed[1])
 
 
 def calibration_batches(

@@ -13,6 +13,10 @@ One call to :func:`fit` trains a model for ``cfg.epochs`` epochs. With an
 Every epoch's shuffling, augmentation and in-model randomness are seeded from
 ``(cfg.seed, epoch)`` only, so stopping after epoch e and resuming gives the
 same weights as an uninterrupted run (on CPU with the same thread count).
+
+Under ``torchrun`` (``dist=`` a distributed context) the model is trained in
+DistributedDataParallel and only rank 0 writes these files; see
+:mod:`lassoprune.training.distributed`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,16 @@ from lassoprune.errors import CheckpointError
 from lassoprune.io import atomic_write_json, atomic_write_text, load_checkpoint, save, save_checkpoint
 from lassoprune.training.config import TrainConfig
 from lassoprune.training.bn_recalibration import recalibrate_batchnorm
+from lassoprune.training.distributed import (
+    SINGLE,
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    broadcast_object,
+    check_replicas_agree,
+    wrap_model,
+)
 from lassoprune.training.evaluate import EvalResult, evaluate
 from lassoprune.training.optim import build_optimizer, build_scheduler
 from lassoprune.utils.runtime import default_device, epoch_seed, get_logger
@@ -91,6 +105,7 @@ def fit(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     bn_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    dist: DistContext | None = None,
 ) -> FitResult:
     """Train ``model`` in place and evaluate it after every epoch.
 
@@ -107,12 +122,20 @@ def fit(
         regularizer_mode: ``prox`` (proximal step after the optimiser step) or
             ``penalty`` (the term is added to the loss).
         model_extra: stored in the ``model.pt`` file beside the architecture.
-        on_epoch_end: called with (epoch, record) after each epoch.
+        on_epoch_end: called with (epoch, record) after each epoch (on every rank).
         bn_batches: when given, BatchNorm running statistics are re-estimated on
             these batches before every evaluation (sparse training shrinks
             weights faster than the running averages follow; training itself
             uses batch statistics and is unaffected).
+        dist: this process's place in a ``torchrun`` run (from
+            :func:`~lassoprune.training.distributed.init_distributed`); None =
+            one process. Every rank passes its own share of the training
+            batches; the model is trained in DistributedDataParallel, rank 0
+            evaluates on all of ``test_batches`` (every rank gets the result),
+            writes ``out_dir``, logs and shows progress; on resume every rank
+            loads ``last.pt``. ``model`` ends with the trained weights on every rank.
     """
+    dist = SINGLE if dist is None else dist
     device = torch.device(device) if device is not None else default_device()
     use_cuda = device.type == "cuda"
     amp = use_cuda if cfg.amp is None else cfg.amp
@@ -130,29 +153,43 @@ def fit(
         start_epoch, history = run.prepare(model, optimizer, scheduler, cfg, resume)
 
     log = get_logger()
-    step = _TrainStep(model, optimizer, scheduler, cfg, device, amp, channels_last, regularizer, regularizer_mode)
+    if start_epoch > 0 and dist.is_main:
+        log.info("resuming %s after epoch %d", run.root, start_epoch)
+    step = _TrainStep(model, optimizer, scheduler, cfg, device, amp, channels_last, regularizer, regularizer_mode,
+                      net=wrap_model(model, dist))
     for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        torch.manual_seed(_rank_seed(epoch_seed(cfg.seed, epoch), dist.rank))
         train_batches.set_epoch(epoch)
         started = time.perf_counter()
-        train_stats = _train_epoch(step, train_batches, epoch, cfg, progress)
-        result = _evaluate(model, test_batches, num_classes, device, channels_last, bn_batches)
+        train_stats = _train_epoch(step, train_batches, epoch, cfg, progress and dist.is_main, dist)
+        result = _evaluate(model, test_batches, num_classes, device, channels_last, bn_batches, dist)
         record = _epoch_record(epoch, train_stats, result, time.perf_counter() - started)
         history.append(record)
-        log.info(
-            "epoch %d/%d  loss %.4f  train %.4f  test top1 %.4f  top5 %.4f  %.0f img/s",
-            epoch + 1, cfg.epochs, record["train_loss"], record["train_top1"],
-            record["test_top1"], record["test_top5"], record["images_per_s"],
-        )
+        if dist.is_main:
+            log.info(
+                "epoch %d/%d  loss %.4f  train %.4f  test top1 %.4f  top5 %.4f  %.0f img/s",
+                epoch + 1, cfg.epochs, record["train_loss"], record["train_top1"],
+                record["test_top1"], record["test_top5"], record["images_per_s"],
+            )
         if run is not None:
-            run.save_epoch(model, optimizer, scheduler, cfg, epoch + 1, history)
+            if dist.is_main:
+                run.save_epoch(model, optimizer, scheduler, cfg, epoch + 1, history)
+            barrier(dist)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
-    final = _evaluate(model, test_batches, num_classes, device, channels_last, bn_batches)
+    final = _evaluate(model, test_batches, num_classes, device, channels_last, bn_batches, dist)
+    _check_replicas(model, dist)
     if run is not None:
-        run.save_final(model, cfg, final, history, class_names, model_extra or {})
+        if dist.is_main:
+            run.save_final(model, cfg, final, history, class_names, model_extra or {})
+        barrier(dist)
     return FitResult(final=final, history=tuple(history), resumed_from=start_epoch)
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """The seed of one rank: ``seed`` on rank 0, so a one-process run is unchanged."""
+    return (seed + rank) % 2**63
 
 
 def _evaluate(
@@ -162,10 +199,32 @@ def _evaluate(
     device: torch.device,
     channels_last: bool,
     bn_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None,
+    dist: DistContext = SINGLE,
 ) -> EvalResult:
-    if bn_batches is not None:
-        recalibrate_batchnorm(model, bn_batches, device)
-    return evaluate(model, test_batches, num_classes, device, channels_last)
+    """Metrics on all of ``test_batches``: rank 0 computes them, every rank receives them.
+
+    Under ``torchrun`` the BatchNorm buffers of rank 0 (after its per-rank
+    training steps and any re-estimation on ``bn_batches``) are then copied
+    to the other ranks, so all replicas are identical again.
+    """
+    result = None
+    if dist.is_main:
+        if bn_batches is not None:
+            recalibrate_batchnorm(model, bn_batches, device)
+        result = evaluate(model, test_batches, num_classes, device, channels_last)
+    if dist.enabled:
+        result = broadcast_object(result, dist)
+        broadcast_buffers(model, dist)
+    return result
+
+
+def _check_replicas(model: nn.Module, dist: DistContext) -> None:
+    """Under ``torchrun``: raise unless every rank ends with the same weights and buffers."""
+    if not dist.enabled:
+        return
+    fingerprint = check_replicas_agree(model, dist)
+    if dist.is_main:
+        get_logger().info("all %d ranks hold identical weights (sha256 %s)", dist.world_size, fingerprint)
 
 
 class _TrainStep:
@@ -182,10 +241,13 @@ class _TrainStep:
         channels_last: bool,
         regularizer: Regularizer | None,
         regularizer_mode: str,
+        net: nn.Module | None = None,
     ) -> None:
+        """``net`` runs the forward pass (``model`` in DistributedDataParallel); default ``model``."""
         if regularizer_mode not in ("prox", "penalty"):
             raise ValueError(f"regularizer_mode must be 'prox' or 'penalty', got {regularizer_mode!r}")
         self.model, self.optimizer, self.scheduler, self.cfg = model, optimizer, scheduler, cfg
+        self.net = model if net is None else net
         self.device, self.amp, self.channels_last = device, amp, channels_last
         self.regularizer, self.regularizer_mode = regularizer, regularizer_mode
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -200,7 +262,7 @@ class _TrainStep:
             torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         )
         with autocast:
-            logits = self.model(images)
+            logits = self.net(images)
             loss = self.criterion(logits.float(), labels)
         total = loss
         if self.regularizer is not None and self.regularizer_mode == "penalty":
@@ -217,8 +279,10 @@ class _TrainStep:
         return loss.detach(), correct
 
 
-def _train_epoch(step: _TrainStep, batches: EpochBatches, epoch: int, cfg: TrainConfig, progress: bool) -> dict[str, float]:
-    """Train for one epoch; returns mean loss, accuracy, throughput and the last lr."""
+def _train_epoch(
+    step: _TrainStep, batches: EpochBatches, epoch: int, cfg: TrainConfig, progress: bool, dist: DistContext = SINGLE
+) -> dict[str, float]:
+    """Train for one epoch; returns mean loss, accuracy, throughput (all ranks together) and the last lr."""
     step.model.train()
     loss_sum = torch.zeros((), device=step.device)
     correct_sum = torch.zeros((), dtype=torch.long, device=step.device)
@@ -241,12 +305,25 @@ def _train_epoch(step: _TrainStep, batches: EpochBatches, epoch: int, cfg: Train
     if seen == 0:
         raise ValueError("the training loader produced no batch; is the training set smaller than one batch?")
     elapsed = time.perf_counter() - started
+    loss_total, correct_total, seen = _sum_over_ranks(loss_sum, correct_sum, seen, dist)
     return {
-        "train_loss": loss_sum.item() / seen,
-        "train_top1": correct_sum.item() / seen,
+        "train_loss": loss_total / seen,
+        "train_top1": correct_total / seen,
         "images_per_s": seen / elapsed,
         "lr": step.optimizer.param_groups[0]["lr"],
     }
+
+
+def _sum_over_ranks(
+    loss_sum: torch.Tensor, correct_sum: torch.Tensor, seen: int, dist: DistContext
+) -> tuple[float, int, int]:
+    """(summed loss, correct predictions, images) of the epoch, added over all ranks."""
+    if not dist.enabled:
+        return loss_sum.item(), correct_sum.item(), seen
+    totals = torch.stack([loss_sum.double(), correct_sum.double(), loss_sum.new_tensor(seen, dtype=torch.float64)])
+    all_reduce_sum(totals, dist)
+    loss_total, correct_total, seen_total = totals.tolist()
+    return loss_total, int(correct_total), int(seen_total)
 
 
 def _epoch_record(epoch: int, train: dict[str, float], test: EvalResult, seconds: float) -> dict[str, Any]:
@@ -293,7 +370,6 @@ class _RunDir:
             raise CheckpointError(f"{self.checkpoint} was written for another model: {exc}") from exc
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        get_logger().info("resuming %s after epoch %d", self.root, state["epoch"])
         return int(state["epoch"]), list(state.get("history", []))
 
     def save_epoch(

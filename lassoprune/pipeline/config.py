@@ -1,0 +1,296 @@
+"""The configuration of one pipeline run, from YAML or from a plain dict.
+
+A run is described by sections, each with defaults; only ``model`` (or a
+``pretrain.checkpoint``) and ``prune.target_macs`` / ``target_params`` are
+needed. Everything is validated before any compute: an unknown key, model,
+dataset, method or regulariser fails at once and lists the valid choices.
+
+Example (``method: stlp-ib`` at 40% of the MACs)::
+
+    model: resnet56
+    data: {name: fashion-mnist}
+    pretrain: {epochs: 3, lr: 0.1}          # or {checkpoint: pretrained:resnet56-fashion-mnist}
+    sparse: null                             # or {regularizer: dwgl, lam: 0.5, epochs: 2}
+    prune: {method: stlp-ib, target_macs: 0.4, calib_size: 500}
+    finetune: {epochs: 1, lr: 0.01}
+    evaluate: {latency: true}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lassoprune.errors import LassopruneError, UnknownNameError
+
+__all__ = [
+    "DataSection", "EvaluateSection", "FinetuneSection", "PretrainSection", "PruneSection", "RunConfig",
+    "SparseSection", "load_config", "parse_config", "apply_overrides",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """The dataset (a registered name; ``lassoprune info --datasets``) and how batches are made."""
+
+    name: str = "fashion-mnist"
+    root: str | None = None
+    batch_size: int = 64
+    image_size: int | None = None
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class PretrainSection:
+    """Start from a model file (``checkpoint``; ``pretrained:NAME`` for a shipped one) or train ``model``."""
+
+    checkpoint: str | None = None
+    epochs: int = 3
+    lr: float = 0.1
+    train_subset: int | None = None
+
+
+@dataclass(frozen=True)
+class SparseSection:
+    """Optional sparse training before pruning (``lassoprune sparse-train``'s options)."""
+
+    regularizer: str = "dwgl"
+    lam: float = 0.5
+    alpha: float = 1.0
+    schedule: str = "linear"
+    mode: str = "prox"
+    epochs: int = 2
+    lr: float = 0.02
+    train_subset: int | None = None
+
+
+@dataclass(frozen=True)
+class PruneSection:
+    """Importance method and target; ``options`` go to the method (e.g. ``pool`` for the lasso methods)."""
+
+    method: str = "sglp-ib"
+    target_macs: float | None = None
+    target_params: float | None = None
+    calib_size: int = 500
+    allocation: str = "global"
+    min_channels: int = 1
+    round_to: int | None = None
+    ignore: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FinetuneSection:
+    """Fine-tuning of the pruned model (``epochs: 0`` skips it)."""
+
+    epochs: int = 1
+    lr: float = 0.01
+    train_subset: int | None = None
+
+
+@dataclass(frozen=True)
+class EvaluateSection:
+    """Final evaluation; ``latency`` times the pruned against the unpruned model (torch, CPU)."""
+
+    latency: bool = True
+    latency_batch: int = 64
+    latency_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: pretrain -> [sparse] -> prune -> fine-tune -> evaluate -> report."""
+
+    model: str | None = None
+    num_classes: int | None = None
+    in_channels: int | None = None
+    seed: int = 0
+    device: str | None = None
+    data: DataSection = field(default_factory=DataSection)
+    pretrain: PretrainSection = field(default_factory=PretrainSection)
+    sparse: SparseSection | None = None
+    prune: PruneSection = field(default_factory=PruneSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-safe dict (tuples as lists); ``parse_config(c.to_dict()) == c``."""
+        return _plain(dataclasses.asdict(self))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML run configuration."""
+    file = Path(path)
+    if not file.is_file():
+        raise LassopruneError(f"config file {file} not found")
+    try:
+        document = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise LassopruneError(f"{file} is not valid YAML: {exc}") from exc
+    if document is None:
+        document = {}
+    if not isinstance(document, Mapping):
+        raise LassopruneError(f"{file} must hold a mapping of sections (model:, data:, prune:, ...)")
+    return parse_config(document, source=str(file))
+
+
+def parse_config(document: Mapping[str, Any], source: str = "the config") -> RunConfig:
+    """Build a :class:`RunConfig` from a mapping and check every name in it.
+
+    Raises:
+        UnknownNameError: an unknown key, model, dataset, method or regulariser.
+        LassopruneError: a value of the wrong type or out of range.
+    """
+    config = _build(RunConfig, document, source, "")
+    _check_names(config)
+    _check_values(config)
+    return config
+
+
+def apply_overrides(document: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` assignments (values parsed as YAML scalars) to a config mapping."""
+    result = {k: dict(v) if isinstance(v, Mapping) else v for k, v in document.items()}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key:
+            raise LassopruneError(f"--set expects KEY=VALUE (e.g. prune.target_macs=0.4), got {assignment!r}")
+        value = yaml.safe_load(raw) if raw else None
+        parts = key.split(".")
+        node = result
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, Mapping) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return result
+
+
+def _build(cls: type, document: Any, source: str, where: str) -> Any:
+    if not isinstance(document, Mapping):
+        raise LassopruneError(f"{source}: {where or 'the top level'} must be a mapping, got {document!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(document) - set(fields))
+    if unknown:
+        raise UnknownNameError(f"key in {source}{' section ' + where if where else ''}", str(unknown[0]), fields)
+    hints = typing.get_type_hints(cls)
+    values = {name: _convert(hints[name], document[name], source, f"{where}.{name}".lstrip("."))
+              for name in document}
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, source: str, where: str) -> Any:
+    """Check ``value`` against the annotation ``hint`` (nested sections are built recursively)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise LassopruneError(f"{source}: {where} must not be empty")
+    for option in options:
+        if dataclasses.is_dataclass(option):
+            return _build(option, {} if value is True else value, source, where)
+    for option in options:
+        converted = _scalar(option, value)
+        if converted is not _NO:
+            return converted
+    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
+    raise LassopruneError(f"{source}: {where} must be {expected}, got {value!r}")
+
+
+_NO = object()
+
+
+def _scalar(option: Any, value: Any) -> Any:
+    origin = typing.get_origin(option)
+    if option is bool:
+        return value if isinstance(value, bool) else _NO
+    if option is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
+    if option is float:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _NO
+    if option is str:
+        return value if isinstance(value, str) else _NO
+    if origin is tuple:
+        items = [value] if isinstance(value, str) else value
+        return tuple(str(v) for v in items) if isinstance(items, (list, tuple)) else _NO
+    if origin is dict:
+        return dict(value) if isinstance(value, Mapping) else _NO
+    return _NO
+
+
+def _check_names(config: RunConfig) -> None:
+    from lassoprune.data import list_datasets
+    from lassoprune.models import list_models
+    from lassoprune.pruning import list_methods
+    from lassoprune.regularizers import REGULARIZERS, SCHEDULES
+
+    if config.model is None and config.pretrain.checkpoint is None:
+        raise LassopruneError("the config names no model: set `model:` (a zoo name) or `pretrain.checkpoint:`")
+    if config.model is not None and config.model not in list_models():
+        raise UnknownNameError("model", config.model, list_models())
+    if config.data.name not in list_datasets():
+        raise UnknownNameError("dataset", config.data.name, list_datasets())
+    if config.prune.method not in list_methods():
+        raise UnknownNameError("pruning method", config.prune.method, list_methods())
+    if config.prune.allocation not in ("global", "uniform"):
+        raise UnknownNameError("allocation", config.prune.allocation, ("global", "uniform"))
+    if config.sparse is not None:
+        if config.sparse.regularizer not in REGULARIZERS:
+            raise UnknownNameError("regularizer", config.sparse.regularizer, REGULARIZERS)
+        if config.sparse.schedule not in SCHEDULES:
+            raise UnknownNameError("dwgl schedule", config.sparse.schedule, SCHEDULES)
+        if config.sparse.mode not in ("prox", "penalty"):
+            raise UnknownNameError("regulariser mode", config.sparse.mode, ("prox", "penalty"))
+    _check_method_options(config.prune)
+
+
+def _check_method_options(prune: PruneSection) -> None:
+    from lassoprune.pruning.lasso_methods import LASSO_METHODS, LassoOptions
+
+    method = LASSO_METHODS.get(prune.method)
+    if method is not None:
+        LassoOptions.parse(method, prune.options)
+    elif prune.options and prune.method != "dwgl-vote":
+        raise LassopruneError(
+            f"prune.options {sorted(prune.options)} are not used by method {prune.method!r}; "
+            "only the lasso methods and dwgl-vote take options"
+        )
+
+
+def _check_values(config: RunConfig) -> None:
+    prune = config.prune
+    targets = [t for t in (prune.target_macs, prune.target_params) if t is not None]
+    if len(targets) != 1 and not (prune.method == "dwgl-vote" and "threshold" in prune.options):
+        raise LassopruneError("set exactly one of prune.target_macs or prune.target_params (a fraction to keep)")
+    for target in targets:
+        if not 0 < target < 1:
+            raise LassopruneError(f"prune targets are fractions of the original to keep, in (0, 1); got {target}")
+    positives = {
+        "data.batch_size": config.data.batch_size, "pretrain.epochs": config.pretrain.epochs,
+        "prune.calib_size": prune.calib_size, "prune.min_channels": prune.min_channels,
+        "evaluate.latency_batch": config.evaluate.latency_batch,
+    }
+    if config.sparse is not None:
+        positives["sparse.epochs"] = config.sparse.epochs
+    for name, value in positives.items():
+        if value < 1:
+            raise LassopruneError(f"{name} must be >= 1, got {value}")
+    if config.finetune.epochs < 0:
+        raise LassopruneError(f"finetune.epochs must be >= 0, got {config.finetune.epochs}")
+    for name, lr in (("pretrain.lr", config.pretrain.lr), ("finetune.lr", config.finetune.lr)):
+        if not lr > 0:
+            raise LassopruneError(f"{name} must be > 0, got {lr}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,122 @@
+"""Run the stages of :mod:`lassoprune.pipeline.stages` in order, resuming a killed run.
+
+Example::
+
+    from lassoprune.pipeline import load_config, run_pipeline
+    outcome = run_pipeline(load_config("configs/demo.yaml"), "runs/demo")
+    print(outcome.summary["metrics"]["final"]["top1"])
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lassoprune.io import atomic_write_json
+from lassoprune.pipeline.config import RunConfig
+from lassoprune.pipeline.run_dir import RunDirectory
+from lassoprune.pipeline.stages import STAGES, StageContext
+from lassoprune.utils import get_logger
+
+SUMMARY_NAME = "summary.json"
+SUMMARY_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What :func:`run_pipeline` returns.
+
+    Attributes:
+        root: the run directory.
+        summary: the ``summary.json`` document (the report's input).
+        ran: stages executed by this call (the others were already finished).
+        report_files: files written by the report stage.
+    """
+
+    root: Path
+    summary: dict[str, Any]
+    ran: tuple[str, ...]
+    report_files: tuple[Path, ...]
+
+
+def run_pipeline(config: RunConfig, out: str | Path, progress: bool = True) -> RunOutcome:
+    """Run (or resume) every stage of ``config`` in the directory ``out``.
+
+    Raises:
+        CheckpointError: ``out`` holds a run of a different config.
+    """
+    run = RunDirectory.open(out, config.to_dict())
+    ctx = StageContext(config, run, progress=progress)
+    log = get_logger()
+    ran = []
+    for name, stage in STAGES.items():
+        if name == "sparse" and config.sparse is None:
+            continue
+        if run.is_done(name):
+            log.info("[%s] already finished, skipped", name)
+            continue
+        log.info("[%s] ...", name)
+        started = time.perf_counter()
+        record = stage(ctx)
+        record["seconds"] = time.perf_counter() - started
+        run.finish(name, record)
+        ran.append(name)
+        log.info("[%s] done in %.1f s", name, record["seconds"])
+    summary = build_summary(config, run, ctx.info)
+    atomic_write_json(run.path(SUMMARY_NAME), summary)
+    from lassoprune.report import render_report
+
+    files = render_report([summary], run.root)
+    return RunOutcome(run.root, summary, tuple(ran), tuple(files.paths()))
+
+
+def build_summary(config: RunConfig, run: RunDirectory, info: Any) -> dict[str, Any]:
+    """The ``summary.json`` of a finished run (schema of :mod:`lassoprune.report`)."""
+    stages = run.stages
+    prune_record = json.loads(run.path("prune", "prune.json").read_text())
+    details = prune_record.get("details", {})
+    sparse = None
+    if config.sparse is not None:
+        sparse = {"regularizer": config.sparse.regularizer, "lam": config.sparse.lam,
+                  "alpha": config.sparse.alpha, "epochs": config.sparse.epochs}
+    target = prune_record.get("target") or {"kind": "threshold", "ratio": None}
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "name": run.root.resolve().name,
+        "model": _model_name(config, run),
+        "dataset": config.data.name,
+        "class_names": list(info.class_names),
+        "method": config.prune.method,
+        "sparse": sparse,
+        "target": target,
+        **{k: prune_record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")},
+        "groups": [{"id": gid, "kept": g["kept"], "total": g["total"], "eltwise": g["eltwise"]}
+                   for gid, g in prune_record["groups"].items()],
+        "metrics": {
+            "baseline": _metrics(stages["pretrain"]),
+            "pruned": _metrics(stages["prune"]),
+            "final": _metrics(stages["evaluate"]),
+        },
+        "class_structure": details.get("structure"),
+        "class_means_linkage": None,
+        "latency": stages["evaluate"].get("latency"),
+        "stages": {name: {"seconds": record["seconds"]} for name, record in stages.items()},
+        "method_seconds": stages["prune"].get("method_seconds"),
+    }
+
+
+def _metrics(record: dict[str, Any]) -> dict[str, Any]:
+    m = record["metrics"]
+    return {k: m[k] for k in ("top1", "top5", "worst_class", "per_class")}
+
+
+def _model_name(config: RunConfig, run: RunDirectory) -> str:
+    if config.model is not None:
+        return config.model
+    from lassoprune.io import read_model_file
+
+    spec = read_model_file(run.path("pretrain", "model.pt")).spec
+    return spec["name"] if spec else "custom"

@@ -1,0 +1,251 @@
+"""The stages of a pipeline run, each writing its artefacts into ``RUN/STAGE/``.
+
+=========  ==========================================================  ====================
+stage      does                                                        writes
+=========  ==========================================================  ====================
+pretrain   trains ``model`` (or copies ``pretrain.checkpoint``),       ``pretrain/model.pt``
+           evaluates it (the baseline)                                 ``pretrain/metrics.json``
+sparse     optional sparse training (dwgl, group-lasso, bn-l1)         ``sparse/model.pt``
+prune      scores, allocates, cuts to the target; BatchNorm            ``prune/model.pt``
+           statistics re-estimated on the calibration set; evaluated   ``prune/prune.json``
+finetune   fine-tunes the pruned model                                 ``finetune/model.pt``
+evaluate   final metrics; latency of pruned vs unpruned (interleaved)  ``evaluate/metrics.json``
+report     ``summary.json`` and the report (markdown, JSON, plots)     ``report.md`` ...
+=========  ==========================================================  ====================
+
+Every stage function takes the :class:`StageContext` and returns a JSON-safe
+record that the runner stores in ``state.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import nn
+
+from lassoprune.analysis.latency import make_runner, summarize, time_interleaved
+from lassoprune.data import dataset_info
+from lassoprune.data.loader import BatchLoader
+from lassoprune.errors import LassopruneError
+from lassoprune.io import atomic_write_json, load, save
+from lassoprune.models import create_model, model_entry
+from lassoprune.pipeline.config import RunConfig
+from lassoprune.pipeline.run_dir import RunDirectory
+from lassoprune.pretrained import resolve_model_path
+from lassoprune.pruning import prune
+from lassoprune.regularizers import create_regularizer
+from lassoprune.training import EvalResult, TrainConfig, evaluate, fit
+from lassoprune.training.bn_recalibration import recalibrate_batchnorm
+from lassoprune.training.data_setup import Loaders, calibration_batches, make_loaders
+from lassoprune.utils import get_logger, seed_everything
+from lassoprune.utils.runtime import default_device
+
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class StageContext:
+    """What the stages share: the config, the run directory, data (built on first use)."""
+
+    config: RunConfig
+    run: RunDirectory
+    progress: bool = True
+    _loaders: dict[tuple[int | None, int], Loaders] = field(default_factory=dict)
+
+    @cached_property
+    def device(self) -> torch.device:
+        return torch.device(self.config.device) if self.config.device else default_device()
+
+    @cached_property
+    def info(self) -> Any:
+        return dataset_info(self.config.data.name, root=self.config.data.root)
+
+    @cached_property
+    def image_size(self) -> int:
+        data = self.config.data
+        if data.image_size is not None:
+            return data.image_size
+        if self.config.pretrain.checkpoint is not None:
+            source = load(resolve_model_path(self.config.pretrain.checkpoint))
+            size = source.lp_extra.get("image_size")
+            if size:
+                return int(size)
+            return model_entry(source.lp_spec.name).default_image_size
+        return model_entry(self.config.model).default_image_size
+
+    @property
+    def example(self) -> torch.Tensor:
+        """One input (1, C, S, S) in the dataset's layout."""
+        return torch.zeros(1, self.info.in_channels, self.image_size, self.image_size)
+
+    def loaders(self, train_subset: int | None = None, seed_offset: int = 0) -> Loaders:
+        """Train / test batches; the training split subsampled to ``train_subset`` images."""
+        key = (train_subset, seed_offset)
+        if key not in self._loaders:
+            data = self.config.data
+            self._loaders[key] = make_loaders(
+                data.name, image_size=self.image_size, root=data.root, batch_size=data.batch_size,
+                train_subset=train_subset, seed=self.config.seed + seed_offset, download=data.download,
+            )
+        return self._loaders[key]
+
+    @cached_property
+    def test(self) -> BatchLoader:
+        data = self.config.data
+        return make_loaders(data.name, image_size=self.image_size, root=data.root, download=data.download,
+                            with_train=False).test
+
+    @cached_property
+    def calibration(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return calibration_batches(
+            self.config.data.name, image_size=self.image_size, size=self.config.prune.calib_size,
+            root=self.config.data.root, seed=self.config.seed, download=self.config.data.download,
+        )
+
+    def model_extra(self, **more: Any) -> dict[str, Any]:
+        return {"dataset": self.config.data.name, "image_size": self.image_size, **more}
+
+    def evaluate(self, model: nn.Module) -> EvalResult:
+        return evaluate(model, self.test, self.info.num_classes, self.device)
+
+    def fit(self, model: nn.Module, stage: str, epochs: int, lr: float, train_subset: int | None,
+            seed_offset: int, **kwargs: Any) -> Any:
+        """Train ``model`` in ``RUN/stage`` (resumable per epoch); returns :class:`~lassoprune.FitResult`."""
+        loaders = self.loaders(train_subset, seed_offset)
+        seed_everything(self.config.seed + seed_offset)
+        cfg = TrainConfig(epochs=epochs, lr=lr, seed=self.config.seed + seed_offset)
+        result = fit(
+            model, loaders.train, loaders.test, cfg, num_classes=self.info.num_classes,
+            class_names=self.info.class_names, out_dir=self.run.path(stage), resume=True, device=self.device,
+            progress=self.progress, model_extra=self.model_extra(stage=stage), **kwargs,
+        )
+        model.to("cpu")
+        return result
+
+
+def metrics_record(result: EvalResult) -> dict[str, Any]:
+    """The metrics kept in a summary: top-1, top-5, worst class, per-class accuracy (K,)."""
+    return {"top1": result.top1, "top5": result.top5, "worst_class": result.worst_class,
+            "per_class": list(result.per_class), "loss": result.loss}
+
+
+def run_pretrain(ctx: StageContext) -> dict[str, Any]:
+    """Train the dense model, or copy the given model file; evaluate it."""
+    cfg = ctx.config
+    out = ctx.run.path("pretrain", MODEL_FILE)
+    if cfg.pretrain.checkpoint is not None:
+        model = load(resolve_model_path(cfg.pretrain.checkpoint))
+        _check_classes(model, ctx)
+        result = ctx.evaluate(model)
+        model.to("cpu")
+        save(model, out, extra={**model.lp_extra, **ctx.model_extra(source=cfg.pretrain.checkpoint)})
+    else:
+        seed_everything(cfg.seed)
+        model = create_model(cfg.model, num_classes=cfg.num_classes or ctx.info.num_classes,
+                             in_channels=cfg.in_channels or ctx.info.in_channels)
+        result = ctx.fit(model, "pretrain", cfg.pretrain.epochs, cfg.pretrain.lr, cfg.pretrain.train_subset, 0).final
+    metrics = metrics_record(result)
+    atomic_write_json(ctx.run.path("pretrain", "metrics.json"), metrics)
+    return {"model": f"pretrain/{MODEL_FILE}", "metrics": metrics}
+
+
+def run_sparse(ctx: StageContext) -> dict[str, Any]:
+    """Sparse training of the dense model with the configured regulariser."""
+    sparse = ctx.config.sparse
+    assert sparse is not None
+    model = load(ctx.run.path("pretrain", MODEL_FILE))
+    reg = create_regularizer(sparse.regularizer, model, ctx.example, sparse.lam, sparse.schedule, sparse.alpha)
+    result = ctx.fit(model, "sparse", sparse.epochs, sparse.lr, sparse.train_subset, 1, regularizer=reg,
+                     regularizer_mode=sparse.mode, bn_batches=ctx.calibration)
+    return {"model": f"sparse/{MODEL_FILE}", "metrics": metrics_record(result.final)}
+
+
+def run_prune(ctx: StageContext) -> dict[str, Any]:
+    """Prune the (sparse-trained) model to the target, re-estimate BatchNorm statistics, evaluate."""
+    p = ctx.config.prune
+    source = "sparse" if ctx.config.sparse is not None else "pretrain"
+    model = load(ctx.run.path(source, MODEL_FILE))
+    modules = dict(model.named_modules())
+    unknown = [name for name in p.ignore if name not in modules]
+    if unknown:
+        raise LassopruneError(f"prune.ignore: no module named {', '.join(unknown)}; see `lassoprune info --layers`")
+    started = time.perf_counter()
+    result = prune(
+        model, ctx.example, method=p.method, target_macs=p.target_macs, target_params=p.target_params,
+        data=ctx.calibration, allocation=p.allocation, ignored_layers=[modules[n] for n in p.ignore],
+        min_channels=p.min_channels, round_to=p.round_to, seed=ctx.config.seed, **p.options,
+    )
+    seconds = time.perf_counter() - started
+    recalibrate_batchnorm(result.model, ctx.calibration)
+    record = result.to_dict()
+    metrics = metrics_record(ctx.evaluate(result.model))
+    result.model.to("cpu")
+    atomic_write_json(ctx.run.path("prune", "prune.json"), record)
+    save(result.model, ctx.run.path("prune", MODEL_FILE),
+         extra=ctx.model_extra(pruning={k: record[k] for k in ("method", "target", "macs_before", "macs_after",
+                                                               "params_before", "params_after")}))
+    return {"model": f"prune/{MODEL_FILE}", "metrics": metrics, "method_seconds": seconds,
+            **{k: record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")}}
+
+
+def run_finetune(ctx: StageContext) -> dict[str, Any]:
+    """Fine-tune the pruned model (resumes from ``finetune/last.pt`` after a crash)."""
+    f = ctx.config.finetune
+    model = load(ctx.run.path("prune", MODEL_FILE))
+    if f.epochs == 0:
+        return {"model": f"prune/{MODEL_FILE}", "metrics": ctx.run.stages["prune"]["metrics"], "resumed_from": 0}
+    result = ctx.fit(model, "finetune", f.epochs, f.lr, f.train_subset, 2)
+    return {"model": f"finetune/{MODEL_FILE}", "metrics": metrics_record(result.final),
+            "resumed_from": result.resumed_from}
+
+
+def run_evaluate(ctx: StageContext) -> dict[str, Any]:
+    """Final metrics and, optionally, the measured latency ratio of pruned vs unpruned."""
+    final = load(ctx.run.path(ctx.run.stages["finetune"]["model"]))
+    metrics = metrics_record(ctx.evaluate(final))
+    final.to("cpu")
+    record: dict[str, Any] = {"metrics": metrics, "latency": None}
+    if ctx.config.evaluate.latency:
+        dense = load(ctx.run.path("pretrain", MODEL_FILE))
+        record["latency"] = measure_speedup(dense, final, ctx)
+    atomic_write_json(ctx.run.path("evaluate", "metrics.json"), record)
+    return record
+
+
+def measure_speedup(dense: nn.Module, pruned: nn.Module, ctx: StageContext,
+                    warmup: int = 3, repeats: int = 15) -> dict[str, Any]:
+    """Median latency of both models, timed round-robin in one call (torch, CPU, eval mode)."""
+    e = ctx.config.evaluate
+    threads = e.latency_threads or torch.get_num_threads()
+    shape = (e.latency_batch, *ctx.example.shape[1:])
+    runners = []
+    for model in (dense, pruned):
+        model.eval()
+        runners.append(make_runner(model, shape, "torch", threads))
+    get_logger().info("timing dense vs pruned (batch %d, %d threads, %d rounds)", e.latency_batch, threads, repeats)
+    before, after = (summarize(t, "torch", e.latency_batch, threads) for t in
+                     time_interleaved(runners, warmup, repeats, threads))
+    return {"batch_size": e.latency_batch, "threads": threads, "before_ms": before.median_ms,
+            "after_ms": after.median_ms, "speedup": before.median_ms / after.median_ms}
+
+
+def _check_classes(model: nn.Module, ctx: StageContext) -> None:
+    classes = model.lp_spec.kwargs.get("num_classes") if getattr(model, "lp_spec", None) else None
+    if classes is not None and classes != ctx.info.num_classes:
+        raise LassopruneError(
+            f"{ctx.config.pretrain.checkpoint} has {classes} outputs but {ctx.config.data.name} has "
+            f"{ctx.info.num_classes} classes; use a model trained on this dataset"
+        )
+
+
+STAGES = {
+    "pretrain": run_pretrain,
+    "sparse": run_sparse,
+    "prune": run_prune,
+    "finetune": run_finetune,
+    "evaluate": run_evaluate,
+}
