@@ -103,6 +103,7 @@ class LassoOptions:
     permutations: int = 1
     nonneg: bool = True
     ridge: float = 0.0
+    magnitude: bool = False
     tol: float = 1e-5
     max_iter: int = 5000
     tolerance: float = 0.008
@@ -223,6 +224,7 @@ def select_channels(ctx: SelectionContext, method: LassoMethod) -> Selection:
         "lambda2_fraction": opts.lambda2 if method.structure != "none" else 0.0,
         "nonneg": opts.nonneg,
         "ridge": opts.ridge,
+        "magnitude": opts.magnitude,
         "rho": rho,
         "bisection": search.history,
         "adjustment": adjustment,
@@ -265,6 +267,8 @@ def _problems(
         G, R = gram.G.numpy(), gram.R.numpy()
         if opts.ridge > 0:
             G = G + opts.ridge * max(float(np.linalg.eigvalsh(G)[-1]), 1e-12) * np.eye(len(G))
+        if opts.magnitude:
+            G, R = _magnitude_weighted(G, R, features.inputs[group.id])
         estimator = StructuredLasso(structure if R.shape[1] > 1 else None, 0.0, 0.0, nonneg=opts.nonneg,
                                     tol=opts.tol, max_iter=opts.max_iter)
         problems.append(_GroupProblem(
@@ -274,6 +278,17 @@ def _problems(
             solutions={}, n_iter={},
         ))
     return problems, seconds_kernels, seconds_gram
+
+
+def _magnitude_weighted(G: np.ndarray, R: np.ndarray, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(D G D, D R)`` with ``D = diag(d)``, d_c = RMS of channel c's features (N, C, D) / mean RMS.
+
+    Substituting ``B = D B'`` turns ``lambda1 sum_c |B_c|`` into ``lambda1 sum_c |B'_c| / d_c``:
+    the lasso on the weighted problem penalises weak channels more; supports are the same.
+    """
+    rms = features.double().pow(2).mean(dim=(0, 2)).sqrt().numpy()
+    d = rms / rms.mean() if rms.mean() > 0 else np.ones_like(rms)
+    return G * np.outer(d, d), R * d[:, None]
 
 
 class _Search:
