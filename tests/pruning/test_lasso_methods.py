@@ -144,3 +144,39 @@ def test_fix_up_paths_meet_the_target(method, ratio, options, adjustment):
     for g in result.groups:  # adjusted sets stay valid channel numbers
         kept = result.keep[g.id]
         assert len(set(kept)) == len(kept) and all(0 <= c < g.num_channels for c in kept)
+
+
+def test_ridge_lets_the_lasso_reach_a_mild_target_on_its_own():
+    """hsic-ib at 0.8 needs channels added by relevance without ridge; with ridge the lasso's support is enough."""
+    model = _model()
+    plain = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.8, data=_calibration())
+    ridged = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.8, data=_calibration(), ridge=1.0)
+    assert plain.details["adjustment"] == "add"
+    assert ridged.details["adjustment"] in ("none", "drop") and ridged.details["ridge"] == 1.0
+    assert abs(ridged.macs_after / ridged.macs_before - 0.8) <= 0.01
+
+
+def test_magnitude_weighting_equals_a_weighted_l1_and_drops_weak_channels():
+    """B = D B' on (D G D, D R) solves the lasso with penalty lambda1 sum_c |B_c| / d_c."""
+    from lassoprune.pruning.lasso_methods import _magnitude_weighted
+
+    gen = torch.Generator().manual_seed(3)
+    n, k = 60, 3
+    labels = torch.arange(n) % k
+    feats = torch.randn(n, 6, 4, generator=gen) * 0.5
+    feats[:, :3] += 3.0 * torch.nn.functional.one_hot(labels, k).float()[:, :, None]
+    feats[:, 1] *= 1e-3  # class information, but a tiny activation
+    gram = hsic_gram(feats, labels, k, target="class")
+    G, R = gram.G.numpy(), gram.R.numpy()
+    Gw, Rw = _magnitude_weighted(G, R, feats)
+    d = np.sqrt(np.diag(Gw) / np.diag(G))
+    lam = 0.2 * lambda_max(Gw, Rw)
+    weighted = StructuredLasso(None, lambda1=lam, tol=1e-10, max_iter=50000).fit_gram(Gw, Rw)
+    B = d[:, None] * weighted.coef_
+    # KKT of min 1/2 tr(B^T G B) - tr(B^T R) + lam sum_c |B_c| / d_c over B >= 0
+    grad = G @ B - R + lam / d[:, None]
+    assert np.all(grad >= -1e-6) and np.all(np.abs(grad[B > 1e-9]) <= 1e-6)
+    # scale-blind kernels keep the tiny channel; the weighted lasso drops it first
+    plain = StructuredLasso(None, lambda1=0.5 * lambda_max(G, R), tol=1e-10).fit_gram(G, R)
+    assert np.linalg.norm(plain.coef_[1]) > 0
+    assert np.linalg.norm(weighted.coef_[1]) == 0 and all(np.linalg.norm(weighted.coef_[c]) > 0 for c in (0, 2))
