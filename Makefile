@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test test-slow bench clean
+.PHONY: install data demo test test-slow bench compare clean
 
 install: $(STAMP)
 
@@ -23,9 +23,7 @@ data: install
 	$(BIN)/lassoprune fetch fashion-mnist
 
 demo: data
-	$(BIN)/lassoprune train --model resnet20 --data fashion-mnist --epochs 2 --train-subset 10000 \
-		--seed 0 --out runs/demo --resume
-	$(BIN)/lassoprune eval --checkpoint runs/demo/model.pt --data fashion-mnist
+	$(BIN)/lassoprune run configs/demo.yaml --out runs/demo
 
 test: data
 	$(BIN)/pytest -m "not slow" -q
@@ -35,6 +33,9 @@ test-slow: data
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py
+
+compare: data
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/compare.py --quick
 
 clean:
 	rm -rf $(VENV) runs *.egg-info .pytest_cache

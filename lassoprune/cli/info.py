@@ -95,11 +95,19 @@ def _print_report(report: dict[str, Any], layers: bool) -> None:
 def _list_available(as_json: bool) -> int:
     from lassoprune.data import list_datasets
 
-    available = {"models": list_models(), "datasets": list_datasets()}
+    from lassoprune.pretrained import PRETRAINED
+    from lassoprune.pruning import list_methods
+    from lassoprune.regularizers import REGULARIZERS
+
+    available = {"models": list_models(), "datasets": list_datasets(), "methods": list_methods(),
+                 "regularizers": list(REGULARIZERS), "pretrained": [f"pretrained:{n}" for n in PRETRAINED]}
     if as_json:
         print_json(available)
     else:
         print("models:   " + ", ".join(available["models"]))
         print("datasets: " + ", ".join(available["datasets"]))
+        print("methods:  " + ", ".join(available["methods"]))
+        print("regularizers (sparse training): " + ", ".join(available["regularizers"]))
+        print("shipped model files: " + ", ".join(available["pretrained"]))
         print("`lassoprune info --model NAME` shows MACs and parameters.")
     return 0
