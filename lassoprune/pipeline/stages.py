@@ -217,8 +217,13 @@ def run_evaluate(ctx: StageContext) -> dict[str, Any]:
 
 
 def measure_speedup(dense: nn.Module, pruned: nn.Module, ctx: StageContext,
-                    warmup: int = 3, repeats: int = 15) -> dict[str, Any]:
-    """Median latency of both models, timed round-robin in one call (torch, CPU, eval mode)."""
+                    warmup: int = 10, repeats: int = 20) -> dict[str, Any]:
+    """Median latency of both models, timed round-robin in one call (torch, CPU, eval mode).
+
+    Runs in the pipeline's process after evaluation, i.e. with a warm memory
+    allocator; CPU latencies of a fresh process are slower for large
+    activations, which favours the smaller model (docs/BENCHMARKS.md).
+    """
     e = ctx.config.evaluate
     threads = e.latency_threads or torch.get_num_threads()
     shape = (e.latency_batch, *ctx.example.shape[1:])

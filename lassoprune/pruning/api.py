@@ -185,6 +185,10 @@ def prune(
     batches = list(data) if data is not None else None
 
     if isinstance(method, str) and method in _SELECTORS:
+        if round_to is not None and round_to > 1:
+            get_logger().warning(
+                "%s decides its own keep sets: round_to=%d raises every group's floor to %d channels, "
+                "but the kept widths are not rounded to multiples of it", method, round_to, round_to)
         ctx = SelectionContext(work, analysis, cost_model, target, floor, batches, seed, options)
         selection = _SELECTORS[method](ctx)
         keep, scores, details = selection.keep, selection.scores, selection.details

@@ -26,3 +26,21 @@ def test_two_epoch_fashion_mnist_run_reaches_80_percent_and_eval_reproduces_it(t
     )
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["test_top1"] == pytest.approx(metrics["test_top1"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_demo_config_prunes_the_shipped_resnet56_and_writes_the_report(tmp_path):
+    """`make demo`'s job: sglp-ib to 50% MACs, one fine-tuning epoch, a report with plots (a few minutes)."""
+    run = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lassoprune", "run", "configs/demo.yaml", "--out", str(run), "--no-progress", "--json"],
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert abs(summary["macs_after"] / summary["macs_before"] - 0.5) <= 0.01
+    assert summary["method"] == "sglp-ib" and summary["class_structure"]["kind"] == "graph"
+    assert summary["metrics"]["final"]["top1"] >= 0.80
+    for name in ("report.md", "report.json", "summary.json"):
+        assert (run / name).is_file()
+    assert len(list(run.glob("*.png"))) >= 3

@@ -1,0 +1,32 @@
+"""The model files shipped with the package: present, small, loadable, and actually trained."""
+
+import pytest
+import torch
+
+import lassoprune as lp
+from lassoprune.data import BatchLoader, load_dataset, stratified_subset
+from lassoprune.errors import UnknownNameError
+from lassoprune.pretrained import PRETRAINED, pretrained_path, resolve_model_path
+
+
+@pytest.mark.parametrize("name", sorted(PRETRAINED))
+def test_shipped_file_is_small_and_loads(name):
+    path = pretrained_path(name)
+    assert path.stat().st_size < 4 * 1024 * 1024
+    model = lp.load(path)
+    assert model.lp_extra["dataset"] == "fashion-mnist" and model.lp_extra["image_size"] == 32
+    assert lp.count(model, (1, 1, 32, 32)).params == lp.count_params(lp.create_model("resnet56", num_classes=10, in_channels=1))
+
+
+def test_shipped_resnet56_classifies_fashion_mnist():
+    """Top-1 on 1000 class-stratified test images is that of a trained network (>= 0.85), not chance (0.1)."""
+    test = load_dataset("fashion-mnist", split="test")
+    indices = stratified_subset(test.labels, 1000, seed=0)
+    model = lp.load(resolve_model_path("pretrained:resnet56-fashion-mnist"))
+    result = lp.evaluate(model, BatchLoader(test, 250, image_size=32, indices=indices), 10)
+    assert result.num_samples == 1000 and result.top1 >= 0.85
+
+
+def test_unknown_shipped_name_lists_the_choices():
+    with pytest.raises(UnknownNameError, match="resnet56-fashion-mnist"):
+        pretrained_path("resnet20-cifar10")
