@@ -36,6 +36,7 @@ class SelectionContext:
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None
     seed: int
     options: Mapping[str, Any]
+    round_to: int | None = None  # kept widths should be multiples of this (or the whole group)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class KeepSelector(Protocol):
 
 
 _SELECTORS: dict[str, KeepSelector] = {}
+
+
+_ROUNDING_SELECTORS = {"sglp-ib", "stlp-ib", "hsic-ib", "class-lasso"}  # they honour ctx.round_to
 
 
 def register_selector(name: str) -> Callable[[KeepSelector], KeepSelector]:
@@ -185,11 +189,11 @@ def prune(
     batches = list(data) if data is not None else None
 
     if isinstance(method, str) and method in _SELECTORS:
-        if round_to is not None and round_to > 1:
+        if round_to is not None and round_to > 1 and method not in _ROUNDING_SELECTORS:
             get_logger().warning(
                 "%s decides its own keep sets: round_to=%d raises every group's floor to %d channels, "
                 "but the kept widths are not rounded to multiples of it", method, round_to, round_to)
-        ctx = SelectionContext(work, analysis, cost_model, target, floor, batches, seed, options)
+        ctx = SelectionContext(work, analysis, cost_model, target, floor, batches, seed, options, round_to)
         selection = _SELECTORS[method](ctx)
         keep, scores, details = selection.keep, selection.scores, selection.details
     else:

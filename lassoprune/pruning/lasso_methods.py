@@ -18,6 +18,9 @@ brackets the target without landing in it, the solution on the larger side is
 taken and its channels that the smaller side drops are removed, weakest score
 first (then any others), until the target is met; when even the smallest
 ``rho`` keeps too little, channels are added by relevance to the targets.
+With ``round_to`` (``lp.prune(..., round_to=8)``) every width is then rounded
+to a multiple of it (or the whole group) and moved by whole steps, lowest-valued
+channels first, until the cost is back within the target band.
 Every group keeps at least its floor (``ctx.floors``); a group whose lasso
 keeps fewer gets its most relevant channels (largest ``max_k R_ck``).
 
@@ -201,6 +204,9 @@ def select_channels(ctx: SelectionContext, method: LassoMethod) -> Selection:
     started = time.perf_counter()
     search = _Search(ctx, problems, opts.tolerance)
     rho, keep, adjustment = search.run()
+    if ctx.round_to is not None and ctx.round_to > 1:
+        keep = search.rounded(keep, rho, ctx.round_to)
+        adjustment += f"+round_to_{ctx.round_to}"
     times["bisection"] = time.perf_counter() - started
     times["solver"] = search.solver_seconds
 
@@ -278,6 +284,22 @@ def _problems(
             solutions={}, n_iter={},
         ))
     return problems, seconds_kernels, seconds_gram
+
+
+def _channel_values(scores: np.ndarray, relevance: np.ndarray) -> np.ndarray:
+    """Comparable channel values across groups: score / max score, zeros ranked by relevance below them."""
+    top = scores.max(initial=0.0)
+    rel = np.maximum(relevance, 0.0)
+    rel_top = rel.max(initial=0.0)
+    base = scores / top if top > 0 else np.zeros_like(scores)
+    return base + 1e-3 * (rel / rel_top if rel_top > 0 else 0.0)
+
+
+def _step_width(width: int, total: int, step: int, shrink: bool) -> int:
+    """The next width on the grid {multiples of step} U {total}, down or up."""
+    if shrink:
+        return (width - 1) // step * step if width % step else width - step
+    return min(total, (width // step + 1) * step)
 
 
 def _magnitude_weighted(G: np.ndarray, R: np.ndarray, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -389,6 +411,53 @@ class _Search:
                 continue
             cost = trial
         return self._checked([np.array(sorted(s)) for s in sets])
+
+    def rounded(self, keep: dict[str, np.ndarray], rho: float, step: int) -> dict[str, np.ndarray]:
+        """Widths rounded to multiples of ``step`` (or the whole group), then moved by whole steps to the target.
+
+        Each group's channels are ordered: kept ones first, by score then relevance;
+        a group keeps a prefix of its order. Widths go to the nearest multiple,
+        then, while the cost is outside the band, the step whose channels have
+        the lowest (removing) or highest (adding) normalised value moves.
+        """
+        orders, values, counts = [], [], []
+        for p, floor in zip(self.problems, self.floors):
+            scores = _scores(p.solve(rho))
+            kept = keep[p.group.id]
+            inside = np.zeros(len(scores), dtype=bool)
+            inside[kept] = True
+            order = np.lexsort((-p.relevance, -scores, ~inside))
+            orders.append(order)
+            values.append(_channel_values(scores, p.relevance)[order])
+            total = len(scores)
+            counts.append(min(total, max(floor, int(round(len(kept) / step)) * step)))
+        counts = self._move_steps(counts, values, step)
+        return self._named(self._checked([np.sort(o[:k]) for o, k in zip(orders, counts)]))
+
+    def _move_steps(self, counts: list[int], values: list[np.ndarray], step: int) -> list[int]:
+        totals = [len(v) for v in values]
+        for _ in range(4 * sum(totals) // step + 1):
+            cost = self.cost([np.arange(k) for k in counts])
+            if self.band[0] <= cost <= self.band[1]:
+                break
+            shrink = cost > self.band[1]
+            moves = []
+            for g, (k, v) in enumerate(zip(counts, values)):
+                new = _step_width(k, totals[g], step, shrink)
+                if new == k or (shrink and new < self.floors[g]):
+                    continue
+                value = float((v[new:k] if shrink else v[k:new]).mean())
+                moves.append((value if shrink else -value, g, new))
+            for _, g, new in sorted(moves):  # cheapest removal / most valuable addition first
+                trial = counts[:g] + [new] + counts[g + 1:]
+                moved = self.cost([np.arange(k) for k in trial])
+                if self.limits[0] <= moved or not shrink:
+                    if shrink or moved <= self.limits[1]:
+                        counts = trial
+                        break
+            else:
+                break  # every step overshoots the limits: keep the closest feasible widths
+        return counts
 
     def _checked(self, keep: list[np.ndarray]) -> list[np.ndarray]:
         cost = self.cost(keep)

@@ -180,3 +180,19 @@ def test_magnitude_weighting_equals_a_weighted_l1_and_drops_weak_channels():
     plain = StructuredLasso(None, lambda1=0.5 * lambda_max(G, R), tol=1e-10).fit_gram(G, R)
     assert np.linalg.norm(plain.coef_[1]) > 0
     assert np.linalg.norm(weighted.coef_[1]) == 0 and all(np.linalg.norm(weighted.coef_[c]) > 0 for c in (0, 2))
+
+
+@pytest.mark.parametrize("method", ["sglp-ib", "stlp-ib"])
+def test_round_to_gives_multiples_and_still_meets_the_target(method):
+    model = _model()
+    result = prune(model, torch.randn(1, 3, 32, 32), method=method, target_macs=0.5, data=_calibration(), round_to=8)
+    assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
+    assert result.details["adjustment"].endswith("+round_to_8")
+    for g in result.groups:
+        kept = len(result.keep[g.id])
+        assert kept % 8 == 0 or kept == g.num_channels, (g.id, kept)
+    plain = prune(model, torch.randn(1, 3, 32, 32), method=method, target_macs=0.5, data=_calibration())
+    # rounding keeps each group's strongest channels: a group that keeps k channels keeps a prefix of its order
+    for g in result.groups:
+        if len(result.keep[g.id]) <= len(plain.keep[g.id]):
+            assert set(result.keep[g.id]) <= set(plain.keep[g.id]) or len(plain.keep[g.id]) == 0
