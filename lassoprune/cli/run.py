@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from lassoprune.cli._common import print_json
+from lassoprune.cli.train import refuse_torchrun
 from lassoprune.errors import LassopruneError
 from lassoprune.pipeline import apply_overrides, parse_config, run_pipeline
 
@@ -68,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_torchrun(args)
     document = _document(args)
     config = parse_config(document, source=args.config or "the command line")
     out = args.out or (f"runs/{Path(args.config).stem}" if args.config else None)

@@ -112,7 +112,7 @@ def train_from_args(
             ``torchrun`` launch is refused.
     """
     if dist is None:
-        _refuse_torchrun(args)
+        refuse_torchrun(args)
     for name in ("epochs", "batch_size", "train_subset", "num_classes", "in_channels", "image_size"):
         positive(f"--{name.replace('_', '-')}", getattr(args, name))
     if bool(args.model) == bool(args.checkpoint):
@@ -148,7 +148,7 @@ def train_from_args(
     )
 
 
-def _refuse_torchrun(args: argparse.Namespace) -> None:
+def refuse_torchrun(args: argparse.Namespace) -> None:
     """A command without distributed support must not run once per torchrun process."""
     launch = torchrun_env()
     if launch is not None:

@@ -288,3 +288,8 @@ def test_commands_without_distributed_support_refuse_torchrun(monkeypatch, tmp_p
     assert status == 2
     assert "does not support torchrun" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+    status = main(["run", "--model", "resnet20", "--data", "synthetic", "--method", "l1", "--target-macs", "0.5",
+                   "--out", str(tmp_path / "r")])
+    assert status == 2
+    assert "`lassoprune run` does not support torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
