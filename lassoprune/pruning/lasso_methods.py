@@ -124,6 +124,8 @@ class LassoOptions:
             raise LassopruneError(f"pool must be a positive side length or None, got {opts.pool}")
         if not opts.lambda2 >= 0:
             raise LassopruneError(f"lambda2 (a fraction of lambda1) must be >= 0, got {opts.lambda2}")
+        if opts.tau is not None and not 0 <= opts.tau <= 1:
+            raise LassopruneError(f"tau (a threshold on |Pearson r| between class means) must be in [0, 1], got {opts.tau}")
         if not opts.ridge >= 0:
             raise LassopruneError(f"ridge (a fraction of ||G||_2) must be >= 0, got {opts.ridge}")
         if not 0 < opts.tolerance <= 0.01:
@@ -198,7 +200,7 @@ def select_channels(ctx: SelectionContext, method: LassoMethod) -> Selection:
     times: dict[str, float] = {}
     features = collect_features(ctx.model, groups, ctx.batches, pool=opts.pool, outputs=opts.target_kind.needs_output)
     times["features"] = features.seconds
-    structure, structure_info = _structure(method, features)
+    structure, structure_info = _structure(method, features, opts.tau)
     problems, times["kernels"], times["gram"] = _problems(groups, features, opts, structure, ctx.seed)
 
     started = time.perf_counter()
@@ -244,11 +246,13 @@ def select_channels(ctx: SelectionContext, method: LassoMethod) -> Selection:
                      details=details)
 
 
-def _structure(method: LassoMethod, features: CalibrationFeatures) -> tuple[GraphFused | TreeGroup | None, Any]:
-    """The class graph / tree from the class means, and a JSON-safe description of it."""
+def _structure(
+    method: LassoMethod, features: CalibrationFeatures, tau: float | None = None
+) -> tuple[GraphFused | TreeGroup | None, Any]:
+    """The class graph (edges with |r_ml| >= tau) / tree from the class means, and a JSON-safe description."""
     means = features.class_means.numpy()
     if method.structure == "graph":
-        graph = class_graph(means)
+        graph = class_graph(means, tau=tau)
         return graph, {"kind": "graph", "edges": [[int(m), int(l), float(w)]
                                                   for (m, l), w in zip(graph.edges, graph.weights)]}
     if method.structure == "tree":
