@@ -232,6 +232,8 @@ def _check_names(config: RunConfig) -> None:
 
     if config.model is None and config.pretrain.checkpoint is None:
         raise LassopruneError("the config names no model: set `model:` (a zoo name) or `pretrain.checkpoint:`")
+    if config.pretrain.checkpoint is not None:
+        _check_checkpoint(config.pretrain.checkpoint)
     if config.model is not None and config.model not in list_models():
         raise UnknownNameError("model", config.model, list_models())
     if config.data.name not in list_datasets():
@@ -248,6 +250,17 @@ def _check_names(config: RunConfig) -> None:
         if config.sparse.mode not in ("prox", "penalty"):
             raise UnknownNameError("regulariser mode", config.sparse.mode, ("prox", "penalty"))
     _check_method_options(config.prune)
+
+
+def _check_checkpoint(checkpoint: str) -> None:
+    from lassoprune.pretrained import PREFIX, resolve_model_path
+
+    path = resolve_model_path(checkpoint)  # an unknown pretrained:NAME raises with the choices
+    if not checkpoint.startswith(PREFIX) and not path.is_file():
+        raise LassopruneError(
+            f"pretrain.checkpoint {checkpoint} not found; give a lassoprune model file "
+            "(`lassoprune train` writes RUN/model.pt) or a shipped one, e.g. pretrained:resnet56-fashion-mnist"
+        )
 
 
 def _check_method_options(prune: PruneSection) -> None:

@@ -62,6 +62,7 @@ def test_config_round_trips_through_yaml(tmp_path: Path) -> None:
         ({"colour": "blue"}, "key", "prune"),
         ({"sparse": {"regularizer": "l0"}}, "regularizer", "dwgl"),
         ({"prune": {"method": "sglp-ib", "target_macs": 0.5, "options": {"pol": 4}}}, "option", "pool"),
+        ({"pretrain": {"checkpoint": "pretrained:resnet57"}}, "pretrained model", "resnet56-fashion-mnist"),
     ],
 )
 def test_unknown_names_fail_with_the_valid_choices(patch: dict, kind: str, valid: str) -> None:
@@ -80,6 +81,7 @@ def test_unknown_names_fail_with_the_valid_choices(patch: dict, kind: str, valid
         {"finetune": {"epochs": "two"}},
         {"data": "fashion-mnist"},
         {"prune": {"method": "l1", "target_macs": 0.5, "options": {"pool": 2}}},
+        {"pretrain": {"checkpoint": "no/such/model.pt"}},
     ],
 )
 def test_bad_values_fail_before_any_compute(patch: dict) -> None:
@@ -192,3 +194,9 @@ def test_killed_during_finetune_resumes_without_redoing_earlier_stages(tmp_path:
     assert len(json.loads((root / "finetune" / "metrics.json").read_text())["history"]) == 4
     summary = json.loads(resumed.stdout)
     assert summary["metrics"]["final"]["top1"] == state["stages"]["evaluate"]["metrics"]["top1"]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_example_configs_are_valid(path: Path) -> None:
+    config = load_config(path)
+    assert config.prune.target_macs is not None or config.prune.target_params is not None
