@@ -200,3 +200,15 @@ def test_killed_during_finetune_resumes_without_redoing_earlier_stages(tmp_path:
 def test_shipped_example_configs_are_valid(path: Path) -> None:
     config = load_config(path)
     assert config.prune.target_macs is not None or config.prune.target_params is not None
+
+
+def test_sparse_training_stage_feeds_the_vote(tmp_path: Path) -> None:
+    """With `sparse:`, DWGL training runs before the cut and dwgl-vote prunes the sparse model to the target."""
+    document = {**SMALL, "sparse": {"regularizer": "dwgl", "lam": 0.5, "epochs": 1, "train_subset": 300},
+                "prune": {"method": "dwgl-vote", "target_macs": 0.5}, "evaluate": {"latency": False}}
+    outcome = run_pipeline(parse_config(document), tmp_path / "run", progress=False)
+    assert outcome.ran == ("pretrain", "sparse", "prune", "finetune", "evaluate")
+    sparse = lp.load(tmp_path / "run" / "sparse" / "model.pt")
+    assert sparse.lp_extra["stage"] == "sparse"
+    assert abs(outcome.summary["macs_after"] / outcome.summary["macs_before"] - 0.5) <= 0.01
+    assert outcome.summary["sparse"]["regularizer"] == "dwgl" and outcome.summary["latency"] is None
