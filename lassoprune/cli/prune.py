@@ -14,6 +14,7 @@ from lassoprune.errors import LassopruneError
 from lassoprune.io import load, save
 from lassoprune.models import create_model, model_entry
 from lassoprune.pruning import ALLOCATIONS, PruneResult, list_methods, prune
+from lassoprune.pruning.api import modules_named
 from lassoprune.pruning.criteria import get_criterion
 from lassoprune.pruning.voting import VOTE_METHOD, VOTE_RULES, VOTE_SOURCES, VoteOptions
 from lassoprune.training import TrainConfig, fit
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     in_channels = model.lp_spec.kwargs.get("in_channels", 3)
     example = torch.randn(1, in_channels, image_size, image_size)
     batches = _calibration(args, image_size)
-    ignored = _ignored_modules(model, args.ignore)
+    ignored = modules_named(model, args.ignore, "--ignore")
     result = prune(
         model, example, method=args.method, target_macs=args.target_macs, target_params=args.target_params,
         data=batches, allocation=args.allocation, ignored_layers=ignored, min_channels=args.min_channels,
@@ -190,14 +191,6 @@ def _calibration(args: argparse.Namespace, image_size: int) -> list | None:
         args.data, image_size=image_size, size=args.calib_size, root=args.data_root, seed=args.seed,
         download=not args.no_download,
     )
-
-
-def _ignored_modules(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Module]:
-    modules = dict(model.named_modules())
-    unknown = [n for n in names if n not in modules]
-    if unknown:
-        raise LassopruneError(f"--ignore: no module named {', '.join(unknown)}; see `lassoprune info --layers`")
-    return [modules[n] for n in names]
 
 
 def _finetune(result: PruneResult, args: argparse.Namespace, image_size: int) -> dict[str, Any]:

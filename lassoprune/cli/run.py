@@ -11,7 +11,7 @@ import yaml
 from lassoprune.cli._common import print_json
 from lassoprune.cli.train import refuse_torchrun
 from lassoprune.errors import LassopruneError
-from lassoprune.pipeline import apply_overrides, parse_config, run_pipeline
+from lassoprune.pipeline import apply_overrides, parse_config, read_config_document, run_pipeline
 
 HELP = "pretrain -> [sparse] -> prune -> fine-tune -> evaluate -> report, resumable"
 EPILOG = """\
@@ -84,17 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _document(args: argparse.Namespace) -> dict[str, Any]:
-    document: dict[str, Any] = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise LassopruneError(f"config file {path} not found")
-        try:
-            document = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise LassopruneError(f"{path} is not valid YAML: {exc}") from exc
-        if not isinstance(document, dict):
-            raise LassopruneError(f"{path} must hold a mapping of sections (model:, data:, prune:, ...)")
+    document = read_config_document(args.config) if args.config else {}
     assignments = [f"{key}={yaml.safe_dump(getattr(args, flag)).strip().removesuffix('...').strip()}"
                    for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None]
     return apply_overrides(document, assignments + list(args.set))

@@ -16,6 +16,7 @@ from lassoprune.pipeline.config import (
     apply_overrides,
     load_config,
     parse_config,
+    read_config_document,
 )
 from lassoprune.pipeline.runner import RunOutcome, build_summary, run_pipeline
 
@@ -32,5 +33,6 @@ __all__ = [
     "build_summary",
     "load_config",
     "parse_config",
+    "read_config_document",
     "run_pipeline",
 ]

@@ -32,7 +32,7 @@ from lassoprune.errors import LassopruneError, UnknownNameError
 
 __all__ = [
     "DataSection", "EvaluateSection", "FinetuneSection", "PretrainSection", "PruneSection", "RunConfig",
-    "SparseSection", "load_config", "parse_config", "apply_overrides",
+    "SparseSection", "load_config", "parse_config", "apply_overrides", "read_config_document",
 ]  # fmt: skip
 
 
@@ -127,6 +127,11 @@ class RunConfig:
 
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML run configuration."""
+    return parse_config(read_config_document(path), source=str(path))
+
+
+def read_config_document(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds (not validated yet; see :func:`parse_config`)."""
     file = Path(path)
     if not file.is_file():
         raise LassopruneError(f"config file {file} not found")
@@ -135,10 +140,10 @@ def load_config(path: str | Path) -> RunConfig:
     except yaml.YAMLError as exc:
         raise LassopruneError(f"{file} is not valid YAML: {exc}") from exc
     if document is None:
-        document = {}
+        return {}
     if not isinstance(document, Mapping):
         raise LassopruneError(f"{file} must hold a mapping of sections (model:, data:, prune:, ...)")
-    return parse_config(document, source=str(file))
+    return dict(document)
 
 
 def parse_config(document: Mapping[str, Any], source: str = "the config") -> RunConfig:

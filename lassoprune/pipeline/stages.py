@@ -31,12 +31,13 @@ from lassoprune.analysis.latency import make_runner, summarize, time_interleaved
 from lassoprune.data import dataset_info
 from lassoprune.data.loader import BatchLoader
 from lassoprune.errors import LassopruneError
-from lassoprune.io import atomic_write_json, load, save
+from lassoprune.io import atomic_write_json, load, read_model_file, save
 from lassoprune.models import create_model, model_entry
 from lassoprune.pipeline.config import RunConfig
 from lassoprune.pipeline.run_dir import RunDirectory
 from lassoprune.pretrained import resolve_model_path
 from lassoprune.pruning import prune
+from lassoprune.pruning.api import modules_named
 from lassoprune.regularizers import create_regularizer
 from lassoprune.training import EvalResult, TrainConfig, evaluate, fit
 from lassoprune.training.bn_recalibration import recalibrate_batchnorm
@@ -70,11 +71,15 @@ class StageContext:
         if data.image_size is not None:
             return data.image_size
         if self.config.pretrain.checkpoint is not None:
-            source = load(resolve_model_path(self.config.pretrain.checkpoint))
-            size = source.lp_extra.get("image_size")
+            source = read_model_file(resolve_model_path(self.config.pretrain.checkpoint))
+            size = source.extra.get("image_size")
             if size:
                 return int(size)
-            return model_entry(source.lp_spec.name).default_image_size
+            if source.spec is None:
+                raise LassopruneError(
+                    f"{source.path} records no architecture; `lassoprune run` needs a zoo model file "
+                    "(for your own model use the Python API)")
+            return model_entry(source.spec["name"]).default_image_size
         return model_entry(self.config.model).default_image_size
 
     @property
@@ -169,14 +174,11 @@ def run_prune(ctx: StageContext) -> dict[str, Any]:
     p = ctx.config.prune
     source = "sparse" if ctx.config.sparse is not None else "pretrain"
     model = load(ctx.run.path(source, MODEL_FILE))
-    modules = dict(model.named_modules())
-    unknown = [name for name in p.ignore if name not in modules]
-    if unknown:
-        raise LassopruneError(f"prune.ignore: no module named {', '.join(unknown)}; see `lassoprune info --layers`")
+    ignored = modules_named(model, p.ignore, "prune.ignore")
     started = time.perf_counter()
     result = prune(
         model, ctx.example, method=p.method, target_macs=p.target_macs, target_params=p.target_params,
-        data=ctx.calibration, allocation=p.allocation, ignored_layers=[modules[n] for n in p.ignore],
+        data=ctx.calibration, allocation=p.allocation, ignored_layers=ignored,
         min_channels=p.min_channels, round_to=p.round_to, seed=ctx.config.seed, **p.options,
     )
     seconds = time.perf_counter() - started

@@ -242,6 +242,19 @@ def _target(target_macs: float | None, target_params: float | None, optional: bo
     return Target("macs", target_macs) if target_macs is not None else Target("params", target_params)
 
 
+def modules_named(model: nn.Module, names: Sequence[str], option: str = "ignored_layers") -> list[nn.Module]:
+    """The submodules of ``model`` called ``names`` (e.g. the layers to leave unpruned).
+
+    Raises:
+        LassopruneError: a name that is not a submodule; ``option`` names the setting in the message.
+    """
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        raise LassopruneError(f"{option}: no module named {', '.join(unknown)}; see `lassoprune info --layers`")
+    return [modules[n] for n in names]
+
+
 def _module_names(model: nn.Module, layers: Sequence[nn.Module]) -> list[str]:
     names = {m: n for n, m in model.named_modules()}
     missing = [type(m).__name__ for m in layers if m not in names]

@@ -332,7 +332,10 @@ class _Search:
         self.solver_seconds = 0.0
 
     def cost(self, keep: list[np.ndarray]) -> int:
-        return self.ctx.target.cost(self.ctx.cost_model, np.array([len(k) for k in keep], dtype=np.float64))
+        return self.cost_of_counts([len(k) for k in keep])
+
+    def cost_of_counts(self, counts: list[int]) -> int:
+        return self.ctx.target.cost(self.ctx.cost_model, np.array(counts, dtype=np.float64))
 
     def evaluate(self, rho: float) -> tuple[list[np.ndarray], list[np.ndarray], int]:
         started = time.perf_counter()
@@ -441,7 +444,7 @@ class _Search:
     def _move_steps(self, counts: list[int], values: list[np.ndarray], step: int) -> list[int]:
         totals = [len(v) for v in values]
         for _ in range(4 * sum(totals) // step + 1):
-            cost = self.cost([np.arange(k) for k in counts])
+            cost = self.cost_of_counts(counts)
             if self.band[0] <= cost <= self.band[1]:
                 break
             shrink = cost > self.band[1]
@@ -454,11 +457,10 @@ class _Search:
                 moves.append((value if shrink else -value, g, new))
             for _, g, new in sorted(moves):  # cheapest removal / most valuable addition first
                 trial = counts[:g] + [new] + counts[g + 1:]
-                moved = self.cost([np.arange(k) for k in trial])
-                if self.limits[0] <= moved or not shrink:
-                    if shrink or moved <= self.limits[1]:
-                        counts = trial
-                        break
+                moved = self.cost_of_counts(trial)
+                if (moved >= self.limits[0]) if shrink else (moved <= self.limits[1]):
+                    counts = trial
+                    break
             else:
                 break  # every step overshoots the limits: keep the closest feasible widths
         return counts

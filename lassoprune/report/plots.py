@@ -7,7 +7,7 @@ and returns a :class:`matplotlib.figure.Figure`; :func:`save_png` writes one ato
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,9 +48,15 @@ def _run_title(summary: Summary) -> str:
 def plot_channels(summaries: Sequence[Summary]) -> Figure:
     """Channels per group before (grey) and after pruning (blue; red for eltwise groups), one panel per run."""
     width = max(len(s["groups"]) for s in summaries) * 0.22 + 2.5
-    fig = _figure(max(width, 7.0), 3.2 * len(summaries) + 0.6)
+    return _stacked_panels(summaries, width, 3.2, _channel_panel)
+
+
+def _stacked_panels(summaries: Sequence[Summary], width: float, panel_height: float,
+                    draw: Callable[[Any, Summary], None]) -> Figure:
+    """One figure, one panel per run stacked vertically, each drawn by ``draw(ax, summary)``."""
+    fig = _figure(max(width, 7.0), panel_height * len(summaries) + 0.6)
     for ax, summary in zip(fig.subplots(len(summaries), 1, squeeze=False)[:, 0], summaries):
-        _channel_panel(ax, summary)
+        draw(ax, summary)
     return fig
 
 
@@ -76,10 +82,7 @@ def _channel_panel(ax: Any, summary: Summary) -> None:
 def plot_per_class(summaries: Sequence[Summary]) -> Figure:
     """Per-class accuracy at baseline, after pruning (when recorded) and after fine-tuning, one panel per run."""
     width = max(len(s["class_names"]) for s in summaries) * 0.55 + 2.5
-    fig = _figure(max(width, 7.0), 3.6 * len(summaries) + 0.6)
-    for ax, summary in zip(fig.subplots(len(summaries), 1, squeeze=False)[:, 0], summaries):
-        _per_class_panel(ax, summary)
-    return fig
+    return _stacked_panels(summaries, width, 3.6, _per_class_panel)
 
 
 def _per_class_panel(ax: Any, summary: Summary) -> None:
