@@ -26,6 +26,19 @@ class UnknownNameError(LassopruneError, KeyError):
         return self.args[0]
 
 
+class UnknownOptionError(UnknownNameError):
+    """An option that a method (or another plug-in) does not have; the message lists the ones it has."""
+
+    def __init__(self, owner: str, name: str, valid: Iterable[str]) -> None:
+        self.kind, self.name, self.valid = f"{owner} option", name, list(valid)
+        has = f"valid {owner} options: {', '.join(self.valid)}" if self.valid else f"{owner} takes no options"
+        LassopruneError.__init__(self, f"unknown {owner} option {name!r}; {has}")
+
+
+class DuplicateNameError(LassopruneError, ValueError):
+    """A name registered twice (a model, dataset, method, ... plug-in that would shadow another)."""
+
+
 class ModelConfigError(LassopruneError, ValueError):
     """A model option or model spec that is out of range or malformed."""
 

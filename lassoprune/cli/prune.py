@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,8 @@ from lassoprune.cli._common import add_data_args, add_model_args, add_run_args, 
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load, save
 from lassoprune.models import create_model, model_entry
-from lassoprune.pruning import ALLOCATIONS, PruneResult, list_methods, prune
+from lassoprune.pruning import ALLOCATIONS, METHODS, PruneResult, describe_methods, get_method, prune
 from lassoprune.pruning.api import modules_named
-from lassoprune.pruning.criteria import get_criterion
-from lassoprune.pruning.voting import VOTE_METHOD, VOTE_RULES, VOTE_SOURCES, VoteOptions
 from lassoprune.training import TrainConfig, fit
 from lassoprune.training.data_setup import calibration_batches, make_loaders
 from lassoprune.utils import get_logger, seed_everything
@@ -35,9 +34,10 @@ Methods that need data (taylor, the lasso methods) draw a class-balanced calibra
 set of --calib-size training images. Without --checkpoint a freshly initialised
 --model is pruned (useful for checking sizes and speed).
 
-dwgl-vote (after `lassoprune sparse-train`) needs no data: it removes the channels whose
-filter norm is below TAU times the conv's largest in every conv of the group (--vote),
-with --threshold TAU and no target, or with TAU searched for --target-macs.
+Every option of a method is a flag (--threshold, --pool, ...; values are read as JSON
+when they parse, else as text) or --method-option KEY=VALUE; `--list-methods` shows
+each method's options and defaults. dwgl-vote (after `lassoprune sparse-train`) takes
+--threshold TAU instead of a target.
 """
 
 
@@ -61,12 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
     group.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                        help="an option of the method, repeatable, e.g. target_kind=class pool=8 (lasso methods)")
-    vote = parser.add_argument_group("dwgl-vote")
-    vote.add_argument("--threshold", type=float, metavar="TAU", help="vote out filters with norm < TAU x the largest")
-    vote.add_argument("--vote", choices=VOTE_RULES, default="intersection", help="how a group's votes combine")
-    vote.add_argument("--vote-k", type=int, metavar="K", help="k-of-n: voters that must agree")
-    vote.add_argument("--vote-on", choices=VOTE_SOURCES, default="filters",
-                      help="filters (conv filter norms, default) or bn (BatchNorm |gamma|)")
+    _add_method_option_flags(parser)
     tune = parser.add_argument_group("fine-tuning")
     tune.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune after pruning (needs --data)")
     tune.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (default: 0.01)")
@@ -78,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.list_methods:
-        print("\n".join(list_methods()))
+        _print_methods(args.json)
         return 0
     _validate(args)
     seed_everything(args.seed)
@@ -90,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     result = prune(
         model, example, method=args.method, target_macs=args.target_macs, target_params=args.target_params,
         data=batches, allocation=args.allocation, ignored_layers=ignored, min_channels=args.min_channels,
-        round_to=args.round_to, inplace=True, seed=args.seed, **_vote_options(args), **_method_options(args),
+        round_to=args.round_to, inplace=True, seed=args.seed, **_method_options(args),
     )
     report = result.to_dict()
     if args.finetune_epochs:
@@ -108,65 +103,90 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _method_option_names() -> dict[str, list[str]]:
+    """option name -> the methods that have it, over every registered method."""
+    owners: dict[str, list[str]] = {}
+    for name, spec in METHODS.items():
+        for option in spec.options.names():
+            owners.setdefault(option, []).append(name)
+    return owners
+
+
+def _add_method_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per option of any registered method (unless the flag is taken by another setting)."""
+    group = parser.add_argument_group("method options (each applies to the methods named; see --list-methods)")
+    for option, owners in sorted(_method_option_names().items()):
+        flag = "--" + option.replace("_", "-")
+        if flag in parser._option_string_actions:
+            continue  # reachable through --method-option
+        group.add_argument(flag, dest=f"option_{option}", type=_option_value, metavar="V",
+                           help=f"option of {', '.join(owners)}")
+
+
+def _option_value(text: str) -> Any:
+    """A flag's value: JSON when it parses (numbers, true, null), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def _method_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--method-option KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, true), else text."""
-    options: dict[str, Any] = {}
+    """The method options given as flags and as ``--method-option KEY=VALUE`` pairs."""
+    options = {key[len("option_"):]: value for key, value in vars(args).items()
+               if key.startswith("option_") and value is not None}
     for item in args.method_option:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise LassopruneError(f"--method-option takes KEY=VALUE, got {item!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+        options[key] = _option_value(value)
     return options
 
 
-def _vote_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The dwgl-vote options of ``prune`` (none for other methods)."""
-    if args.method != VOTE_METHOD:
-        return {}
-    options: dict[str, Any] = {"vote": args.vote, "vote_k": args.vote_k, "vote_on": args.vote_on}
-    if args.threshold is not None:
-        options["threshold"] = args.threshold
-    return options
+def _print_methods(as_json: bool) -> None:
+    records = describe_methods()
+    if as_json:
+        print_json(records)
+        return
+    for record in records:
+        data = "needs data" if record["needs_data"] else "no data"
+        target = "target or --threshold" if record["target"] == "or-threshold" else "target"
+        print(f"{record['name']:<12s} {record['summary']} ({data}; {target})")
+        for option, default in record["options"].items():
+            print(f"{'':<14s}--{option.replace('_', '-')} (default: {default})")
+
+
+def _flags(message: str) -> str:
+    """A library message followed by the flags of the options it names (target_macs -> --target-macs)."""
+    names = sorted({*_method_option_names(), "target_macs", "target_params"})
+    named = [n for n in names if re.search(rf"(?<![\w-]){n}(?![\w-])", message)]
+    flags = ", ".join("--" + n.replace("_", "-") for n in named)
+    return f"{message} (on the command line: {flags})" if named else message
 
 
 def _validate(args: argparse.Namespace) -> None:
-    if args.method != VOTE_METHOD and args.threshold is not None:
-        raise LassopruneError(f"--threshold is an option of --method {VOTE_METHOD}")
-    if args.threshold is not None and (args.target_macs is not None or args.target_params is not None):
-        raise LassopruneError("give either --threshold TAU or a target (--target-macs / --target-params), not both")
-    if args.threshold is None and args.target_macs is None and args.target_params is None:
-        raise LassopruneError(
-            "give a target: --target-macs R or --target-params R (fraction of the original to keep)"
-            + (" or --threshold TAU" if args.method == VOTE_METHOD else "")
-        )
-    if args.method == VOTE_METHOD:
-        VoteOptions.from_options(_vote_options(args))  # clear errors before any work
+    spec = get_method(args.method)
+    options = _method_options(args)
+    owners = _method_option_names()
+    for option in options:
+        if option not in spec.options.names() and option in owners:
+            raise LassopruneError(f"--{option.replace('_', '-')} is an option of {', '.join(owners[option])}, "
+                                  f"not of --method {spec.name}")
+    try:
+        opts = spec.parse_options(options)  # clear errors before any work
+        spec.check_target(opts, args.target_macs is not None or args.target_params is not None)
+    except LassopruneError as exc:
+        raise LassopruneError(_flags(str(exc))) from None
     if not args.out:
         raise LassopruneError("give --out FILE for the pruned model")
     if bool(args.model) == bool(args.checkpoint):
         raise LassopruneError("give exactly one of --checkpoint FILE or --model NAME")
     for name in ("calib_size", "num_classes", "in_channels", "image_size", "round_to", "train_subset"):
         positive(f"--{name.replace('_', '-')}", getattr(args, name))
-    if args.method not in list_methods():
-        from lassoprune.errors import UnknownNameError
-
-        raise UnknownNameError("pruning method", args.method, list_methods())
     if args.finetune_epochs and not args.data:
         raise LassopruneError("--finetune-epochs needs --data NAME (the dataset to fine-tune on)")
-    if _needs_data(args.method) and not args.data:
-        raise LassopruneError(f"method {args.method} scores channels on data; give --data NAME (and --data-root DIR)")
-
-
-def _needs_data(method: str) -> bool:
-    if method == VOTE_METHOD:
-        return False  # votes on weight norms only
-    try:
-        return bool(getattr(get_criterion(method), "needs_data", False))
-    except LassopruneError:
-        return True  # keep-set selectors (lasso methods) always read calibration data
+    if spec.needs_data and not args.data:
+        raise LassopruneError(f"method {spec.name} scores channels on data; give --data NAME (and --data-root DIR)")
 
 
 def _source_model(args: argparse.Namespace) -> tuple[torch.nn.Module, int]:

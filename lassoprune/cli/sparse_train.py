@@ -22,6 +22,7 @@ from lassoprune.cli.train import add_training_args, train_from_args, training_su
 from lassoprune.errors import CheckpointError, LassopruneError
 from lassoprune.io import atomic_write_json
 from lassoprune.regularizers import REGULARIZERS, SCHEDULES, Regularizer, create_regularizer
+from lassoprune.training import RegularizerMode
 from lassoprune.regularizers.base import check_lam
 from lassoprune.regularizers.coefficients import check_schedule
 from lassoprune.training.engine import CHECKPOINT_NAME
@@ -59,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--reg-schedule", choices=SCHEDULES, default="linear",
                        help="dwgl coefficients c_i: linear (default), exp or step")
     group.add_argument("--alpha", type=float, default=1.0, help="dwgl: c_n = 1 + alpha (default: 1)")
-    group.add_argument("--reg-mode", choices=("prox", "penalty"), default="prox",
+    group.add_argument("--reg-mode", choices=[m.value for m in RegularizerMode], default="prox",
                        help="prox: group soft-threshold after each step (default); penalty: add to the loss")
     parser.set_defaults(func=run)
 

@@ -15,7 +15,7 @@ from lassoprune.errors import LassopruneError
 from lassoprune.io import load
 from lassoprune.models import create_model, model_entry
 from lassoprune.training import SCHEDULES, FitResult, TrainConfig, fit
-from lassoprune.training.engine import Regularizer
+from lassoprune.training.engine import SparseTerm
 from lassoprune.training.data_setup import Loaders, make_loaders
 from lassoprune.training.distributed import DistContext, distributed_session, torchrun_env
 from lassoprune.utils import get_logger, seed_everything
@@ -95,7 +95,7 @@ def report_training(args: argparse.Namespace, result: FitResult) -> None:
 
 def train_from_args(
     args: argparse.Namespace,
-    regularizer_for: Callable[[nn.Module, torch.Tensor], Regularizer] | None = None,
+    regularizer_for: Callable[[nn.Module, torch.Tensor], SparseTerm] | None = None,
     regularizer_mode: str = "prox",
     extra: dict[str, Any] | None = None,
     dist: DistContext | None = None,

@@ -1,6 +1,6 @@
 """One forward pass over calibration batches that records what the HSIC lasso needs.
 
-For every channel group g (:class:`~lassoprune.pruning.groups.ChannelGroup`):
+For every channel group g (:class:`~lassoprune.channels.groups.ChannelGroup`):
 
 - its feature map as the consumers read it: the *input* of ``g.observe.module``
   at ``g.observe.indices`` (after BN and activation; for a residual group, the
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from lassoprune.errors import LassopruneError
 from lassoprune.hsic.kernels import pool_features
-from lassoprune.pruning.groups import ChannelGroup
+from lassoprune.channels.groups import ChannelGroup
 
 __all__ = ["CalibrationFeatures", "classifier_layer", "collect_features"]
 

@@ -156,6 +156,7 @@ def parse_config(document: Mapping[str, Any], source: str = "the config") -> Run
     config = _build(RunConfig, document, source, "")
     _check_names(config)
     _check_values(config)
+    _check_calibration(config)
     return config
 
 
@@ -232,8 +233,9 @@ def _scalar(option: Any, value: Any) -> Any:
 def _check_names(config: RunConfig) -> None:
     from lassoprune.data import list_datasets
     from lassoprune.models import list_models
-    from lassoprune.pruning import list_methods
+    from lassoprune.pruning import ALLOCATIONS, get_method
     from lassoprune.regularizers import REGULARIZERS, SCHEDULES
+    from lassoprune.training import RegularizerMode
 
     if config.model is None and config.pretrain.checkpoint is None:
         raise LassopruneError("the config names no model: set `model:` (a zoo name) or `pretrain.checkpoint:`")
@@ -243,18 +245,35 @@ def _check_names(config: RunConfig) -> None:
         raise UnknownNameError("model", config.model, list_models())
     if config.data.name not in list_datasets():
         raise UnknownNameError("dataset", config.data.name, list_datasets())
-    if config.prune.method not in list_methods():
-        raise UnknownNameError("pruning method", config.prune.method, list_methods())
-    if config.prune.allocation not in ("global", "uniform"):
-        raise UnknownNameError("allocation", config.prune.allocation, ("global", "uniform"))
+    spec = get_method(config.prune.method)
+    ALLOCATIONS.get(config.prune.allocation)
     if config.sparse is not None:
-        if config.sparse.regularizer not in REGULARIZERS:
-            raise UnknownNameError("regularizer", config.sparse.regularizer, REGULARIZERS)
+        REGULARIZERS.get(config.sparse.regularizer)
         if config.sparse.schedule not in SCHEDULES:
             raise UnknownNameError("dwgl schedule", config.sparse.schedule, SCHEDULES)
-        if config.sparse.mode not in ("prox", "penalty"):
-            raise UnknownNameError("regulariser mode", config.sparse.mode, ("prox", "penalty"))
-    _check_method_options(config.prune)
+        RegularizerMode.parse(config.sparse.mode, "regulariser mode")
+    options = spec.parse_options(config.prune.options)
+    try:
+        spec.check_target(options, config.prune.target_macs is not None or config.prune.target_params is not None)
+    except LassopruneError as exc:
+        raise LassopruneError(f"prune: {exc} (in the config: prune.target_macs / prune.target_params"
+                              " / prune.options.threshold)") from None
+
+
+def _check_calibration(config: RunConfig) -> None:
+    """The calibration set must hold every class at least once (class-balanced draw)."""
+    from lassoprune.data import dataset_info
+    from lassoprune.errors import DataNotFoundError
+
+    try:
+        classes = dataset_info(config.data.name, root=config.data.root).num_classes
+    except DataNotFoundError:
+        return  # the data stage reports missing files with its own advice
+    if config.prune.calib_size < classes:
+        raise LassopruneError(
+            f"prune.calib_size={config.prune.calib_size} is below the {classes} classes of {config.data.name}: "
+            f"the calibration set draws every class at least once; set prune.calib_size >= {classes}"
+        )
 
 
 def _check_checkpoint(checkpoint: str) -> None:
@@ -268,23 +287,10 @@ def _check_checkpoint(checkpoint: str) -> None:
         )
 
 
-def _check_method_options(prune: PruneSection) -> None:
-    from lassoprune.pruning.lasso_methods import LASSO_METHODS, LassoOptions
-
-    method = LASSO_METHODS.get(prune.method)
-    if method is not None:
-        LassoOptions.parse(method, prune.options)
-    elif prune.options and prune.method != "dwgl-vote":
-        raise LassopruneError(
-            f"prune.options {sorted(prune.options)} are not used by method {prune.method!r}; "
-            "only the lasso methods and dwgl-vote take options"
-        )
-
-
 def _check_values(config: RunConfig) -> None:
     prune = config.prune
     targets = [t for t in (prune.target_macs, prune.target_params) if t is not None]
-    if len(targets) != 1 and not (prune.method == "dwgl-vote" and "threshold" in prune.options):
+    if len(targets) > 1:
         raise LassopruneError("set exactly one of prune.target_macs or prune.target_params (a fraction to keep)")
     for target in targets:
         if not 0 < target < 1:

@@ -1,29 +1,33 @@
-"""The pruning engine: channel groups, importance criteria, allocation, surgery and ``prune``.
+"""The pruning engine: methods as plug-ins over one target search, allocation, surgery and ``prune``.
 
-Layout (one concern per module):
+Layout (one concern per module; channel groups, norms, the cost model and the
+target live one layer down, in :mod:`lassoprune.channels`):
 
-- ``groups``: coupled channel groups from Torch-Pruning's dependency graph
-- ``norms``: the one group-norm implementation (criteria and regularisers)
-- ``criteria``: importance criteria registry (``l1``, ``l2``, ``bn-scale``, ``taylor``, ``random``)
-- ``tp_adapter``: criteria <-> Torch-Pruning importances
-- ``cost``: MACs / params of a keep-configuration without pruning a copy
-- ``allocation``: per-group widths for a MACs / params target (``uniform``, ``global``)
+- ``method``: :class:`MethodSpec`, the one method registry (:func:`register_method`, :func:`list_methods`)
+- ``methods/``: one module per method family; every module there registers itself
+- ``criteria``: score-only methods (:func:`register_criterion`) and the scoring context
+- ``search``: the one target search (bisection over a strength, greedy width walk, floors, rounding)
+- ``allocation``: scores -> per-group widths (``global``, ``uniform``)
 - ``surgery``: physical removal (Torch-Pruning) and the masking reference
+- ``tp_adapter``: criteria <-> Torch-Pruning importances
 - ``api``: :func:`prune`
-- ``voting``: ``dwgl-vote``, channels voted out by every conv of a group (after DWGL sparse training)
 """
 
-from lassoprune.pruning.allocation import ALLOCATIONS, Target, allocate
-from lassoprune.pruning.api import (
-    KeepSelector,
-    PruneResult,
-    Selection,
-    SelectionContext,
-    list_methods,
-    prune,
-    register_selector,
+from lassoprune.channels import (
+    ChannelGroup,
+    CostModel,
+    GroupAnalysis,
+    LayerSlice,
+    Target,
+    analyse_groups,
+    channel_groups,
+    filter_norms,
+    group_norms,
+    input_norms,
+    slice_norms,
 )
-from lassoprune.pruning.cost import CostModel
+from lassoprune.pruning.allocation import ALLOCATIONS, allocate
+from lassoprune.pruning.api import PruneResult, prune
 from lassoprune.pruning.criteria import (
     ScoreContext,
     get_criterion,
@@ -31,32 +35,48 @@ from lassoprune.pruning.criteria import (
     register_criterion,
     score_groups,
 )
-from lassoprune.pruning.groups import ChannelGroup, GroupAnalysis, LayerSlice, analyse_groups, channel_groups
-from lassoprune.pruning.norms import filter_norms, group_norms, input_norms, slice_norms
+from lassoprune.pruning.method import (
+    METHODS,
+    MethodContext,
+    MethodOptions,
+    MethodSpec,
+    NoOptions,
+    Selection,
+    TargetUse,
+    describe_methods,
+    get_method,
+    list_methods,
+    register_method,
+)
 from lassoprune.pruning.surgery import mask_channels, remove_channels
 from lassoprune.pruning.tp_adapter import as_tp_importance, from_tp_importance
-from lassoprune.pruning import lasso_methods  # registers sglp-ib, stlp-ib, hsic-ib, class-lasso
-from lassoprune.pruning import voting  # registers the dwgl-vote selector
+from lassoprune.pruning import methods  # noqa: F401  (registers every built-in method)
 
 __all__ = [
     "ALLOCATIONS",
+    "METHODS",
     "ChannelGroup",
     "CostModel",
     "GroupAnalysis",
-    "KeepSelector",
     "LayerSlice",
+    "MethodContext",
+    "MethodOptions",
+    "MethodSpec",
+    "NoOptions",
     "PruneResult",
     "ScoreContext",
     "Selection",
-    "SelectionContext",
     "Target",
+    "TargetUse",
     "allocate",
     "analyse_groups",
     "as_tp_importance",
     "channel_groups",
+    "describe_methods",
     "filter_norms",
     "from_tp_importance",
     "get_criterion",
+    "get_method",
     "group_norms",
     "input_norms",
     "list_criteria",
@@ -64,7 +84,7 @@ __all__ = [
     "mask_channels",
     "prune",
     "register_criterion",
-    "register_selector",
+    "register_method",
     "remove_channels",
     "score_groups",
     "slice_norms",

@@ -1,81 +1,69 @@
-"""Allocation: how many channels each group keeps, to land on a MACs or params target.
+"""Allocation: how many channels each group keeps, from per-channel scores, to land on a target.
 
-Two strategies read the same scores (one tensor per group, higher = more
-important) and the same :class:`~lassoprune.pruning.cost.CostModel`:
+Two strategies (the ``allocation`` registry) read the same scores (one tensor
+per group, higher = more important) and the same cost model:
 
 - ``uniform``: every group keeps the same fraction q of its channels; q is
-  bisected so that the cost reaches the target.
+  bisected (:func:`~lassoprune.pruning.search.bisect`) so that the cost reaches
+  the target, then the most-kept groups give up channels first.
 - ``global``: channels of all groups are ranked together by their score
   divided by the mean score of their group (so groups of different scales
   are comparable) and the least important ones are removed first.
 
-Both finish with the same greedy step: channels are removed one at a time
-(``round_to`` at a time) in the strategy's order, skipping any removal that
-would overshoot, until the cost lies within ``tolerance`` (a fraction of the
-original cost) of the target. Every group keeps at least ``min_channels``.
-Methods that choose their own keep sets (the lasso methods) bypass this
-module and only use :func:`check_target`.
+Both finish with the same greedy walk (:func:`~lassoprune.pruning.search.walk_widths`):
+channels are removed ``round_to`` at a time in the strategy's order, skipping
+any removal that would overshoot, until the cost is at or below the target and
+within :data:`~lassoprune.pruning.search.TARGET_TOLERANCE` of it. Every group
+keeps at least its floor. Methods that choose their own keep sets (the lasso
+methods, ``dwgl-vote``) do not use this module.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from lassoprune.errors import LassopruneError
-from lassoprune.pruning.cost import CostModel
-from lassoprune.pruning.groups import ChannelGroup
+from lassoprune.channels import ChannelGroup, CostModel, Target
+from lassoprune.pruning.search import (
+    TARGET_TOLERANCE,
+    CostBand,
+    Verdict,
+    bisect,
+    check_target,
+    floors,
+    round_up,
+    walk_widths,
+)
+from lassoprune.utils.registry import Registry
 
-ALLOCATIONS = ("uniform", "global")
-TARGET_KINDS = ("macs", "params")
+#: ``(band, sizes, floor, round_to) -> starting widths``.
+StartWidths = Callable[[CostBand, np.ndarray, np.ndarray, "int | None"], np.ndarray]
+#: ``(group index, width, normalised scores, orders, sizes) -> removal priority``; lowest goes first.
+RemovalPriority = Callable[[int, int, Sequence[torch.Tensor], Sequence[torch.Tensor], np.ndarray], float]
 
 
 @dataclass(frozen=True)
-class Target:
-    """Keep ``ratio`` (0 < ratio < 1) of the original ``kind`` (``macs`` or ``params``)."""
+class AllocationSpec:
+    """One allocation strategy.
 
-    kind: str
-    ratio: float
+    Attributes:
+        name: registry name.
+        summary: one line for listings.
+        start: the widths the greedy walk starts from.
+        priority: which group gives up its next step first.
+    """
 
-    def __post_init__(self) -> None:
-        if self.kind not in TARGET_KINDS:
-            raise LassopruneError(f"unknown target kind {self.kind!r}; valid: {', '.join(TARGET_KINDS)}")
-        if not 0.0 < self.ratio < 1.0:
-            raise LassopruneError(
-                f"target_{self.kind} must be a fraction of the original in (0, 1), got {self.ratio}"
-            )
-
-    def cost(self, cost_model: CostModel, keep: np.ndarray) -> int:
-        """The cost this target is about, for kept counts ``keep``."""
-        return cost_model.macs(keep) if self.kind == "macs" else cost_model.params(keep)
-
-    def full(self, cost_model: CostModel) -> int:
-        return cost_model.full_macs if self.kind == "macs" else cost_model.full_params
+    name: str
+    summary: str
+    start: StartWidths
+    priority: RemovalPriority
 
 
-def floors(groups: Sequence[ChannelGroup], min_channels: int = 1, round_to: int | None = None) -> np.ndarray:
-    """The fewest channels each group may keep: max(min_channels, round_to), at most C."""
-    if min_channels < 1:
-        raise LassopruneError(f"min_channels must be >= 1 (a group never reaches 0 channels), got {min_channels}")
-    step = round_to or 1
-    lowest = max(min_channels, step)
-    return np.array([min(g.num_channels, _round_up(lowest, step)) for g in groups], dtype=np.float64)
-
-
-def check_target(cost_model: CostModel, target: Target, floor: np.ndarray) -> None:
-    """Raise a clear error when ``target`` is below what the floors allow."""
-    smallest = target.cost(cost_model, floor) / target.full(cost_model)
-    if target.ratio < smallest:
-        raise LassopruneError(
-            f"target_{target.kind}={target.ratio} is unreachable: with every group at its floor the network "
-            f"keeps {smallest:.4f} of its {target.kind}; the smallest reachable target is {math.ceil(smallest * 1e4) / 1e4}"
-            " (lower --min-channels / --round-to, or ignore fewer layers)"
-        )
+ALLOCATIONS: Registry[AllocationSpec] = Registry("allocation")
 
 
 def allocate(
@@ -86,96 +74,69 @@ def allocate(
     strategy: str = "global",
     min_channels: int = 1,
     round_to: int | None = None,
-    tolerance: float = 0.01,
+    tolerance: float = TARGET_TOLERANCE,
 ) -> dict[str, tuple[int, ...]]:
     """Kept channel indices (sorted) of every group, meeting ``target`` within ``tolerance``.
 
     Args:
         groups: the channel groups, in ``cost_model.group_ids`` order.
         scores: group id -> (C,) importance, higher = keep.
-        strategy: ``uniform`` or ``global``.
+        strategy: a name of :data:`ALLOCATIONS` (``global``, ``uniform``).
         tolerance: allowed |cost / original - ratio|.
     """
-    if strategy not in ALLOCATIONS:
-        raise LassopruneError(f"unknown allocation {strategy!r}; valid: {', '.join(ALLOCATIONS)}")
+    spec = ALLOCATIONS.get(strategy)
     floor = floors(groups, min_channels, round_to)
     check_target(cost_model, target, floor)
+    band = CostBand(target, cost_model, tolerance=tolerance, limit=tolerance)
     sizes = np.array([g.num_channels for g in groups], dtype=np.float64)
     orders = [torch.argsort(scores[g.id].double(), descending=True, stable=True) for g in groups]
-    if strategy == "uniform":
-        start = _uniform_start(cost_model, target, sizes, floor, round_to, tolerance)
-    else:
-        start = sizes.copy()
-    keep = _greedy(groups, scores, orders, cost_model, target, start, floor, round_to or 1, tolerance, strategy)
+    normalised = [_normalise(scores[g.id]) for g in groups]
+    step = round_to or 1
+
+    def next_width(g: int, width: int, shrink: bool) -> int | None:
+        return width - step if shrink and width - step >= floor[g] else None
+
+    def priority(g: int, width: int, _new: int, _shrink: bool) -> float:
+        return spec.priority(g, width, normalised, orders, sizes)
+
+    start = spec.start(band, sizes, floor, round_to)
+    keep = walk_widths(start, band.cost, (-math.inf, band.goal), band.limits, next_width, priority)
+    band.check(band.cost(keep), "the channel steps are too coarse for this target: try another target, "
+                                "a smaller round_to, or another allocation")
     return {g.id: tuple(sorted(order[: int(k)].tolist())) for g, order, k in zip(groups, orders, keep)}
+
+
+def _full_start(band: CostBand, sizes: np.ndarray, floor: np.ndarray, round_to: int | None) -> np.ndarray:
+    return sizes.copy()
 
 
 def _uniform_counts(q: float, sizes: np.ndarray, floor: np.ndarray, round_to: int | None) -> np.ndarray:
     step = round_to or 1
-    counts = np.array([_round_up(math.ceil(q * c - 1e-9), step) for c in sizes], dtype=np.float64)
+    counts = np.array([round_up(math.ceil(q * c - 1e-9), step) for c in sizes], dtype=np.float64)
     return np.clip(counts, floor, sizes)
 
 
-def _uniform_start(
-    cost_model: CostModel, target: Target, sizes: np.ndarray, floor: np.ndarray, round_to: int | None, tol: float
-) -> np.ndarray:
-    """Smallest uniform fraction whose cost is still >= the target's lower edge."""
-    goal = target.ratio * target.full(cost_model)
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        if target.cost(cost_model, _uniform_counts(mid, sizes, floor, round_to)) > goal:
-            hi = mid
-        else:
-            lo = mid
-    return _uniform_counts(hi, sizes, floor, round_to)
+def _uniform_start(band: CostBand, sizes: np.ndarray, floor: np.ndarray, round_to: int | None) -> np.ndarray:
+    """Widths at the smallest uniform fraction q whose cost is still above the goal (40 halvings of [0, 1])."""
+
+    def verdict(q: float) -> Verdict:
+        above = band.cost(_uniform_counts(q, sizes, floor, round_to)) > band.goal
+        return Verdict.KEEPS_TOO_MUCH if above else Verdict.KEEPS_TOO_LITTLE
+
+    result = bisect(verdict, over=1.0, under=0.0, midpoint=lambda a, b: 0.5 * (a + b), max_steps=40)
+    return _uniform_counts(result.over, sizes, floor, round_to)
 
 
-def _greedy(
-    groups: Sequence[ChannelGroup],
-    scores: Mapping[str, torch.Tensor],
-    orders: list[torch.Tensor],
-    cost_model: CostModel,
-    target: Target,
-    keep: np.ndarray,
-    floor: np.ndarray,
-    step: int,
-    tol: float,
-    strategy: str,
-) -> np.ndarray:
-    """Remove channels in priority order until the cost reaches the target (never below ``tol`` under it)."""
-    full = target.full(cost_model)
-    goal, upper, lower = target.ratio * full, (target.ratio + tol) * full, (target.ratio - tol) * full
-    keep = keep.copy()
-    normalised = [_normalise(scores[g.id]) for g in groups]
+def _global_priority(g: int, width: int, normalised: Sequence[torch.Tensor], orders: Sequence[torch.Tensor],
+                     sizes: np.ndarray) -> float:
+    """The normalised score of the weakest channel still kept."""
+    return float(normalised[g][orders[g][width - 1]])
 
-    def priority(g: int) -> float:
-        if strategy == "uniform":
-            return -keep[g] / groups[g].num_channels  # most-kept group first: stays uniform
-        next_out = orders[g][int(keep[g]) - 1]  # the weakest channel still kept
-        return float(normalised[g][next_out])
 
-    heap = [(priority(g), g) for g in range(len(groups)) if keep[g] - step >= floor[g]]
-    heapq.heapify(heap)
-    cost = target.cost(cost_model, keep)
-    while cost > goal and heap:
-        _, g = heapq.heappop(heap)
-        trial = keep.copy()
-        trial[g] = max(floor[g], keep[g] - step)
-        trial_cost = target.cost(cost_model, trial)
-        if trial_cost < lower:
-            continue  # this removal overshoots; smaller steps elsewhere may still fit
-        keep, cost = trial, trial_cost
-        if keep[g] - step >= floor[g]:
-            heapq.heappush(heap, (priority(g), g))
-    if cost > upper:
-        reached = cost / full
-        raise LassopruneError(
-            f"could not bring {target.kind} within {tol} of {target.ratio} (reached {reached:.4f}); "
-            "the channel steps are too coarse for this target: try another target, a smaller --round-to, "
-            "or --allocation uniform/global"
-        )
-    return keep
+def _uniform_priority(g: int, width: int, normalised: Sequence[torch.Tensor], orders: Sequence[torch.Tensor],
+                      sizes: np.ndarray) -> float:
+    """The most-kept group (as a fraction of its size) first: widths stay uniform."""
+    return -width / sizes[g]
 
 
 def _normalise(score: torch.Tensor) -> torch.Tensor:
@@ -184,5 +145,7 @@ def _normalise(score: torch.Tensor) -> torch.Tensor:
     return score / mean if mean > 0 else torch.zeros_like(score)
 
 
-def _round_up(value: int, step: int) -> int:
-    return int(math.ceil(value / step) * step)
+ALLOCATIONS.add("global", AllocationSpec(
+    "global", "channels of all groups ranked together by score / group mean score", _full_start, _global_priority))
+ALLOCATIONS.add("uniform", AllocationSpec(
+    "uniform", "every group keeps the same fraction of its channels", _uniform_start, _uniform_priority))

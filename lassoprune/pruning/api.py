@@ -4,75 +4,25 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from lassoprune.analysis import count
+from lassoprune.channels import ChannelGroup, CostModel, GroupAnalysis, LayerKind, Target, analyse_groups, layer_kind
 from lassoprune.errors import LassopruneError
-from lassoprune.pruning.allocation import Target, allocate, check_target, floors
-from lassoprune.pruning.cost import CostModel
-from lassoprune.pruning.criteria import list_criteria, score_groups
-from lassoprune.pruning.groups import ChannelGroup, GroupAnalysis, analyse_groups, layer_kind
+from lassoprune.pruning.allocation import ALLOCATIONS, allocate
+from lassoprune.pruning.criteria import criterion_spec, resolve_criterion
+from lassoprune.pruning.method import MethodContext, MethodSpec, get_method
+from lassoprune.pruning.search import check_target, floors
 from lassoprune.pruning.surgery import remove_channels
 from lassoprune.utils.runtime import get_logger
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass(frozen=True)
-class SelectionContext:
-    """What a keep-set selector (a method that picks its own channels) receives."""
-
-    model: nn.Module
-    analysis: GroupAnalysis
-    cost_model: CostModel
-    target: Target | None  # None: the method prunes without a target (e.g. dwgl-vote with a threshold)
-    floors: np.ndarray
-    batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None
-    seed: int
-    options: Mapping[str, Any]
-    round_to: int | None = None  # kept widths should be multiples of this (or the whole group)
-
-
-@dataclass(frozen=True)
-class Selection:
-    """A selector's answer: kept channels per group, optional scores and diagnostics."""
-
-    keep: dict[str, tuple[int, ...]]
-    scores: dict[str, torch.Tensor] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-class KeepSelector(Protocol):
-    def __call__(self, ctx: SelectionContext) -> Selection: ...
-
-
-_SELECTORS: dict[str, KeepSelector] = {}
-
-
-_ROUNDING_SELECTORS = {"sglp-ib", "stlp-ib", "hsic-ib", "class-lasso"}  # they honour ctx.round_to
-
-
-def register_selector(name: str) -> Callable[[KeepSelector], KeepSelector]:
-    """Register a method that chooses its own per-group keep sets (e.g. the lasso methods)."""
-
-    def decorate(fn: KeepSelector) -> KeepSelector:
-        if name in _SELECTORS or name in list_criteria():
-            raise LassopruneError(f"pruning method {name!r} is already registered")
-        _SELECTORS[name] = fn
-        return fn
-
-    return decorate
-
-
-def list_methods() -> list[str]:
-    """Every pruning method: importance criteria (with an allocation) and keep-set selectors."""
-    return sorted(set(list_criteria()) | set(_SELECTORS))
 
 
 @dataclass(frozen=True)
@@ -170,12 +120,15 @@ def prune(
         :class:`PruneResult` with the pruned model and before/after counts.
     """
     started = time.perf_counter()
-    target = _target(target_macs, target_params, optional=method in _SELECTORS and "threshold" in options)
-    name = method if isinstance(method, str) else getattr(method, "__name__", "custom")
-    if isinstance(method, str) and method not in list_methods():
-        from lassoprune.errors import UnknownNameError
-
-        raise UnknownNameError("pruning method", method, list_methods())
+    spec = _method_spec(method)
+    opts = spec.parse_options(options)
+    spec.check_target(opts, target_macs is not None or target_params is not None)
+    target = _target(target_macs, target_params) if not opts.replaces_target() else None
+    allocation_name = ALLOCATIONS.get(allocation).name if not spec.decides_widths else "method"
+    batches = list(data) if data is not None else None
+    if spec.needs_data and not batches:
+        raise LassopruneError(f"method {spec.name!r} needs calibration data: give data=[(x, y), ...] batches "
+                              "(a few batches of training images with their labels)")
     ignored_names = _module_names(model, ignored_layers or ())
     work = model if inplace else copy.deepcopy(model)
     work.eval()
@@ -186,22 +139,17 @@ def prune(
     floor = floors(analysis.groups, min_channels, round_to)
     if target is not None:
         check_target(cost_model, target, floor)
-    batches = list(data) if data is not None else None
+    if spec.decides_widths and not spec.rounds_widths and round_to is not None and round_to > 1:
+        get_logger().warning(
+            "%s decides its own keep sets: round_to=%d raises every group's floor to %d channels, "
+            "but the kept widths are not rounded to multiples of it", spec.name, round_to, round_to)
 
-    if isinstance(method, str) and method in _SELECTORS:
-        if round_to is not None and round_to > 1 and method not in _ROUNDING_SELECTORS:
-            get_logger().warning(
-                "%s decides its own keep sets: round_to=%d raises every group's floor to %d channels, "
-                "but the kept widths are not rounded to multiples of it", method, round_to, round_to)
-        ctx = SelectionContext(work, analysis, cost_model, target, floor, batches, seed, options, round_to)
-        selection = _SELECTORS[method](ctx)
-        keep, scores, details = selection.keep, selection.scores, selection.details
-    else:
-        scores = score_groups(
-            work, analysis.groups, method, batches=batches, seed=seed, example_inputs=single, graph=analysis.graph
-        )
-        keep = allocate(analysis.groups, scores, cost_model, target, allocation, min_channels, round_to)
-        details = {}
+    ctx = MethodContext(work, analysis, cost_model, target, floor, batches, seed, opts, round_to, single)
+    selection = spec.run(ctx)
+    keep, scores, details = selection.keep, selection.scores, selection.details
+    if not spec.decides_widths:
+        assert target is not None  # a criterion always has a target (TargetUse.REQUIRED)
+        keep = allocate(analysis.groups, scores, cost_model, target, allocation_name, min_channels, round_to)
 
     predicted = cost_model.macs({gid: len(kept) for gid, kept in keep.items()})
     remove_channels(analysis, keep)
@@ -212,9 +160,19 @@ def prune(
         model=work, keep=dict(keep), groups=analysis.groups, scores=dict(scores),
         macs_before=cost_model.full_macs, macs_after=after.macs,
         params_before=cost_model.full_params, params_after=after.params,
-        method=name, allocation=allocation if name not in _SELECTORS else "method",
+        method=spec.name, allocation=allocation_name,
         target=target, details=details, seconds=time.perf_counter() - started,
     )
+
+
+def _method_spec(method: str | Callable[..., torch.Tensor]) -> MethodSpec:
+    """The registered spec of a name, or a criterion spec wrapping a callable ``score(group, ctx)``."""
+    if isinstance(method, str):
+        return get_method(method)
+    if not callable(method):
+        raise LassopruneError(f"method must be a registered name or a callable score(group, ctx), "
+                              f"got {type(method).__name__}")
+    return criterion_spec(resolve_criterion(method))
 
 
 def _count_after_surgery(model: nn.Module, example: torch.Tensor) -> Any:
@@ -225,7 +183,7 @@ def _count_after_surgery(model: nn.Module, example: torch.Tensor) -> Any:
         suspects = [
             f"{name} ({type(m).__name__})"
             for name, m in model.named_modules()
-            if layer_kind(m) == "other" and any(True for _ in m.parameters(recurse=False))
+            if layer_kind(m) is LayerKind.OTHER and any(True for _ in m.parameters(recurse=False))
         ]
         hint = f"layers Torch-Pruning may not know how to cut: {', '.join(suspects)}; " if suspects else ""
         raise LassopruneError(
@@ -234,9 +192,7 @@ def _count_after_surgery(model: nn.Module, example: torch.Tensor) -> Any:
         ) from exc
 
 
-def _target(target_macs: float | None, target_params: float | None, optional: bool = False) -> Target | None:
-    if optional and target_macs is None and target_params is None:
-        return None
+def _target(target_macs: float | None, target_params: float | None) -> Target:
     if (target_macs is None) == (target_params is None):
         raise LassopruneError("give exactly one of target_macs or target_params (a fraction of the original to keep)")
     return Target("macs", target_macs) if target_macs is not None else Target("params", target_params)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lassoprune.errors import LassopruneError
-from lassoprune.pruning.groups import ChannelGroup, GroupAnalysis
+from lassoprune.channels.groups import ChannelGroup, GroupAnalysis
 
 
 def removed_channels(group: ChannelGroup, kept: Sequence[int]) -> list[int]:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from lassoprune.errors import LassopruneError
 from lassoprune.pruning.criteria import Batch, Criterion, ScoreContext, resolve_criterion
-from lassoprune.pruning.groups import ChannelGroup, LayerSlice, analyse_groups
+from lassoprune.channels.groups import ChannelGroup, LayerSlice, analyse_groups
 
 _SCORED_KINDS = ("conv", "depthwise", "linear")
 

@@ -20,19 +20,45 @@ name               penalty                                                refere
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from lassoprune.errors import UnknownNameError
-from lassoprune.pruning.groups import ChannelGroup
+from lassoprune.channels import ChannelGroup
 from lassoprune.regularizers.base import LayerTerm, Regularizer, group_soft_threshold_
 from lassoprune.regularizers.bn_l1 import BNL1
 from lassoprune.regularizers.coefficients import SCHEDULES, check_schedule, coefficients
 from lassoprune.regularizers.group_lasso import DWGL, GroupLasso
+from lassoprune.utils.registry import Registry
 
-REGULARIZERS: tuple[str, ...] = ("dwgl", "group-lasso", "bn-l1")
+@dataclass(frozen=True)
+class RegularizerSpec:
+    """One registered regulariser.
+
+    Attributes:
+        name: registry name (``lassoprune sparse-train --reg``).
+        build: ``build(model, example_inputs, lam, schedule, alpha, groups) -> Regularizer``.
+        summary: one line for listings.
+    """
+
+    name: str
+    build: Callable[..., Regularizer]
+    summary: str
+
+
+REGULARIZERS: Registry[RegularizerSpec] = Registry("regularizer")
 """The names accepted by :func:`create_regularizer` (and ``lassoprune sparse-train --reg``)."""
+
+REGULARIZERS.add("dwgl", RegularizerSpec(
+    "dwgl", lambda model, x, lam, schedule, alpha, groups: DWGL(model, x, lam, schedule, alpha, groups=groups),
+    "directed-weighting group lasso: every conv of a residual group gives up the same filters (Zhan et al. 2019)"))
+REGULARIZERS.add("group-lasso", RegularizerSpec(
+    "group-lasso", lambda model, x, lam, schedule, alpha, groups: GroupLasso(model, x, lam, groups=groups),
+    "plain group lasso on each conv's filters"))
+REGULARIZERS.add("bn-l1", RegularizerSpec(
+    "bn-l1", lambda model, x, lam, schedule, alpha, groups: BNL1(model, x, lam, groups=groups),
+    "L1 on BatchNorm scales (network slimming, Liu et al. 2017)"))
 
 
 def create_regularizer(
@@ -50,20 +76,16 @@ def create_regularizer(
     Raises:
         UnknownNameError: ``name`` is not one of :data:`REGULARIZERS`.
     """
+    spec = REGULARIZERS.get(name)
     check_schedule(schedule, alpha)
-    if name == "dwgl":
-        return DWGL(model, example_inputs, lam, schedule, alpha, groups=groups)
-    if name == "group-lasso":
-        return GroupLasso(model, example_inputs, lam, groups=groups)
-    if name == "bn-l1":
-        return BNL1(model, example_inputs, lam, groups=groups)
-    raise UnknownNameError("regularizer", name, REGULARIZERS)
+    return spec.build(model, example_inputs, lam, schedule, alpha, groups)
 
 
 __all__ = [
     "BNL1",
     "DWGL",
     "REGULARIZERS",
+    "RegularizerSpec",
     "SCHEDULES",
     "GroupLasso",
     "LayerTerm",

@@ -11,7 +11,7 @@ and ``c^L_i >= 0`` fixed coefficients (``c = 1``: plain group lasso, Yuan &
 Lin 2006; Wen et al. 2016). It is used in one of two ways:
 
 ``penalty()``  the differentiable term (1), added to the training loss
-               (subgradient 0 at ``W_i = 0``, see :mod:`lassoprune.pruning.norms`);
+               (subgradient 0 at ``W_i = 0``, see :mod:`lassoprune.channels.norms`);
 ``prox_(lr)``  after the optimiser step, the proximal operator of
                ``lr * R``, i.e. the exact minimiser of
                ``1/2 ||V - W||^2 + lr * R(V)`` over ``V``, which separates
@@ -22,7 +22,7 @@ Lin 2006; Wen et al. 2016). It is used in one of two ways:
                Slices with ``||W_i|| <= t_i`` become exactly zero (proximal
                gradient descent; Parikh & Boyd, "Proximal Algorithms", 2014, Sec. 6.5.4).
 
-The norms are those of :func:`lassoprune.pruning.norms.filter_norms` (the one
+The norms are those of :func:`lassoprune.channels.norms.filter_norms` (the one
 group-norm implementation shared with the importance criteria).
 """
 
@@ -38,8 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from lassoprune.errors import LassopruneError
-from lassoprune.pruning.groups import ChannelGroup, LayerSlice, channel_groups
-from lassoprune.pruning.norms import filter_norms, slice_power_sums
+from lassoprune.channels.groups import ChannelGroup, LayerSlice, channel_groups
+from lassoprune.channels.norms import filter_norms, slice_power_sums
 
 
 @dataclass(frozen=True)

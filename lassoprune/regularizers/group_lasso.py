@@ -17,7 +17,7 @@ coefficients ``c_i`` (:mod:`lassoprune.regularizers.coefficients`):
 so that the soft-threshold drives the *same high indices* to zero in all of
 them and the channels can be removed from the whole group. Convs outside
 elementwise groups get plain group lasso (``c_i = 1``). The index ``i`` is
-the group channel number (:class:`~lassoprune.pruning.groups.LayerSlice`),
+the group channel number (:class:`~lassoprune.channels.groups.LayerSlice`),
 so every conv of a group sees the same ``c_i`` for the same channel.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lassoprune.pruning.groups import ChannelGroup
+from lassoprune.channels.groups import ChannelGroup
 from lassoprune.regularizers.base import GroupMembers, LayerTerm, Regularizer, position_coefficients
 from lassoprune.regularizers.coefficients import check_schedule, coefficients
 

@@ -1,7 +1,7 @@
 """Training engine: configuration, optimiser and schedules, the loop, evaluation."""
 
 from lassoprune.training.config import SCHEDULES, TrainConfig
-from lassoprune.training.engine import CHECKPOINT_NAME, MODEL_NAME, FitResult, Regularizer, fit
+from lassoprune.training.engine import CHECKPOINT_NAME, MODEL_NAME, FitResult, RegularizerMode, SparseTerm, fit
 from lassoprune.training.evaluate import EvalResult, evaluate
 from lassoprune.training.optim import build_optimizer, build_scheduler, lr_factor
 
@@ -11,7 +11,8 @@ __all__ = [
     "SCHEDULES",
     "EvalResult",
     "FitResult",
-    "Regularizer",
+    "RegularizerMode",
+    "SparseTerm",
     "TrainConfig",
     "build_optimizer",
     "build_scheduler",

@@ -49,6 +49,7 @@ from lassoprune.training.distributed import (
 )
 from lassoprune.training.evaluate import EvalResult, evaluate
 from lassoprune.training.optim import build_optimizer, build_scheduler
+from lassoprune.utils.enums import NamedEnum
 from lassoprune.utils.runtime import default_device, epoch_seed, get_logger
 
 CHECKPOINT_NAME = "last.pt"
@@ -65,12 +66,23 @@ class EpochBatches(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
 
 
-class Regularizer(Protocol):
-    """A sparse-training term: ``penalty()`` is added to the loss, ``prox_(lr)`` runs after each step."""
+class SparseTerm(Protocol):
+    """What ``fit`` needs of a sparse-training regulariser (:class:`lassoprune.regularizers.Regularizer`).
+
+    ``penalty()`` is added to the loss (:attr:`RegularizerMode.PENALTY`), or
+    ``prox_(lr)`` runs after each optimiser step (:attr:`RegularizerMode.PROX`).
+    """
 
     def penalty(self) -> torch.Tensor: ...
 
     def prox_(self, lr: float) -> None: ...
+
+
+class RegularizerMode(NamedEnum):
+    """How a sparse-training term enters training."""
+
+    PROX = "prox"  # proximal step after each optimiser step
+    PENALTY = "penalty"  # added to the loss (subgradient)
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,7 @@ def fit(
     out_dir: str | Path | None = None,
     resume: bool = False,
     device: torch.device | str | None = None,
-    regularizer: Regularizer | None = None,
+    regularizer: SparseTerm | None = None,
     regularizer_mode: str = "prox",
     model_extra: dict[str, Any] | None = None,
     progress: bool = True,
@@ -118,7 +130,7 @@ def fit(
         num_classes, class_names: for the metrics.
         out_dir: run directory for checkpoints and metrics (None = keep nothing).
         resume: continue from ``out_dir/last.pt`` when it exists.
-        regularizer: optional sparse-training term (see :class:`Regularizer`).
+        regularizer: optional sparse-training term (see :class:`SparseTerm`).
         regularizer_mode: ``prox`` (proximal step after the optimiser step) or
             ``penalty`` (the term is added to the loss).
         model_extra: stored in the ``model.pt`` file beside the architecture.
@@ -239,13 +251,12 @@ class _TrainStep:
         device: torch.device,
         amp: bool,
         channels_last: bool,
-        regularizer: Regularizer | None,
+        regularizer: SparseTerm | None,
         regularizer_mode: str,
         net: nn.Module | None = None,
     ) -> None:
         """``net`` runs the forward pass (``model`` in DistributedDataParallel); default ``model``."""
-        if regularizer_mode not in ("prox", "penalty"):
-            raise ValueError(f"regularizer_mode must be 'prox' or 'penalty', got {regularizer_mode!r}")
+        regularizer_mode = RegularizerMode.parse(regularizer_mode, "regularizer mode")
         self.model, self.optimizer, self.scheduler, self.cfg = model, optimizer, scheduler, cfg
         self.net = model if net is None else net
         self.device, self.amp, self.channels_last = device, amp, channels_last
@@ -265,14 +276,14 @@ class _TrainStep:
             logits = self.net(images)
             loss = self.criterion(logits.float(), labels)
         total = loss
-        if self.regularizer is not None and self.regularizer_mode == "penalty":
+        if self.regularizer is not None and self.regularizer_mode is RegularizerMode.PENALTY:
             total = loss + self.regularizer.penalty()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
-        if self.regularizer is not None and self.regularizer_mode == "prox":
+        if self.regularizer is not None and self.regularizer_mode is RegularizerMode.PROX:
             self.regularizer.prox_(self.optimizer.param_groups[0]["lr"])
         self.scheduler.step()
         correct = (logits.detach().argmax(dim=1) == labels).sum()

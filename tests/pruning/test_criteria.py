@@ -12,8 +12,9 @@ from torch import nn
 import lassoprune as lp
 from lassoprune.errors import LassopruneError, UnknownNameError
 from lassoprune.pruning import criteria as C
-from lassoprune.pruning.groups import ChannelGroup, LayerSlice, analyse_groups, channel_groups
-from lassoprune.pruning.norms import filter_norms, group_norms, group_power_sums, input_norms, slice_norms
+from lassoprune.channels.groups import ChannelGroup, LayerSlice, analyse_groups, channel_groups
+from lassoprune.channels.norms import filter_norms, group_norms, group_power_sums, input_norms, slice_norms
+from lassoprune.pruning.methods.taylor import taylor_score
 from lassoprune.pruning.tp_adapter import as_tp_importance, from_tp_importance
 
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -137,7 +138,7 @@ def test_registry_lists_and_rejects_unknown_names(monkeypatch) -> None:
     with pytest.raises(UnknownNameError) as info:
         C.get_criterion("l3")
     assert info.value.kind == "criterion" and "l1" in str(info.value)
-    monkeypatch.setattr(C, "_CRITERIA", dict(C._CRITERIA))
+    monkeypatch.setattr(C.METHODS, "_entries", dict(C.METHODS._entries))
 
     @C.register_criterion("ones")
     def ones(group: ChannelGroup, ctx: C.ScoreContext) -> torch.Tensor:
@@ -209,7 +210,7 @@ def test_taylor_needs_batches(resnet20) -> None:
     with pytest.raises(LassopruneError, match="calibration"):
         C.score_groups(model, groups.values(), "taylor")
     with pytest.raises(LassopruneError, match="calibration"):
-        C.taylor_score(groups["conv1"], C.ScoreContext.build(model))
+        taylor_score(groups["conv1"], C.ScoreContext.build(model))
 
 
 def test_taylor_matches_the_formula_on_a_tiny_net() -> None:

@@ -12,7 +12,7 @@ from lassoprune.errors import LassopruneError
 from lassoprune.hsic import hsic_gram
 from lassoprune.lasso import StructuredLasso, lambda_max
 from lassoprune.pruning import list_methods, mask_channels, prune
-from lassoprune.pruning.lasso_methods import LASSO_METHODS
+from lassoprune.pruning.methods.hsic_lasso import LASSO_METHODS
 
 METHODS = ("sglp-ib", "stlp-ib", "hsic-ib", "class-lasso")
 
@@ -132,7 +132,7 @@ def test_planted_channels_are_selected_by_the_lasso():
 @pytest.mark.parametrize(
     ("method", "ratio", "options", "adjustment"),
     [
-        ("class-lasso", 0.5, {"tolerance": 1e-4}, "drop"),  # too tight to land on: bracket, then drop channels
+        ("class-lasso", 0.5, {"target_tolerance": 1e-4}, "drop"),  # too tight to land on: bracket, then drop channels
         ("hsic-ib", 0.8, {}, "add"),  # the weakest lasso keeps too few: add channels by relevance
     ],
 )
@@ -158,7 +158,7 @@ def test_ridge_lets_the_lasso_reach_a_mild_target_on_its_own():
 
 def test_magnitude_weighting_equals_a_weighted_l1_and_drops_weak_channels():
     """B = D B' on (D G D, D R) solves the lasso with penalty lambda1 sum_c |B_c| / d_c."""
-    from lassoprune.pruning.lasso_methods import _magnitude_weighted
+    from lassoprune.pruning.methods.hsic_lasso import _magnitude_weighted
 
     gen = torch.Generator().manual_seed(3)
     n, k = 60, 3
@@ -200,13 +200,13 @@ def test_round_to_gives_multiples_and_still_meets_the_target(method):
 
 def test_tau_sets_the_class_graph_and_an_empty_graph_is_class_lasso():
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
-    complete = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, tau=0.0)
+    complete = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=0.0)
     assert len(complete.details["structure"]["edges"]) == 10 * 9 // 2
-    empty = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, tau=1.0, tolerance=0.005)
-    plain = prune(model, x, method="class-lasso", target_macs=0.3, data=data, tolerance=0.005)
+    empty = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.0, target_tolerance=0.005)
+    plain = prune(model, x, method="class-lasso", target_macs=0.3, data=data, target_tolerance=0.005)
     weights = [abs(w) for _, _, w in complete.details["structure"]["edges"]]
     assert max(weights) < 1.0  # no pair of class means is perfectly correlated: tau = 1 leaves no edge
     assert empty.details["structure"]["edges"] == []
     assert empty.keep == plain.keep
-    with pytest.raises(LassopruneError, match="tau"):
-        prune(model, x, method="sglp-ib", target_macs=0.3, data=data, tau=1.5)
+    with pytest.raises(LassopruneError, match="edge_threshold"):
+        prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.5)

@@ -10,7 +10,7 @@ from torch import nn
 import lassoprune as lp
 from lassoprune.errors import LassopruneError, UnknownNameError
 from lassoprune.pruning import mask_channels
-from lassoprune.pruning.voting import combine_votes, keep_mask, removal_statistic
+from lassoprune.pruning.methods.dwgl_vote import combine_votes, keep_mask, removal_statistic
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 STAGE1 = ["conv1", "layer1.0.conv2", "layer1.1.conv2", "layer1.2.conv2"]  # the eltwise group "conv1"

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from lassoprune.analysis import count, count_params
-from lassoprune.pruning.groups import ChannelGroup, layer_kind
+from lassoprune.channels.groups import ChannelGroup, LayerKind, SliceRole, layer_kind
 
 
 @dataclass(frozen=True)
@@ -93,20 +93,20 @@ class CostModel:
 
     def _layer_macs(self, layer: _Layer, k: np.ndarray) -> float:
         out = self._width(layer.out_full, layer.out_terms, k)
-        if layer.kind == "depthwise":
+        if layer.kind is LayerKind.DEPTHWISE:
             return layer.mac_mult * out
-        if layer.kind in ("conv", "linear"):
+        if layer.kind in (LayerKind.CONV, LayerKind.LINEAR):
             return layer.mac_mult * out * self._width(layer.in_full, layer.in_terms, k) / layer.groups
         return 0.0
 
     def _layer_params(self, layer: _Layer, k: np.ndarray) -> float:
         out = self._width(layer.out_full, layer.out_terms, k)
-        if layer.kind == "depthwise":
+        if layer.kind is LayerKind.DEPTHWISE:
             return layer.weight_mult * out + layer.bias * out
-        if layer.kind in ("conv", "linear"):
+        if layer.kind in (LayerKind.CONV, LayerKind.LINEAR):
             inp = self._width(layer.in_full, layer.in_terms, k)
             return layer.weight_mult * out * inp / layer.groups + layer.bias * out
-        if layer.kind == "norm":
+        if layer.kind is LayerKind.NORM:
             return layer.affine * self._width(layer.out_full, layer.out_terms + layer.in_terms, k)
         return 0.0
 
@@ -116,7 +116,7 @@ def _group_terms(groups: Sequence[ChannelGroup]) -> dict[str, dict[str, list[tup
     terms: dict[str, dict[str, list[tuple[int, int]]]] = {}
     for index, group in enumerate(groups):
         for s in group.slices:
-            role = "out" if s.kind in ("depthwise", "norm") else s.role
+            role = SliceRole.OUT if s.kind in (LayerKind.DEPTHWISE, LayerKind.NORM) else s.role
             entry = terms.setdefault(s.module, {"out": [], "in": []})
             if (index, len(s.indices)) not in entry[role]:
                 entry[role].append((index, len(s.indices)))
@@ -128,17 +128,17 @@ def _describe(name: str, module: nn.Module, macs: int, terms: dict[str, list[tup
     out_full, in_full, groups = _widths(module)
     weight = getattr(module, "weight", None)
     weight_numel = weight.numel() if isinstance(weight, torch.Tensor) else 0
-    if kind == "depthwise":
+    if kind is LayerKind.DEPTHWISE:
         mac_mult, weight_mult = macs / out_full, weight_numel / out_full
-    elif kind in ("conv", "linear"):
+    elif kind in (LayerKind.CONV, LayerKind.LINEAR):
         dense = out_full * in_full / groups
         mac_mult, weight_mult = macs / dense, weight_numel / dense
     else:
         mac_mult, weight_mult = 0.0, 0.0
-    affine = 2 if kind == "norm" and getattr(module, "weight", None) is not None else 0
+    affine = 2 if kind is LayerKind.NORM and getattr(module, "weight", None) is not None else 0
     return _Layer(
         kind=kind, out_full=out_full, in_full=in_full, groups=groups, mac_mult=mac_mult, weight_mult=weight_mult,
-        bias=int(getattr(module, "bias", None) is not None and kind != "norm"), affine=affine,
+        bias=int(getattr(module, "bias", None) is not None and kind is not LayerKind.NORM), affine=affine,
         out_terms=tuple(terms.get("out", ())), in_terms=tuple(terms.get("in", ())),
     )
 

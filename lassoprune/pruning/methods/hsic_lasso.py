@@ -13,7 +13,7 @@ solved by :class:`lassoprune.lasso.StructuredLasso`. A channel is kept iff its
 row of ``B_g`` is non-zero; its score is ``s_c = ||B_c,:||_2``. One global
 ``rho`` (bisected on a log scale) sets every group's strength, so the per-group
 widths are an output; the bisection stops when the network cost is within
-``tolerance`` of the target. Support sizes move in steps: when the bisection
+``target_tolerance`` of the target. Support sizes move in steps: when the bisection
 brackets the target without landing in it, the solution on the larger side is
 taken and its channels that the smaller side drops are removed, weakest score
 first (then any others), until the target is met; when even the smallest
@@ -37,7 +37,8 @@ Options (``lp.prune(..., method=..., **options)``):
 - ``target_kind``: ``class-output`` | ``class`` | ``output`` (default per method, above)
 - ``pool``: features are average-pooled to at most pool x pool (default 4)
 - ``lambda2``: structured weight as a fraction of lambda1 (default 0.1; ignored without structure)
-- ``tau``: class-graph edge threshold (default: each class keeps at least one edge)
+- ``edge_threshold``: class-graph edge threshold on ``|r|`` between class means, in [0, 1]
+  (default: the largest that leaves every class with at least one edge)
 - ``block``, ``permutations``: block HSIC for large calibration sets (default off, 1)
 - ``nonneg``: constrain B >= 0 (default True; False lets more channels into the support at small rho)
 - ``ridge``: elastic-net term ``ridge * ||G||_2 / 2 * ||B||_F^2`` added to the datafit, i.e. ``G`` is
@@ -45,9 +46,12 @@ Options (``lp.prune(..., method=..., **options)``):
   Without it the non-negative fit of near-collinear kernels has a small support even at
   the weakest strength, so the lasso alone cannot reach mild targets; with it the
   support grows to every relevant channel as rho falls, and the lasso decides the widths.
-- ``tol``, ``max_iter``: solver tolerance and iteration cap (default 1e-5, 5000)
-- ``tolerance``: how close to the target the bisection aims (fraction of the
+- ``solver_tol``, ``max_iter``: solver tolerance and iteration cap (default 1e-5, 5000)
+- ``target_tolerance``: how close to the target the bisection aims (fraction of the
   original cost, default 0.008; the final cost is always within 0.01)
+
+The search (bisection on rho, the drop / add fix-ups and the whole-step moves
+of rounded widths) is :mod:`lassoprune.pruning.search`, shared with every method.
 """
 
 from __future__ import annotations
@@ -61,17 +65,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from lassoprune.errors import LassopruneError, UnknownNameError
+from lassoprune.channels import ChannelGroup
+from lassoprune.errors import LassopruneError
 from lassoprune.hsic import CalibrationFeatures, TargetKind, collect_features, hsic_gram
 from lassoprune.lasso import GraphFused, StructuredLasso, TreeGroup, class_graph, class_tree, lambda_max
-from lassoprune.pruning.api import Selection, SelectionContext, register_selector
-from lassoprune.pruning.groups import ChannelGroup
+from lassoprune.pruning.method import MethodContext, MethodOptions, MethodSpec, Selection, register_method
+from lassoprune.pruning.search import (
+    CostBand,
+    Verdict,
+    bisect,
+    log_midpoint,
+    step_width,
+    walk_widths,
+)
+from lassoprune.utils.enums import NamedEnum
 
-__all__ = ["LassoMethod", "LASSO_METHODS", "select_channels"]
+__all__ = ["LassoMethod", "LASSO_METHODS", "LassoOptions", "select_channels"]
 
-STRUCTURES = ("graph", "tree", "none")
 _RHO_MIN = 1e-4
 _MAX_STEPS = 30
+
+
+class ClassStructure(NamedEnum):
+    """The structure a lasso method puts over the classes."""
+
+    GRAPH = "graph"
+    TREE = "tree"
+    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -79,63 +99,62 @@ class LassoMethod:
     """One lasso method: the structure over classes and its default target."""
 
     name: str
-    structure: str
+    structure: ClassStructure
     target_kind: TargetKind
+    summary: str
 
 
 LASSO_METHODS: dict[str, LassoMethod] = {
     m.name: m
     for m in (
-        LassoMethod("sglp-ib", "graph", TargetKind.CLASS_OUTPUT),
-        LassoMethod("stlp-ib", "tree", TargetKind.CLASS_OUTPUT),
-        LassoMethod("hsic-ib", "none", TargetKind.OUTPUT),
-        LassoMethod("class-lasso", "none", TargetKind.CLASS_OUTPUT),
+        LassoMethod("sglp-ib", ClassStructure.GRAPH, TargetKind.CLASS_OUTPUT,
+                    "class-wise HSIC lasso + graph-guided fused lasso over classes"),
+        LassoMethod("stlp-ib", ClassStructure.TREE, TargetKind.CLASS_OUTPUT,
+                    "class-wise HSIC lasso + tree-guided group lasso over classes"),
+        LassoMethod("hsic-ib", ClassStructure.NONE, TargetKind.OUTPUT,
+                    "HSIC lasso with one output target, no class structure (APIB-like)"),
+        LassoMethod("class-lasso", ClassStructure.NONE, TargetKind.CLASS_OUTPUT,
+                    "class-wise targets, plain L1 (ablation of the class structure)"),
     )
 }
 
 
 @dataclass(frozen=True)
-class LassoOptions:
-    """The validated options of a lasso method (module docstring)."""
+class LassoOptions(MethodOptions):
+    """The options of the lasso methods (module docstring); ``target_kind`` None = the method's default."""
 
-    target_kind: TargetKind
+    target_kind: TargetKind | str | None = None
     pool: int | None = 4
     lambda2: float = 0.1
-    tau: float | None = None
+    edge_threshold: float | None = None
     block: int | None = None
     permutations: int = 1
     nonneg: bool = True
     ridge: float = 0.0
     magnitude: bool = False
-    tol: float = 1e-5
+    solver_tol: float = 1e-5
     max_iter: int = 5000
-    tolerance: float = 0.008
+    target_tolerance: float = 0.008
 
-    @classmethod
-    def parse(cls, method: LassoMethod, options: Mapping[str, Any]) -> LassoOptions:
-        valid = set(cls.__dataclass_fields__)
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise UnknownNameError(f"{method.name} option", unknown[0], valid)
-        values = dict(options)
-        values["target_kind"] = TargetKind.parse(values.get("target_kind", method.target_kind))
-        opts = cls(**values)
-        if opts.pool is not None and int(opts.pool) < 1:
-            raise LassopruneError(f"pool must be a positive side length or None, got {opts.pool}")
-        if not opts.lambda2 >= 0:
-            raise LassopruneError(f"lambda2 (a fraction of lambda1) must be >= 0, got {opts.lambda2}")
-        if opts.tau is not None and not 0 <= opts.tau <= 1:
-            raise LassopruneError(f"tau (a threshold on |Pearson r| between class means) must be in [0, 1], got {opts.tau}")
-        if not opts.ridge >= 0:
-            raise LassopruneError(f"ridge (a fraction of ||G||_2) must be >= 0, got {opts.ridge}")
-        if not 0 < opts.tolerance <= 0.01:
-            raise LassopruneError(f"tolerance must be in (0, 0.01], got {opts.tolerance}")
-        if method.structure != "none" and opts.target_kind is TargetKind.OUTPUT:
+    def validate(self, method: str) -> None:
+        spec = LASSO_METHODS[method]
+        object.__setattr__(self, "target_kind", TargetKind.parse(self.target_kind or spec.target_kind))
+        if self.pool is not None and int(self.pool) < 1:
+            raise LassopruneError(f"pool must be a positive side length or None, got {self.pool}")
+        if not self.lambda2 >= 0:
+            raise LassopruneError(f"lambda2 (a fraction of lambda1) must be >= 0, got {self.lambda2}")
+        if self.edge_threshold is not None and not 0 <= self.edge_threshold <= 1:
+            raise LassopruneError("edge_threshold (a threshold on |Pearson r| between class means) must be in "
+                                  f"[0, 1], got {self.edge_threshold}")
+        if not self.ridge >= 0:
+            raise LassopruneError(f"ridge (a fraction of ||G||_2) must be >= 0, got {self.ridge}")
+        if not 0 < self.target_tolerance <= 0.01:
+            raise LassopruneError(f"target_tolerance must be in (0, 0.01], got {self.target_tolerance}")
+        if spec.structure is not ClassStructure.NONE and self.target_kind is TargetKind.OUTPUT:
             raise LassopruneError(
-                f"{method.name} structures the class-wise coefficients; target_kind 'output' has one target "
+                f"{method} structures the class-wise coefficients; target_kind 'output' has one target "
                 "(use hsic-ib, or target_kind 'class' / 'class-output')"
             )
-        return opts
 
 
 @dataclass
@@ -191,20 +210,20 @@ def _keep_set(problem: _GroupProblem, rho: float, floor: int) -> tuple[np.ndarra
     return np.sort(_keep_order(scores, problem.relevance)[:count]), scores
 
 
-def select_channels(ctx: SelectionContext, method: LassoMethod) -> Selection:
-    """Run one lasso method on a :class:`~lassoprune.pruning.api.SelectionContext` (module docstring)."""
-    opts = LassoOptions.parse(method, ctx.options)
+def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
+    """Run one lasso method (module docstring); ``ctx.options`` are its :class:`LassoOptions`."""
+    opts: LassoOptions = ctx.options
     groups = ctx.analysis.groups
     if ctx.batches is None:
         raise LassopruneError(f"method {method.name} scores channels on data: give data=[(x, y), ...] batches")
     times: dict[str, float] = {}
     features = collect_features(ctx.model, groups, ctx.batches, pool=opts.pool, outputs=opts.target_kind.needs_output)
     times["features"] = features.seconds
-    structure, structure_info = _structure(method, features, opts.tau)
+    structure, structure_info = _structure(method, features, opts.edge_threshold)
     problems, times["kernels"], times["gram"] = _problems(groups, features, opts, structure, ctx.seed)
 
     started = time.perf_counter()
-    search = _Search(ctx, problems, opts.tolerance)
+    search = _Search(ctx, problems, opts.target_tolerance)
     rho, keep, adjustment = search.run()
     if ctx.round_to is not None and ctx.round_to > 1:
         keep = search.rounded(keep, rho, ctx.round_to)
@@ -229,7 +248,7 @@ def select_channels(ctx: SelectionContext, method: LassoMethod) -> Selection:
         "target_kind": opts.target_kind.value,
         "structure": structure_info,
         "pool": opts.pool,
-        "lambda2_fraction": opts.lambda2 if method.structure != "none" else 0.0,
+        "lambda2_fraction": opts.lambda2 if method.structure is not ClassStructure.NONE else 0.0,
         "nonneg": opts.nonneg,
         "ridge": opts.ridge,
         "magnitude": opts.magnitude,
@@ -247,15 +266,15 @@ def select_channels(ctx: SelectionContext, method: LassoMethod) -> Selection:
 
 
 def _structure(
-    method: LassoMethod, features: CalibrationFeatures, tau: float | None = None
+    method: LassoMethod, features: CalibrationFeatures, edge_threshold: float | None = None
 ) -> tuple[GraphFused | TreeGroup | None, Any]:
-    """The class graph (edges with |r_ml| >= tau) / tree from the class means, and a JSON-safe description."""
+    """The class graph (edges with |r_ml| >= edge_threshold) / tree from the class means, and a JSON-safe description."""
     means = features.class_means.numpy()
-    if method.structure == "graph":
-        graph = class_graph(means, tau=tau)
+    if method.structure is ClassStructure.GRAPH:
+        graph = class_graph(means, tau=edge_threshold)
         return graph, {"kind": "graph", "edges": [[int(m), int(l), float(w)]
                                                   for (m, l), w in zip(graph.edges, graph.weights)]}
-    if method.structure == "tree":
+    if method.structure is ClassStructure.TREE:
         tree = class_tree(means)
         return tree, {"kind": "tree", "groups": [[[int(k) for k in g], float(w)]
                                                  for g, w in zip(tree.groups, tree.weights)]}
@@ -280,7 +299,7 @@ def _problems(
         if opts.magnitude:
             G, R = _magnitude_weighted(G, R, features.inputs[group.id])
         estimator = StructuredLasso(structure if R.shape[1] > 1 else None, 0.0, 0.0, nonneg=opts.nonneg,
-                                    tol=opts.tol, max_iter=opts.max_iter)
+                                    tol=opts.solver_tol, max_iter=opts.max_iter)
         problems.append(_GroupProblem(
             group=group, G=G, R=R, lam_max=lambda_max(G, R, opts.nonneg),
             relevance=R.max(axis=1) if opts.nonneg else np.abs(R).max(axis=1),
@@ -299,13 +318,6 @@ def _channel_values(scores: np.ndarray, relevance: np.ndarray) -> np.ndarray:
     return base + 1e-3 * (rel / rel_top if rel_top > 0 else 0.0)
 
 
-def _step_width(width: int, total: int, step: int, shrink: bool) -> int:
-    """The next width on the grid {multiples of step} U {total}, down or up."""
-    if shrink:
-        return (width - 1) // step * step if width % step else width - step
-    return min(total, (width // step + 1) * step)
-
-
 def _magnitude_weighted(G: np.ndarray, R: np.ndarray, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """``(D G D, D R)`` with ``D = diag(d)``, d_c = RMS of channel c's features (N, C, D) / mean RMS.
 
@@ -318,106 +330,100 @@ def _magnitude_weighted(G: np.ndarray, R: np.ndarray, features: torch.Tensor) ->
 
 
 class _Search:
-    """Bisection on log rho for the cost target, then a greedy fix-up (module docstring)."""
+    """The lasso's route to the target (module docstring), on the shared searches of :mod:`lassoprune.pruning.search`.
 
-    def __init__(self, ctx: SelectionContext, problems: list[_GroupProblem], tolerance: float) -> None:
+    A bisection on log rho over ``[_RHO_MIN, 1]``; when it brackets the target
+    without landing in the band, a greedy walk drops channels from the weaker
+    side's keep sets; when even the weakest rho keeps too little, it adds them.
+    """
+
+    def __init__(self, ctx: MethodContext, problems: list[_GroupProblem], tolerance: float) -> None:
         self.ctx, self.problems = ctx, problems
         self.floors = [int(f) for f in ctx.floors]
-        full = ctx.target.full(ctx.cost_model)
-        self.full = full
-        self.goal = ctx.target.ratio * full
-        self.band = (self.goal - tolerance * full, self.goal + tolerance * full)
-        self.limits = (self.goal - 0.01 * full, self.goal + 0.01 * full)
+        self.target = CostBand(ctx.target, ctx.cost_model, tolerance=tolerance)
+        self.full = self.target.full
+        self.band, self.limits = self.target.band, self.target.limits
         self.history: list[dict[str, float]] = []
         self.solver_seconds = 0.0
+        self._solved: dict[float, tuple[list[np.ndarray], list[np.ndarray], int]] = {}
 
     def cost(self, keep: list[np.ndarray]) -> int:
-        return self.cost_of_counts([len(k) for k in keep])
-
-    def cost_of_counts(self, counts: list[int]) -> int:
-        return self.ctx.target.cost(self.ctx.cost_model, np.array(counts, dtype=np.float64))
+        return self.target.cost([len(k) for k in keep])
 
     def evaluate(self, rho: float) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+        """(keep sets, scores, cost) at ``rho``; recorded in the history."""
         started = time.perf_counter()
         sets = [_keep_set(p, rho, f) for p, f in zip(self.problems, self.floors)]
         self.solver_seconds += time.perf_counter() - started
         keep, scores = [k for k, _ in sets], [s for _, s in sets]
         cost = self.cost(keep)
         self.history.append({"rho": rho, "cost_ratio": cost / self.full})
+        self._solved[rho] = (keep, scores, cost)
         return keep, scores, cost
+
+    def _verdict(self, rho: float) -> Verdict:
+        return self.target.verdict(self.evaluate(rho)[2])
 
     def run(self) -> tuple[float, dict[str, np.ndarray], str]:
         """(rho, kept channels per group, how the keep sets were fixed up: none / drop / add)."""
-        lo, hi = _RHO_MIN, 1.0
-        keep_lo, scores_lo, cost_lo = self.evaluate(lo)
-        if self.band[0] <= cost_lo <= self.band[1]:
-            return lo, self._named(keep_lo), "none"
-        if cost_lo < self.band[0]:  # the lasso keeps too few even at the weakest strength: add channels
-            return lo, self._named(self._add(keep_lo, scores_lo)), "add"
-        keep_hi, _, cost_hi = self.evaluate(hi)
-        if self.band[0] <= cost_hi <= self.band[1]:
-            return hi, self._named(keep_hi), "none"
-        for _ in range(_MAX_STEPS):
-            if math.log(hi) - math.log(lo) < 1e-4:
-                break
-            mid = math.sqrt(lo * hi)
-            keep_mid, scores_mid, cost_mid = self.evaluate(mid)
-            if self.band[0] <= cost_mid <= self.band[1]:
-                return mid, self._named(keep_mid), "none"
-            if cost_mid > self.band[1]:
-                lo, keep_lo, scores_lo, cost_lo = mid, keep_mid, scores_mid, cost_mid
-            else:
-                hi, keep_hi, cost_hi = mid, keep_mid, cost_mid
-        return lo, self._named(self._drop(keep_lo, scores_lo, keep_hi)), "drop"
+        keep_lo, scores_lo, cost_lo = self.evaluate(_RHO_MIN)
+        verdict_lo = self.target.verdict(cost_lo)
+        if verdict_lo is Verdict.MEETS:
+            return _RHO_MIN, self._named(keep_lo), "none"
+        if verdict_lo is Verdict.KEEPS_TOO_LITTLE:  # the lasso keeps too few even at the weakest strength
+            return _RHO_MIN, self._named(self._add(keep_lo)), "add"
+        if self._verdict(1.0) is Verdict.MEETS:
+            return 1.0, self._named(self._solved[1.0][0]), "none"
+        found = bisect(self._verdict, over=_RHO_MIN, under=1.0, midpoint=log_midpoint(1e-4), max_steps=_MAX_STEPS)
+        if found.hit is not None:
+            return found.hit, self._named(self._solved[found.hit][0]), "none"
+        keep_lo, scores_lo, _ = self._solved[found.over]
+        return found.over, self._named(self._drop(keep_lo, scores_lo, self._solved[found.under][0])), "drop"
 
     def _named(self, keep: list[np.ndarray]) -> dict[str, np.ndarray]:
         return {p.group.id: k for p, k in zip(self.problems, keep)}
 
+    def _walk(self, orders: list[np.ndarray], widths: list[int], accept: tuple[float, float],
+              keys: list[np.ndarray], shrink_only: bool) -> list[np.ndarray]:
+        """Channel-by-channel walk over prefix orders; ``keys[g][i]`` ranks moving position ``i`` of group g."""
+
+        def next_width(g: int, width: int, shrink: bool) -> int | None:
+            if shrink != shrink_only:
+                return None
+            if shrink:
+                return width - 1 if width > self.floors[g] else None
+            return width + 1 if width < len(orders[g]) else None
+
+        def priority(g: int, width: int, _new: int, shrink: bool) -> Any:
+            return keys[g][width - 1 if shrink else width]
+
+        counts = walk_widths(widths, self.target.cost, accept, self.limits, next_width, priority)
+        return self._checked([np.sort(o[: int(k)]) for o, k in zip(orders, counts)])
+
     def _drop(self, keep: list[np.ndarray], scores: list[np.ndarray], keep_hi: list[np.ndarray]) -> list[np.ndarray]:
         """Remove channels (those the stronger side drops first, weakest first) until the cost fits."""
-        candidates = []
-        for g, (kept, s, kept_hi) in enumerate(zip(keep, scores, keep_hi)):
+        orders, keys = [], []
+        for kept, s, kept_hi in zip(keep, scores, keep_hi):
             top = s[kept].max(initial=0.0)
             stays = set(kept_hi.tolist())
-            for c in kept.tolist():
-                candidates.append((c in stays, s[c] / top if top > 0 else 0.0, g, c))
-        candidates.sort()
-        sets = [set(k.tolist()) for k in keep]
-        cost = self.cost(keep)
-        for _, _, g, c in candidates:
-            if cost <= self.band[1]:
-                break
-            if len(sets[g]) <= self.floors[g]:
-                continue
-            sets[g].discard(c)
-            trial = self.cost([np.array(sorted(s)) for s in sets])
-            if trial < self.limits[0]:
-                sets[g].add(c)  # this removal overshoots; a smaller step elsewhere may fit
-                continue
-            cost = trial
-        return self._checked([np.array(sorted(s)) for s in sets])
+            removal = sorted((c in stays, s[c] / top if top > 0 else 0.0, c) for c in kept.tolist())
+            inside = [c for *_, c in reversed(removal)]  # most important first
+            outside = sorted(set(range(len(s))) - set(inside))
+            orders.append(np.array(inside + outside, dtype=np.int64))
+            keys.append([(stays_c, value) for stays_c, value, _ in reversed(removal)])
+        return self._walk(orders, [len(k) for k in keep], (-math.inf, self.band[1]), keys, shrink_only=True)
 
-    def _add(self, keep: list[np.ndarray], scores: list[np.ndarray]) -> list[np.ndarray]:
+    def _add(self, keep: list[np.ndarray]) -> list[np.ndarray]:
         """Add channels the lasso left out, most relevant (largest normalised max_k R_ck) first."""
-        candidates = []
-        for g, (kept, p) in enumerate(zip(keep, self.problems)):
+        orders, keys = [], []
+        for kept, p in zip(keep, self.problems):
             rel = np.maximum(p.relevance, 0.0)
             top = rel.max(initial=0.0)
             inside = set(kept.tolist())
-            candidates += [(-(rel[c] / top if top > 0 else 0.0), g, c) for c in range(len(rel)) if c not in inside]
-        candidates.sort()
-        sets = [set(k.tolist()) for k in keep]
-        cost = self.cost(keep)
-        for _, g, c in candidates:
-            if cost >= self.band[0]:
-                break
-            sets[g].add(c)
-            trial = self.cost([np.array(sorted(s)) for s in sets])
-            if trial > self.limits[1]:
-                sets[g].discard(c)
-                continue
-            cost = trial
-        return self._checked([np.array(sorted(s)) for s in sets])
+            added = sorted((-(rel[c] / top if top > 0 else 0.0), c) for c in range(len(rel)) if c not in inside)
+            orders.append(np.array(kept.tolist() + [c for _, c in added], dtype=np.int64))
+            keys.append([None] * len(kept) + [key for key, _ in added])
+        return self._walk(orders, [len(k) for k in keep], (self.band[0], math.inf), keys, shrink_only=False)
 
     def rounded(self, keep: dict[str, np.ndarray], rho: float, step: int) -> dict[str, np.ndarray]:
         """Widths rounded to multiples of ``step`` (or the whole group), then moved by whole steps to the target.
@@ -438,51 +444,36 @@ class _Search:
             values.append(_channel_values(scores, p.relevance)[order])
             total = len(scores)
             counts.append(min(total, max(floor, int(round(len(kept) / step)) * step)))
-        counts = self._move_steps(counts, values, step)
-        return self._named(self._checked([np.sort(o[:k]) for o, k in zip(orders, counts)]))
-
-    def _move_steps(self, counts: list[int], values: list[np.ndarray], step: int) -> list[int]:
         totals = [len(v) for v in values]
-        for _ in range(4 * sum(totals) // step + 1):
-            cost = self.cost_of_counts(counts)
-            if self.band[0] <= cost <= self.band[1]:
-                break
-            shrink = cost > self.band[1]
-            moves = []
-            for g, (k, v) in enumerate(zip(counts, values)):
-                new = _step_width(k, totals[g], step, shrink)
-                if new == k or (shrink and new < self.floors[g]):
-                    continue
-                value = float((v[new:k] if shrink else v[k:new]).mean())
-                moves.append((value if shrink else -value, g, new))
-            for _, g, new in sorted(moves):  # cheapest removal / most valuable addition first
-                trial = counts[:g] + [new] + counts[g + 1:]
-                moved = self.cost_of_counts(trial)
-                if (moved >= self.limits[0]) if shrink else (moved <= self.limits[1]):
-                    counts = trial
-                    break
-            else:
-                break  # every step overshoots the limits: keep the closest feasible widths
-        return counts
+
+        def next_width(g: int, width: int, shrink: bool) -> int | None:
+            new = step_width(width, totals[g], step, shrink)
+            return None if new == width or (shrink and new < self.floors[g]) else new
+
+        def priority(g: int, width: int, new: int, shrink: bool) -> float:
+            value = float((values[g][new:width] if shrink else values[g][width:new]).mean())
+            return value if shrink else -value
+
+        widths = walk_widths(counts, self.target.cost, self.band, self.limits, next_width, priority,
+                             max_moves=4 * sum(totals) // step + 1)
+        return self._named(self._checked([np.sort(o[: int(k)]) for o, k in zip(orders, widths)]))
 
     def _checked(self, keep: list[np.ndarray]) -> list[np.ndarray]:
-        cost = self.cost(keep)
-        if not self.limits[0] <= cost <= self.limits[1]:
-            raise LassopruneError(
-                f"could not bring {self.ctx.target.kind} within 0.01 of {self.ctx.target.ratio} "
-                f"(reached {cost / self.full:.4f}); the channel steps are too coarse for this target"
-            )
+        self.target.check(self.cost(keep))
         return keep
 
 
-def _selector(method: LassoMethod):
-    def select(ctx: SelectionContext) -> Selection:
+def _run(method: LassoMethod):
+    def run(ctx: MethodContext) -> Selection:
         return select_channels(ctx, method)
 
-    select.__name__ = method.name.replace("-", "_")
-    select.__doc__ = f"The {method.name} keep-set selector ({method.structure} structure, {method.target_kind.value})."
-    return select
+    run.__name__ = method.name.replace("-", "_")
+    run.__doc__ = f"The {method.name} keep sets ({method.structure} structure, {method.target_kind.value})."
+    return run
 
 
 for _method in LASSO_METHODS.values():
-    register_selector(_method.name)(_selector(_method))
+    register_method(MethodSpec(
+        name=_method.name, run=_run(_method), summary=_method.summary, options=LassoOptions,
+        needs_data=True, decides_widths=True, rounds_widths=True,
+    ))

@@ -42,19 +42,43 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lassoprune.channels import ChannelGroup, LayerSlice, SliceRole, slice_norms
 from lassoprune.errors import LassopruneError, UnknownNameError
-from lassoprune.pruning.api import Selection, SelectionContext, register_selector
-from lassoprune.pruning.groups import ChannelGroup, LayerSlice
-from lassoprune.pruning.norms import slice_norms
+from lassoprune.pruning.method import (
+    MethodContext,
+    MethodOptions,
+    MethodSpec,
+    Selection,
+    TargetUse,
+    register_method,
+)
+from lassoprune.pruning.search import Verdict, bisect, index_midpoint
+from lassoprune.utils.enums import NamedEnum
 
 VOTE_METHOD = "dwgl-vote"
-VOTE_RULES: tuple[str, ...] = ("intersection", "union", "k-of-n")
-VOTE_SOURCES: tuple[str, ...] = ("filters", "bn")
-VOTE_OPTIONS: tuple[str, ...] = ("threshold", "vote", "vote_k", "vote_on")
+
+
+class VoteRule(NamedEnum):
+    """How a group's votes combine (module docstring's table)."""
+
+    INTERSECTION = "intersection"
+    UNION = "union"
+    K_OF_N = "k-of-n"
+
+
+class VoteSource(NamedEnum):
+    """What votes: conv filter norms, or BatchNorm scales (network slimming)."""
+
+    FILTERS = "filters"
+    BN = "bn"
+
+
+VOTE_RULES: tuple[str, ...] = tuple(r.value for r in VoteRule)
+VOTE_SOURCES: tuple[str, ...] = tuple(s.value for s in VoteSource)
 
 
 @dataclass(frozen=True)
-class VoteOptions:
+class VoteOptions(MethodOptions):
     """The options of ``dwgl-vote`` (extra keyword arguments of :func:`lassoprune.prune`).
 
     Attributes:
@@ -65,31 +89,27 @@ class VoteOptions:
     """
 
     threshold: float | None = None
-    vote: str = "intersection"
+    vote: VoteRule | str = VoteRule.INTERSECTION
     vote_k: int | None = None
-    vote_on: str = "filters"
+    vote_on: VoteSource | str = VoteSource.FILTERS
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, method: str = VOTE_METHOD) -> None:
         if self.threshold is not None and not (0.0 < self.threshold <= 1.0 and math.isfinite(self.threshold)):
             raise LassopruneError(f"the vote threshold tau must lie in (0, 1], got {self.threshold}")
-        if self.vote not in VOTE_RULES:
-            raise UnknownNameError("vote rule", self.vote, VOTE_RULES)
-        if self.vote_on not in VOTE_SOURCES:
-            raise UnknownNameError("vote source", self.vote_on, VOTE_SOURCES)
+        object.__setattr__(self, "vote", VoteRule.parse(self.vote, "vote rule"))
+        object.__setattr__(self, "vote_on", VoteSource.parse(self.vote_on, "vote source"))
         if self.vote == "k-of-n" and (self.vote_k is None or self.vote_k < 1):
             raise LassopruneError(
-                f"vote 'k-of-n' needs vote_k (--vote-k) >= 1, the voters that must agree, got {self.vote_k}"
+                f"vote 'k-of-n' needs vote_k >= 1, the voters that must agree, got {self.vote_k}"
             )
         if self.vote != "k-of-n" and self.vote_k is not None:
             raise LassopruneError(f"vote_k only applies to vote 'k-of-n', not {self.vote!r}")
 
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> VoteOptions:
-        """Build from ``prune(**options)``; an unknown key is an error listing the valid ones."""
-        for key in options:
-            if key not in VOTE_OPTIONS:
-                raise UnknownNameError(f"{VOTE_METHOD} option", key, VOTE_OPTIONS)
-        return cls(**options)
+    def replaces_target(self) -> bool:
+        return self.threshold is not None
 
 
 def required_votes(rule: str, num_voters: int, k: int | None = None) -> int:
@@ -144,7 +164,7 @@ def voters(group: ChannelGroup, modules: Mapping[str, nn.Module], vote_on: str =
         norms = tuple(s for s in group.norms if isinstance(getattr(modules[s.module], "weight", None), Tensor))
         if norms:
             return norms
-    return tuple(s for s in group.producers if s.role == "out")
+    return tuple(s for s in group.producers if s.role is SliceRole.OUT)
 
 
 def group_ratios(
@@ -177,7 +197,7 @@ class _GroupVotes:
     floor: int
 
 
-def _collect(ctx: SelectionContext, opts: VoteOptions) -> list[_GroupVotes]:
+def _collect(ctx: MethodContext, opts: VoteOptions) -> list[_GroupVotes]:
     modules = dict(ctx.model.named_modules())
     out = []
     for group, floor in zip(ctx.analysis.groups, ctx.floors):
@@ -191,12 +211,12 @@ def _keep_all(votes: Sequence[_GroupVotes], tau: float) -> dict[str, Tensor]:
     return {v.group.id: keep_mask(v.statistic, tau, v.floor) for v in votes}
 
 
-def _cost(ctx: SelectionContext, keep: Mapping[str, Tensor]) -> int:
+def _cost(ctx: MethodContext, keep: Mapping[str, Tensor]) -> int:
     counts = ctx.cost_model.keep_vector({gid: int(mask.sum()) for gid, mask in keep.items()})
     return ctx.target.cost(ctx.cost_model, counts)
 
 
-def search_tau(ctx: SelectionContext, votes: Sequence[_GroupVotes]) -> float:
+def search_tau(ctx: MethodContext, votes: Sequence[_GroupVotes]) -> float:
     """The smallest candidate ``tau <= 1`` whose pruned cost meets ``ctx.target`` (bisection; cost falls with tau)."""
     values = torch.cat([v.statistic for v in votes])
     candidates = torch.unique(values[(values > 0) & (values <= 1)]).tolist()
@@ -206,16 +226,16 @@ def search_tau(ctx: SelectionContext, votes: Sequence[_GroupVotes]) -> float:
         reachable = _cost(ctx, _keep_all(votes, candidates[-1])) / ctx.target.full(ctx.cost_model)
         raise LassopruneError(
             f"target_{ctx.target.kind}={ctx.target.ratio} is unreachable by voting: even tau = 1 keeps "
-            f"{reachable:.4f} of the {ctx.target.kind} (sparse-train longer / with a larger lam, or use --vote union)"
+            f"{reachable:.4f} of the {ctx.target.kind} (sparse-train longer / with a larger lam, or use vote union)"
         )
-    lo, hi = 0, len(candidates) - 1  # candidates[hi] meets the budget
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _cost(ctx, _keep_all(votes, candidates[mid])) <= budget:
-            hi = mid
-        else:
-            lo = mid + 1
-    return float(candidates[hi])
+
+    def verdict(index: int) -> Verdict:
+        over = _cost(ctx, _keep_all(votes, candidates[index])) > budget
+        return Verdict.KEEPS_TOO_MUCH if over else Verdict.KEEPS_TOO_LITTLE
+
+    # index -1 stands for "no threshold" (keeps too much); the last candidate meets the budget
+    found = bisect(verdict, over=-1, under=len(candidates) - 1, midpoint=index_midpoint, max_steps=len(candidates))
+    return float(candidates[found.under])
 
 
 def _group_report(v: _GroupVotes, tau: float, keep: Tensor) -> tuple[dict[str, Any], dict[str, list[int]]]:
@@ -238,14 +258,9 @@ def _eltwise_summary(votes: Sequence[_GroupVotes], per_group: Mapping[str, Mappi
             "removed_fraction": total["removed"] / channels if channels else 0.0}
 
 
-@register_selector(VOTE_METHOD)
-def dwgl_vote(ctx: SelectionContext) -> Selection:
+def dwgl_vote(ctx: MethodContext) -> Selection:
     """Keep sets of ``dwgl-vote`` (see the module docstring); ``ctx.options``: :class:`VoteOptions`."""
-    opts = VoteOptions.from_options(ctx.options)
-    if opts.threshold is None and ctx.target is None:
-        raise LassopruneError(f"{VOTE_METHOD} needs threshold=tau or a target (target_macs / target_params)")
-    if opts.threshold is not None and ctx.target is not None:
-        raise LassopruneError(f"{VOTE_METHOD}: give either threshold=tau or a target, not both")
+    opts: VoteOptions = ctx.options
     votes = _collect(ctx, opts)
     tau = opts.threshold if opts.threshold is not None else search_tau(ctx, votes)
     keep = _keep_all(votes, tau)
@@ -262,3 +277,9 @@ def dwgl_vote(ctx: SelectionContext) -> Selection:
         details=details,
     )
 
+
+register_method(MethodSpec(
+    name=VOTE_METHOD, run=dwgl_vote, options=VoteOptions, decides_widths=True, rounds_widths=False,
+    target=TargetUse.OR_THRESHOLD,
+    summary="removes the channels every conv of a group votes out (after DWGL sparse training)",
+))

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lassoprune.errors import LassopruneError, UnknownNameError
-from lassoprune.pruning.groups import ChannelGroup, LayerSlice
+from lassoprune.channels.groups import ChannelGroup, LayerKind, LayerSlice, SliceRole
 
 MEMBERS = ("producers", "consumers", "norms", "depthwise")
 """The member kinds of a :class:`ChannelGroup` that :func:`group_norms` can aggregate."""
@@ -166,12 +166,12 @@ def _position_power_sums(module: nn.Module, layer_slice: LayerSlice, p: float) -
     if not isinstance(weight, Tensor):
         return torch.zeros(0)
     kind = layer_slice.kind
-    if kind == "norm":
+    if kind is LayerKind.NORM:
         return weight.abs().pow(p).reshape(weight.shape[0], -1).sum(1)
-    if kind == "depthwise":
+    if kind is LayerKind.DEPTHWISE:
         return _power_sums(weight, p, _out_dim(module))
-    if kind in ("conv", "linear"):
-        if layer_slice.role == "out":
+    if kind in (LayerKind.CONV, LayerKind.LINEAR):
+        if layer_slice.role is SliceRole.OUT:
             return _power_sums(weight, p, _out_dim(module))
         if getattr(module, "transposed", False):
             return _power_sums(weight, p, 0)

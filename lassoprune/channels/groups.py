@@ -19,8 +19,27 @@ import torch_pruning as tp
 from torch import nn
 
 from lassoprune.errors import LassopruneError
+from lassoprune.utils.enums import NamedEnum
 
-KINDS = ("conv", "depthwise", "linear", "norm", "other")
+
+class LayerKind(NamedEnum):
+    """What a layer is, as far as channel pruning is concerned (compares equal to its value)."""
+
+    CONV = "conv"
+    DEPTHWISE = "depthwise"
+    LINEAR = "linear"
+    NORM = "norm"
+    OTHER = "other"
+
+
+class SliceRole(NamedEnum):
+    """Which dimension of a layer a group's channels occupy."""
+
+    OUT = "out"  # output channels / features
+    IN = "in"  # input channels / features
+
+
+_WEIGHTED = (LayerKind.CONV, LayerKind.LINEAR)
 
 
 @dataclass(frozen=True)
@@ -29,9 +48,9 @@ class LayerSlice:
 
     Attributes:
         module: qualified module name (as in ``model.named_modules()``).
-        kind: ``conv``, ``depthwise``, ``linear``, ``norm`` or ``other``.
-        role: ``out`` (the layer's output channels / features) or ``in``
-            (its input channels / features).
+        kind: a :class:`LayerKind` (a plain string such as ``"conv"`` is converted).
+        role: a :class:`SliceRole`, ``out`` (the layer's output channels /
+            features) or ``in`` (its input channels / features).
         indices: positions in that dimension, ordered like the group's
             channels: ``indices[i]`` is where group channel ``channels[i]`` sits.
         channels: the group channel numbers these positions carry (usually
@@ -39,10 +58,14 @@ class LayerSlice:
     """
 
     module: str
-    kind: str
-    role: str
+    kind: LayerKind
+    role: SliceRole
     indices: tuple[int, ...]
     channels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", LayerKind.parse(self.kind, "layer kind"))
+        object.__setattr__(self, "role", SliceRole.parse(self.role, "slice role"))
 
 
 @dataclass(frozen=True)
@@ -172,7 +195,7 @@ def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str]) -> ChannelGr
         module = item.dep.target.module
         if not isinstance(module, nn.Module) or module not in names:
             continue  # a bare nn.Parameter or a non-module op (add, cat, ...)
-        role = "out" if graph.is_out_channel_pruning_fn(item.dep.handler) else "in"
+        role = SliceRole.OUT if graph.is_out_channel_pruning_fn(item.dep.handler) else SliceRole.IN
         kind = layer_kind(module)
         pairs = sorted(zip(item.root_idxs, item.idxs))
         slices.append(
@@ -181,38 +204,38 @@ def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str]) -> ChannelGr
                 indices=tuple(int(i) for _, i in pairs), channels=tuple(int(r) for r, _ in pairs),
             )
         )
-    producers = _unique(s for s in slices if s.kind in ("conv", "linear") and s.role == "out")
+    producers = _unique(s for s in slices if s.kind in _WEIGHTED and s.role is SliceRole.OUT)
     if not producers:
         return None
     root = names[tp_group[0].dep.target.module]
-    consumers = _unique(s for s in slices if s.kind in ("conv", "linear") and s.role == "in")
-    depthwise = _unique(s for s in slices if s.kind == "depthwise")
+    consumers = _unique(s for s in slices if s.kind in _WEIGHTED and s.role is SliceRole.IN)
+    depthwise = _unique(s for s in slices if s.kind is LayerKind.DEPTHWISE)
     return ChannelGroup(
         id=root,
         num_channels=len(tp_group[0].idxs),
         producers=producers,
         consumers=consumers,
-        norms=_unique(s for s in slices if s.kind == "norm"),
+        norms=_unique(s for s in slices if s.kind is LayerKind.NORM),
         depthwise=depthwise,
-        others=_unique(s for s in slices if s.kind == "other"),
+        others=_unique(s for s in slices if s.kind is LayerKind.OTHER),
         observe=_observation_point(consumers, depthwise),
     )
 
 
-def layer_kind(module: nn.Module) -> str:
-    """``conv``, ``depthwise``, ``linear``, ``norm`` or ``other`` (one dispatch for the package)."""
+def layer_kind(module: nn.Module) -> LayerKind:
+    """The :class:`LayerKind` of ``module`` (one dispatch for the package)."""
     if isinstance(module, nn.modules.conv._ConvNd):
         depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-        return "depthwise" if depthwise else "conv"
+        return LayerKind.DEPTHWISE if depthwise else LayerKind.CONV
     if isinstance(module, nn.Linear):
-        return "linear"
+        return LayerKind.LINEAR
     if isinstance(module, nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm):
-        return "norm"
-    return "other"
+        return LayerKind.NORM
+    return LayerKind.OTHER
 
 
 def _observation_point(consumers: tuple[LayerSlice, ...], depthwise: tuple[LayerSlice, ...]) -> LayerSlice | None:
-    spatial = [s for s in consumers if s.kind == "conv"]
+    spatial = [s for s in consumers if s.kind is LayerKind.CONV]
     for candidates in (depthwise, spatial, consumers):
         if candidates:
             return candidates[0]

@@ -1,0 +1,52 @@
+"""The base layer every other layer reads: channel groups, their norms, the cost model and the target.
+
+- ``groups``: coupled channel groups from Torch-Pruning's dependency graph
+  (:class:`ChannelGroup`, :class:`LayerSlice` with :class:`LayerKind` and :class:`SliceRole`)
+- ``norms``: the one group-norm implementation (criteria, votes and regularisers)
+- ``cost``: MACs / params of a keep configuration without pruning a copy
+- ``target``: :class:`Target`, a fraction of the original MACs or params
+
+:mod:`lassoprune.hsic`, :mod:`lassoprune.regularizers`, :mod:`lassoprune.pruning`
+and :mod:`lassoprune.report` import this package; it imports none of them.
+"""
+
+from lassoprune.channels.cost import CostModel
+from lassoprune.channels.groups import (
+    ChannelGroup,
+    GroupAnalysis,
+    LayerKind,
+    LayerSlice,
+    SliceRole,
+    analyse_groups,
+    channel_groups,
+    layer_kind,
+)
+from lassoprune.channels.norms import (
+    filter_norms,
+    group_norms,
+    group_power_sums,
+    input_norms,
+    slice_norms,
+    slice_power_sums,
+)
+from lassoprune.channels.target import Target, TargetKind
+
+__all__ = [
+    "ChannelGroup",
+    "CostModel",
+    "GroupAnalysis",
+    "LayerKind",
+    "LayerSlice",
+    "SliceRole",
+    "Target",
+    "TargetKind",
+    "analyse_groups",
+    "channel_groups",
+    "filter_norms",
+    "group_norms",
+    "group_power_sums",
+    "input_norms",
+    "layer_kind",
+    "slice_norms",
+    "slice_power_sums",
+]

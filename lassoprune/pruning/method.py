@@ -1,0 +1,229 @@
+"""Pruning methods as plug-ins: one :class:`MethodSpec` per method, one registry.
+
+A method is one module under :mod:`lassoprune.pruning.methods` that calls
+:func:`register_method` with its spec (every module there is imported when
+:mod:`lassoprune.pruning` is, so adding a file is all it takes). The spec says
+everything :func:`lassoprune.prune`, the pipeline config and the command line
+need to know, so none of them ever branches on a method's name:
+
+- ``options``: a frozen dataclass derived from :class:`MethodOptions`; its
+  fields are the method's keyword options, with defaults, checked by
+  :meth:`MethodOptions.validate` before any copy, trace or forward pass. An
+  option the method does not have is an error listing the ones it has.
+- ``needs_data``: whether it reads calibration batches.
+- ``target``: :class:`TargetUse`, whether it needs a MACs / params target or
+  also accepts a threshold of its own instead.
+- ``decides_widths``: True when ``run`` returns keep sets (the lasso methods,
+  ``dwgl-vote``); False when it returns per-channel scores that the
+  allocation (``global`` / ``uniform``) turns into widths.
+- ``run(ctx) -> Selection``.
+
+Example (a complete method; see ``tests/pruning/test_method_plugins.py``)::
+
+    @dataclass(frozen=True)
+    class KeepFirstOptions(MethodOptions):
+        offset: float = 0.0
+
+    def keep_first(ctx: MethodContext) -> Selection:
+        scores = {g.id: torch.arange(g.num_channels, 0, -1, dtype=torch.float64) + ctx.options.offset
+                  for g in ctx.analysis.groups}
+        return Selection(keep={}, scores=scores)
+
+    register_method(MethodSpec("keep-first", keep_first, "keeps the first channels", KeepFirstOptions))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lassoprune.channels import CostModel, GroupAnalysis, Target
+from lassoprune.errors import LassopruneError, UnknownOptionError
+from lassoprune.utils.enums import NamedEnum
+from lassoprune.utils.registry import Registry
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TargetUse(NamedEnum):
+    """How a method is told how much to prune."""
+
+    REQUIRED = "required"  # target_macs or target_params
+    OR_THRESHOLD = "or-threshold"  # a target, or the method's own ``threshold`` option instead
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Base of every method's options: a frozen dataclass of keyword options with defaults.
+
+    Subclasses add fields (``field(metadata={"help": ...})`` documents one for
+    ``lassoprune prune --list-methods``) and override :meth:`validate`.
+    """
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The option names, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def parse(cls, method: str, options: Mapping[str, Any]) -> MethodOptions:
+        """Build and validate from keyword options.
+
+        Raises:
+            UnknownOptionError: an option the method does not have (the message
+                lists the ones it has).
+            LassopruneError: a value out of range.
+        """
+        valid = cls.names()
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise UnknownOptionError(method, unknown[0], valid)
+        opts = cls(**options)
+        opts.validate(method)
+        return opts
+
+    def validate(self, method: str) -> None:
+        """Raise :class:`LassopruneError` for a value out of range (the message names the option)."""
+
+    def replaces_target(self) -> bool:
+        """True when these options set a threshold that stands in for a target (``TargetUse.OR_THRESHOLD``)."""
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain values (JSON-safe for the built-in methods)."""
+        return {name: getattr(self, name) for name in self.names()}
+
+
+@dataclass(frozen=True)
+class NoOptions(MethodOptions):
+    """The options of a method that has none."""
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method's ``run`` receives.
+
+    Attributes:
+        model: the (copied) network being pruned, in eval mode.
+        analysis: its channel groups and Torch-Pruning graph.
+        cost_model: MACs / params as functions of kept counts.
+        target: the cost target, or None when the options' threshold replaces it.
+        floors: ``(G,)`` the fewest channels each group may keep (``groups`` order).
+        batches: calibration batches ``(x (B, C, H, W), y (B,))``, or None.
+        seed: seed of random choices.
+        options: the method's validated options (its :class:`MethodOptions` subclass).
+        round_to: kept widths should be multiples of this (or the whole group).
+        example_inputs: one input, ``(1, C, H, W)``.
+    """
+
+    model: nn.Module
+    analysis: GroupAnalysis
+    cost_model: CostModel
+    target: Target | None
+    floors: np.ndarray
+    batches: Sequence[Batch] | None
+    seed: int
+    options: Any
+    round_to: int | None = None
+    example_inputs: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A method's answer.
+
+    Attributes:
+        keep: group id -> kept channel numbers (methods that decide widths; else empty).
+        scores: group id -> ``(C,)`` importance, higher = keep.
+        details: method-specific diagnostics (JSON-safe).
+    """
+
+    keep: dict[str, tuple[int, ...]]
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered pruning method (module docstring).
+
+    Attributes:
+        name: the registry name, e.g. ``"sglp-ib"``.
+        run: ``run(ctx) -> Selection``.
+        summary: one line for listings.
+        options: its options dataclass.
+        needs_data: reads calibration batches.
+        target: :class:`TargetUse`.
+        decides_widths: ``run`` returns keep sets (else scores for the allocation).
+        rounds_widths: a width-deciding method that honours ``round_to`` itself
+            (one that does not only gets its floors raised, with a warning).
+    """
+
+    name: str
+    run: Callable[[MethodContext], Selection]
+    summary: str = ""
+    options: type[MethodOptions] = NoOptions
+    needs_data: bool = False
+    target: TargetUse = TargetUse.REQUIRED
+    decides_widths: bool = False
+    rounds_widths: bool = True
+
+    def parse_options(self, options: Mapping[str, Any]) -> MethodOptions:
+        """This method's validated options (:meth:`MethodOptions.parse`)."""
+        return self.options.parse(self.name, options)
+
+    def check_target(self, options: MethodOptions, has_target: bool) -> None:
+        """Raise a clear error unless the target / threshold combination suits this method."""
+        threshold = self.target is TargetUse.OR_THRESHOLD and options.replaces_target()
+        if threshold and has_target:
+            raise LassopruneError(f"{self.name}: give either threshold or a target (target_macs / target_params), "
+                                  "not both")
+        if not threshold and not has_target:
+            alternative = " or threshold" if self.target is TargetUse.OR_THRESHOLD else ""
+            raise LassopruneError(f"{self.name} needs a target: give exactly one of target_macs or target_params "
+                                  f"(a fraction of the original to keep){alternative}")
+
+
+METHODS: Registry[MethodSpec] = Registry("pruning method")
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add ``spec`` to the registry (a name registered twice is an error)."""
+    return METHODS.add(spec.name, spec)
+
+
+def get_method(name: str) -> MethodSpec:
+    """The spec of method ``name``; an unknown name lists the valid ones."""
+    return METHODS.get(name)
+
+
+def list_methods() -> list[str]:
+    """Every registered pruning method, sorted."""
+    return METHODS.names()
+
+
+def describe_methods() -> list[dict[str, Any]]:
+    """One JSON-safe record per method: name, summary, needs data, target use, options with defaults."""
+    records = []
+    for name, spec in METHODS.items():
+        defaults = {f.name: _default(f) for f in dataclasses.fields(spec.options)}
+        records.append({"name": name, "summary": spec.summary, "needs_data": spec.needs_data,
+                        "target": spec.target.value, "decides_widths": spec.decides_widths,
+                        "options": {k: v for k, v in defaults.items()}})
+    return records
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return None
+    return value.value if isinstance(value, NamedEnum) else value

@@ -1,0 +1,34 @@
+"""``NamedEnum``: enum members that are their own names in text, JSON and comparisons."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from lassoprune.errors import UnknownNameError
+
+
+class NamedEnum(str, Enum):
+    """A ``str`` enum whose members print, format and serialise as their value.
+
+    ``LayerKind.CONV == "conv"``, ``f"{LayerKind.CONV}" == "conv"`` and
+    ``json.dumps(LayerKind.CONV) == '"conv"'``, on every supported Python.
+    """
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    @classmethod
+    def parse(cls, value: object, what: str | None = None):  # -> Self
+        """The member whose value is ``value``; an unknown one lists the valid values.
+
+        Args:
+            value: a member or its value.
+            what: the option's name in words for the error (default: the class name).
+        """
+        try:
+            return cls(value)
+        except ValueError:
+            raise UnknownNameError(what or cls.__name__, str(value), [m.value for m in cls]) from None
