@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 import lassoprune as lp
 from lassoprune.errors import LassopruneError, UnknownNameError
 from lassoprune.io import load_checkpoint, save_checkpoint
+from lassoprune.pruning.search import Verdict, bisect, bracket, linear_midpoint
 from lassoprune.training import TrainConfig, build_optimizer, build_scheduler
 from lassoprune.utils.runtime import epoch_seed, get_logger
 
@@ -137,6 +138,10 @@ class _Trial:
     seconds: float
 
 
+#: Torch-Pruning ``pruning_ratio`` values tried upwards until one keeps at most the target.
+RATIO_GRID = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
 def prune_to_macs(
     model: nn.Module,
     example: torch.Tensor,
@@ -182,23 +187,18 @@ def prune_to_macs(
     def done() -> bool:
         return best is not None and abs(best.macs / dense.macs - target) <= tolerance
 
-    lo, hi = 0.0, None
-    for ratio in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
-        if trial(ratio) <= target:
-            hi = ratio
-            break
-        lo = ratio
-        if done():
-            break
-    if hi is None and not done():
+    def verdict(ratio: float) -> Verdict:
+        kept = trial(ratio)
+        if abs(kept - target) <= tolerance:
+            return Verdict.MEETS
+        return Verdict.KEEPS_TOO_MUCH if kept > target else Verdict.KEEPS_TOO_LITTLE
+
+    found = bracket(verdict, 0.0, RATIO_GRID)
+    if found.hit is None and found.under is None:
         reached = ", ".join(f"{r:g}: {k:.3f}" for r, k in trials)
         raise LassopruneError(f"no pruning_ratio up to 0.9 keeps <= {target} of the MACs (ratio: kept = {reached})")
-    while not done() and len(trials) < max_evaluations and hi - lo > 1e-4:
-        mid = 0.5 * (lo + hi)
-        if trial(mid) > target:
-            lo = mid
-        else:
-            hi = mid
+    if found.hit is None:
+        bisect(verdict, found.over, found.under, linear_midpoint(1e-4), max_steps=max_evaluations - len(trials))
     assert best is not None
     return RatioCut(
         model=best.model, ratio=best.ratio, target=target,

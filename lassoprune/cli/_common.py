@@ -8,8 +8,10 @@ import sys
 from typing import Any
 
 import torch
+from torch import nn
 
 from lassoprune.errors import LassopruneError
+from lassoprune.models import model_entry
 
 
 def add_model_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -61,3 +63,16 @@ def positive(name: str, value: int | None) -> None:
     """Raise a clear error unless ``value`` is None or > 0."""
     if value is not None and value <= 0:
         raise LassopruneError(f"{name} must be a positive integer, got {value}")
+
+
+def model_image_size(model: nn.Module, image_size: int | None = None) -> int:
+    """``image_size`` if given, else the model file's ``image_size``, else the zoo default of its architecture."""
+    if image_size:
+        return image_size
+    stored = getattr(model, "lp_extra", {}).get("image_size")
+    if stored:
+        return int(stored)
+    spec = getattr(model, "lp_spec", None)
+    if spec is None:
+        raise LassopruneError("the model file records no image size; give --image-size S")
+    return model_entry(spec.name).default_image_size

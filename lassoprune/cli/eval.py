@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from lassoprune.cli._common import add_data_args, add_run_args, device_from, print_json
+from lassoprune.cli._common import add_data_args, add_run_args, device_from, model_image_size, print_json
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load
-from lassoprune.models import model_entry
 from lassoprune.training import evaluate
 from lassoprune.training.data_setup import make_loaders
 
@@ -25,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model = load(args.checkpoint)
-    image_size = args.image_size or model.lp_extra.get("image_size") or model_entry(model.lp_spec.name).default_image_size
+    image_size = model_image_size(model, args.image_size)
     loaders = make_loaders(
         args.data, image_size=image_size, root=args.data_root, eval_batch_size=args.batch_size,
         download=not args.no_download, with_train=False,

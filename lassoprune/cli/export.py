@@ -7,11 +7,10 @@ from typing import Any
 
 from torch import nn
 
-from lassoprune.cli._common import positive, print_json
+from lassoprune.cli._common import model_image_size, positive, print_json
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load, read_model_file
 from lassoprune.io.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_onnx, export_onnx
-from lassoprune.models import model_entry
 
 HELP = "export a model file to ONNX (dynamic batch) and check it against PyTorch"
 EPILOG = """\
@@ -61,19 +60,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_report(report)
     return 0
-
-
-def model_image_size(model: nn.Module, image_size: int | None) -> int:
-    """``image_size`` if given, else the model file's ``image_size``, else the zoo default of its architecture."""
-    if image_size:
-        return image_size
-    stored = getattr(model, "lp_extra", {}).get("image_size")
-    if stored:
-        return int(stored)
-    spec = getattr(model, "lp_spec", None)
-    if spec is None:
-        raise LassopruneError("the model file records no image size; give --image-size S")
-    return model_entry(spec.name).default_image_size
 
 
 def model_in_channels(model: nn.Module) -> int:

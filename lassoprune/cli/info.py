@@ -6,10 +6,10 @@ import argparse
 from typing import Any
 
 from lassoprune.analysis import count
-from lassoprune.cli._common import add_model_args, positive, print_json
+from lassoprune.cli._common import add_model_args, model_image_size, positive, print_json
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load, read_model_file
-from lassoprune.models import create_model, list_models, model_entry
+from lassoprune.models import create_model, list_models
 
 HELP = "show MACs and parameters of a model (no argument: list models and datasets)"
 EPILOG = """\
@@ -50,14 +50,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _describe_zoo(args: argparse.Namespace) -> dict[str, Any]:
     model = create_model(args.model, num_classes=args.num_classes or 10, in_channels=args.in_channels or 3)
-    size = args.image_size or model_entry(args.model).default_image_size
+    size = model_image_size(model, args.image_size)
     return _report(model, args.model, size, source=None)
 
 
 def _describe_file(args: argparse.Namespace) -> dict[str, Any]:
     read_model_file(args.checkpoint)  # clear error before any work
     model = load(args.checkpoint)
-    size = args.image_size or model.lp_extra.get("image_size") or model_entry(model.lp_spec.name).default_image_size
+    size = model_image_size(model, args.image_size)
     report = _report(model, model.lp_spec.name, size, source=args.checkpoint)
     report["extra"] = model.lp_extra
     return report

@@ -10,10 +10,18 @@ from typing import Any
 
 import torch
 
-from lassoprune.cli._common import add_data_args, add_model_args, add_run_args, device_from, positive, print_json
+from lassoprune.cli._common import (
+    add_data_args,
+    add_model_args,
+    add_run_args,
+    device_from,
+    model_image_size,
+    positive,
+    print_json,
+)
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load, save
-from lassoprune.models import create_model, model_entry
+from lassoprune.models import create_model
 from lassoprune.pruning import ALLOCATIONS, METHODS, PruneResult, describe_methods, get_method, prune
 from lassoprune.pruning.api import modules_named
 from lassoprune.training import TrainConfig, fit
@@ -192,7 +200,7 @@ def _validate(args: argparse.Namespace) -> None:
 def _source_model(args: argparse.Namespace) -> tuple[torch.nn.Module, int]:
     if args.checkpoint:
         model = load(args.checkpoint)
-        size = args.image_size or model.lp_extra.get("image_size") or model_entry(model.lp_spec.name).default_image_size
+        size = model_image_size(model, args.image_size)
         return model, size
     num_classes, in_channels = args.num_classes, args.in_channels
     if args.data and (num_classes is None or in_channels is None):
@@ -201,7 +209,7 @@ def _source_model(args: argparse.Namespace) -> tuple[torch.nn.Module, int]:
         info = dataset_info(args.data, root=args.data_root)
         num_classes, in_channels = num_classes or info.num_classes, in_channels or info.in_channels
     model = create_model(args.model, num_classes=num_classes or 10, in_channels=in_channels or 3)
-    return model, args.image_size or model_entry(args.model).default_image_size
+    return model, model_image_size(model, args.image_size)
 
 
 def _calibration(args: argparse.Namespace, image_size: int) -> list | None:

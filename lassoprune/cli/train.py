@@ -9,11 +9,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from lassoprune.cli._common import add_data_args, add_model_args, add_run_args, device_from, positive, print_json
+from lassoprune.cli._common import (
+    add_data_args,
+    add_model_args,
+    add_run_args,
+    device_from,
+    model_image_size,
+    positive,
+    print_json,
+)
 from lassoprune.data import BatchLoader
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load
-from lassoprune.models import create_model, model_entry
+from lassoprune.models import create_model
 from lassoprune.training import SCHEDULES, FitResult, TrainConfig, fit
 from lassoprune.training.engine import SparseTerm
 from lassoprune.training.data_setup import Loaders, make_loaders
@@ -191,7 +199,7 @@ def _build_model(args: argparse.Namespace):
 
     if args.checkpoint:
         model = load(args.checkpoint)
-        image_size = args.image_size or model.lp_extra.get("image_size") or model_entry(model.lp_spec.name).default_image_size
+        image_size = model_image_size(model, args.image_size)
         return model, image_size
     info = dataset_info(args.data, root=args.data_root)
     model = create_model(
@@ -199,7 +207,7 @@ def _build_model(args: argparse.Namespace):
         num_classes=args.num_classes or info.num_classes,
         in_channels=args.in_channels or info.in_channels,
     )
-    return model, args.image_size or model_entry(args.model).default_image_size
+    return model, model_image_size(model, args.image_size)
 
 
 def _check_fits(model, num_classes: int, args: argparse.Namespace) -> None:

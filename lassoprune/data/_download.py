@@ -68,15 +68,6 @@ def resolve_url(filename: str, default_base: str, mirror: str | None = None) -> 
     return base.rstrip("/") + "/" + filename
 
 
-def md5sum(path: str | os.PathLike[str]) -> str:
-    """Hex MD5 digest of the file at ``path``."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download(
     url: str,
     dest: str | os.PathLike[str],
@@ -129,7 +120,7 @@ def _stream(url: str, out: BinaryIO, progress: bool, timeout: float, label: str)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise DataNotFoundError(
             f"could not download {url}: {_reason(exc)}. Check the network connection, set "
-            f"{MIRROR_ENV} to a reachable mirror, or fetch the file by hand and pass --data-root DIR."
+            f"{MIRROR_ENV} to a reachable mirror, or fetch the file by hand into a folder DIR and pass root=DIR."
         ) from exc
     return digest.hexdigest()
 
@@ -165,6 +156,6 @@ def not_found_message(
         f"{what} not found. Looked for {', '.join(wanted)} in:\n{places}\n"
         f"{reason}\n"
         f"To fix it, download\n{links}\n"
-        f"into a folder DIR and pass --data-root DIR (root=DIR in Python), or set {DATA_ENV}=DIR; "
+        f"into a folder DIR and pass root=DIR, or set {DATA_ENV}=DIR; "
         f"or allow downloading (set {MIRROR_ENV} to use a mirror)."
     )

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from lassoprune.data.augment import Augment
 from lassoprune.errors import LassopruneError, UnknownNameError
+from lassoprune.utils.registry import Registry
 
 SPLITS: tuple[str, ...] = ("train", "test")
 
@@ -184,27 +185,22 @@ class DatasetEntry:
     summary: str = ""
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+_REGISTRY: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register_dataset(entry: DatasetEntry) -> None:
-    """Add ``entry`` to the table; a name can be registered once."""
-    if entry.name in _REGISTRY:
-        raise ValueError(f"dataset {entry.name!r} is already registered")
-    _REGISTRY[entry.name] = entry
+    """Add ``entry`` to the table; a name can be registered once (else a ``ValueError``)."""
+    _REGISTRY.add(entry.name, entry)
 
 
 def get_entry(name: str) -> DatasetEntry:
-    """The entry registered as ``name``; raises :class:`UnknownNameError` otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError("dataset", name, _REGISTRY) from None
+    """The entry of ``name``; an unknown name lists the registered ones."""
+    return _REGISTRY.get(name)
 
 
 def list_datasets() -> list[str]:
     """Sorted names of all registered datasets."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def check_split(split: str) -> str:

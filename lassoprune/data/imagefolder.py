@@ -38,7 +38,7 @@ EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm"
 _SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {"train": ("train",), "test": ("test", "val")}
 _LAYOUT_HINT = (
     "expected DIR/train/<class>/*.jpg (and DIR/val or DIR/test), or DIR/<class>/*.jpg; "
-    "pass --data-root DIR"
+    "pass root=DIR"
 )
 
 

@@ -218,5 +218,6 @@ def _check_classes(labels: Tensor, num_classes: int) -> None:
         shown = ", ".join(str(k) for k in missing[:20]) + (" ..." if len(missing) > 20 else "")
         raise LassopruneError(
             f"the calibration set has no image of class {shown} (of {num_classes}); the class-wise lasso needs "
-            "every class: use a class-balanced calibration set (e.g. --calib-size >= the number of classes)"
+            f"every class: use a class-balanced calibration set with at least one image of each of the {num_classes} "
+            "classes"
         )

@@ -45,6 +45,7 @@ from torch import nn
 
 from lassoprune.errors import CheckpointError
 from lassoprune.io.atomic import atomic_path
+from lassoprune.pretrained import resolve_model_path
 
 if TYPE_CHECKING:
     from lassoprune.models import ModelSpec
@@ -183,7 +184,10 @@ def _width_type(module: nn.Module) -> str | None:
 
 
 def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
-    """Read and validate the metadata of a model file (weights are not loaded)."""
+    """Read and validate the metadata of a model file (weights are not loaded).
+
+    ``path`` may name a shipped model as ``"pretrained:NAME"`` (see :func:`load`).
+    """
     file = _existing(path)
     try:
         with safe_open(str(file), framework="pt") as handle:
@@ -267,7 +271,10 @@ def load(
     """Rebuild the model stored in ``path`` (pruned widths included) and load its weights (eval mode).
 
     Args:
-        path: a file written by :func:`save`.
+        path: a file written by :func:`save`, or ``"pretrained:NAME"`` for a model
+            shipped with lassoprune (e.g. ``lassoprune.load("pretrained:resnet56-fashion-mnist")``;
+            the names are in :data:`lassoprune.pretrained.PRETRAINED`). An unknown
+            name raises :class:`~lassoprune.errors.UnknownNameError` listing the shipped ones.
         map_location: device the tensors are read to.
         constructor: builds the architecture at its original widths, for models
             that are not in the zoo (saved with ``spec=None``); when given it is
@@ -405,7 +412,8 @@ def _check_shapes(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: P
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:
-    file = Path(path)
+    """The model file ``path`` (a ``"pretrained:NAME"`` string resolved to the shipped file), checked to exist."""
+    file = resolve_model_path(path) if isinstance(path, str) else Path(path)
     if not file.is_file():
         raise CheckpointError(f"model file {file} does not exist")
     return file

@@ -100,7 +100,7 @@ def onnx_bytes(model: nn.Module, input_shape: Sequence[int], opset: int = DEFAUL
         except (RuntimeError, ValueError, TypeError, torch.onnx.errors.OnnxExporterError) as exc:
             raise LassopruneError(
                 f"the model cannot be exported to ONNX opset {opset} ({type(exc).__name__}: {exc}); "
-                "try another --opset, or check that forward() only uses standard tensor operations"
+                "try another opset, or check that forward() only uses standard tensor operations"
             ) from exc
     return buffer.getvalue()
 

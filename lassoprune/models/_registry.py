@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from lassoprune.errors import ModelConfigError, UnknownNameError
+from lassoprune.utils.registry import Registry
 
 __all__ = [
     "ModelConfigError",
@@ -113,7 +114,7 @@ def _check_json_safe(kwargs: Mapping[str, Any]) -> None:
         ) from exc
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+_REGISTRY: Registry[ModelEntry] = Registry("model")
 #: Fragments of the TypeError raised when a call gets keyword arguments it does not take.
 _BAD_KWARG_MESSAGES: tuple[str, ...] = ("unexpected keyword argument", "multiple values for argument")
 
@@ -139,7 +140,7 @@ def register_model(name: str, *, family: str, default_image_size: int) -> Callab
     def decorator(fn: F) -> F:
         if name in _REGISTRY:
             raise ModelConfigError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, family, int(default_image_size), fn)
+        _REGISTRY.add(name, ModelEntry(name, family, int(default_image_size), fn))
         return fn
 
     return decorator
@@ -148,19 +149,16 @@ def register_model(name: str, *, family: str, default_image_size: int) -> Callab
 def list_models(family: str | None = None) -> list[str]:
     """Sorted names of the registered models, optionally of one ``family`` only."""
     if family is None:
-        return sorted(_REGISTRY)
-    families = sorted({entry.family for entry in _REGISTRY.values()})
+        return _REGISTRY.names()
+    families = sorted({entry.family for _, entry in _REGISTRY.items()})
     if family not in families:
         raise UnknownNameError("family name", family, families)
-    return sorted(n for n, entry in _REGISTRY.items() if entry.family == family)
+    return [n for n, entry in _REGISTRY.items() if entry.family == family]
 
 
 def model_entry(name: str) -> ModelEntry:
     """The :class:`ModelEntry` of ``name``; raises :class:`UnknownNameError` if not registered."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("model", str(name), list_models()) from None
+    return _REGISTRY.get(name if isinstance(name, str) else str(name))
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:

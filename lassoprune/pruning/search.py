@@ -112,6 +112,11 @@ def round_up(value: float, step: int) -> int:
     return int(math.ceil(value / step) * step)
 
 
+def nearest_multiple(value: float, step: int) -> int:
+    """The multiple of ``step`` nearest to ``value`` (Python's round: halves go to the even multiple)."""
+    return int(round(value / step)) * step
+
+
 def step_width(width: int, total: int, step: int, shrink: bool) -> int:
     """The next width on the grid ``{multiples of step} U {total}``, down (``shrink``) or up."""
     if shrink:
@@ -196,6 +201,35 @@ def bisect(
         else:
             under = mid
     return Bisection(over, under, None)
+
+
+def bracket(verdict: Callable[[S], Verdict], over: S, grid: Sequence[S]) -> Bisection[S | None]:
+    """Walk ``grid`` (strengths in increasing order) until one meets the band or keeps too little.
+
+    Use it before :func:`bisect` when no strength is known to keep too little.
+
+    Returns:
+        ``over``: the last grid strength that kept too much (or the given one);
+        ``under``: the first that kept too little (None when none did);
+        ``hit``: the first that met the band, if any.
+    """
+    for strength in grid:
+        answer = verdict(strength)
+        if answer is Verdict.MEETS:
+            return Bisection(over, None, strength)
+        if answer is Verdict.KEEPS_TOO_LITTLE:
+            return Bisection(over, strength, None)
+        over = strength
+    return Bisection(over, None, None)
+
+
+def linear_midpoint(min_gap: float) -> Callable[[float, float], float | None]:
+    """Arithmetic midpoint of two strengths, None once ``|b - a| <= min_gap``."""
+
+    def midpoint(a: float, b: float) -> float | None:
+        return None if abs(b - a) <= min_gap else 0.5 * (a + b)
+
+    return midpoint
 
 
 def log_midpoint(min_log_gap: float) -> Callable[[float, float], float | None]:

@@ -25,16 +25,24 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lassoprune.errors import LassopruneError, UnknownNameError
+from lassoprune.errors import LassopruneError
+from lassoprune.utils.enums import NamedEnum
 
-SCHEDULES: tuple[str, ...] = ("linear", "exp", "step")
+class Schedule(NamedEnum):
+    """How the DWGL coefficient grows along a residual group's convs (module docstring)."""
+
+    LINEAR = "linear"
+    EXP = "exp"
+    STEP = "step"
+
+
+SCHEDULES: tuple[str, ...] = tuple(s.value for s in Schedule)
 """The coefficient schedules of :func:`coefficients`."""
 
 
 def check_schedule(schedule: str, alpha: float) -> None:
     """Raise a clear error for an unknown schedule or a negative / non-finite ``alpha``."""
-    if schedule not in SCHEDULES:
-        raise UnknownNameError("coefficient schedule", schedule, SCHEDULES)
+    Schedule.parse(schedule, "coefficient schedule")
     if not (alpha >= 0 and alpha != float("inf")):
         raise LassopruneError(f"alpha must be a finite number >= 0 (c_n = 1 + alpha), got {alpha}")
 

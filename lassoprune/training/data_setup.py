@@ -70,7 +70,7 @@ def make_loaders(
         if train_subset is not None:
             if not 0 < train_subset <= len(train_set):
                 raise LassopruneError(
-                    f"--train-subset must be in [1, {len(train_set)}] for {name}, got {train_subset}"
+                    f"train_subset must be in [1, {len(train_set)}] for {name}, got {train_subset}"
                 )
             train_set = train_set.subset(stratified_subset(train_set.labels, train_subset, seed=seed))
         train = BatchLoader(
@@ -110,8 +110,8 @@ def calibration_batches(
     per_class = size // train_set.info.num_classes
     if per_class < 1:
         raise LassopruneError(
-            f"--calib-size {size} is smaller than the {train_set.info.num_classes} classes of {name}; "
-            f"use at least {train_set.info.num_classes}"
+            f"size={size} calibration images are fewer than the {train_set.info.num_classes} classes of {name}; "
+            f"use size >= {train_set.info.num_classes} (at least one image of every class)"
         )
     indices = balanced_indices(train_set.labels, per_class, seed=seed)
     loader = BatchLoader(train_set, batch_size=batch_size, image_size=image_size, indices=indices)

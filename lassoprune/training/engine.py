@@ -371,7 +371,7 @@ class _RunDir:
         if not resume:
             raise CheckpointError(
                 f"{self.root} already holds a training run ({self.checkpoint.name}); "
-                "pass --resume to continue it, or choose another --out directory"
+                "pass resume=True to continue it (--resume on the command line), or choose another out_dir"
             )
         state = load_checkpoint(self.checkpoint, required=("model", "optimizer", "scheduler", "epoch", "config"))
         _check_same_config(self.checkpoint, state["config"], cfg)
@@ -449,7 +449,7 @@ def _check_same_config(path: Path, saved: dict[str, Any], cfg: TrainConfig) -> N
         details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
         raise CheckpointError(
             f"cannot resume {path}: the training settings changed ({details}). "
-            "Resume with the original settings, or start a new --out directory."
+            "Resume with the original settings, or train into a new out_dir."
         )
 
 

@@ -83,6 +83,9 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
+    def __delitem__(self, name: str) -> None:
+        self.remove(name)
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -119,7 +119,7 @@ def test_missing_offline_lists_places(tmp_path: Path, isolated_data_env: Path) -
     assert str(tmp_path / "nothing") in msg
     assert str(isolated_data_env / "lassoprune" / "cifar10") in msg
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in msg
-    assert "--data-root" in msg
+    assert "root=DIR" in msg
 
 
 def test_env_data_dir_is_searched(tmp_path: Path, cifar_folder, monkeypatch: pytest.MonkeyPatch) -> None:

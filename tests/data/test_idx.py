@@ -88,7 +88,7 @@ def test_missing_offline_message(tmp_path: Path, isolated_data_env: Path, no_sys
         assert f"  {place}\n" in msg
     assert str(isolated_data_env / "lassoprune" / "fashion-mnist") in msg
     assert "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-images-idx3-ubyte.gz" in msg
-    assert "--data-root DIR" in msg and "download=False" in msg
+    assert "root=DIR" in msg and "download=False" in msg
 
 
 def test_unreachable_mirror_is_data_not_found(tmp_path: Path, closed_port_url: str) -> None:

@@ -70,7 +70,7 @@ def test_threaded_equals_sequential(folder: Path) -> None:
 def test_info_from_directory_and_errors(folder: Path, tmp_path: Path) -> None:
     info = dataset_info("imagefolder", root=folder)
     assert info.num_classes == 3 and info.image_size == 224 and info.std == (0.229, 0.224, 0.225)
-    with pytest.raises(DataNotFoundError, match="--data-root"):
+    with pytest.raises(DataNotFoundError, match="root=DIR"):
         dataset_info("imagefolder")
     (folder / "val").rename(folder / "holdout")
     with pytest.raises(DataNotFoundError, match="no test split"):

@@ -60,7 +60,7 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path):
     train, test = _synthetic_batches()
     fit(_fresh_model(), train, test, cfg, num_classes=4, out_dir=tmp_path, progress=False)
     before = (tmp_path / "last.pt").read_bytes()
-    with pytest.raises(CheckpointError, match="--resume"):
+    with pytest.raises(CheckpointError, match="resume=True"):
         fit(_fresh_model(), train, test, cfg, num_classes=4, out_dir=tmp_path, progress=False)
     assert (tmp_path / "last.pt").read_bytes() == before
 

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +74,7 @@ from lassoprune.pruning.search import (
     Verdict,
     bisect,
     log_midpoint,
+    nearest_multiple,
     step_width,
     walk_widths,
 )
@@ -268,7 +268,7 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
 def _structure(
     method: LassoMethod, features: CalibrationFeatures, edge_threshold: float | None = None
 ) -> tuple[GraphFused | TreeGroup | None, Any]:
-    """The class graph (edges with |r_ml| >= edge_threshold) / tree from the class means, and a JSON-safe description."""
+    """The class graph (edges with |r_ml| >= edge_threshold) / tree from the class means, described JSON-safe."""
     means = features.class_means.numpy()
     if method.structure is ClassStructure.GRAPH:
         graph = class_graph(means, tau=edge_threshold)
@@ -443,7 +443,7 @@ class _Search:
             orders.append(order)
             values.append(_channel_values(scores, p.relevance)[order])
             total = len(scores)
-            counts.append(min(total, max(floor, int(round(len(kept) / step)) * step)))
+            counts.append(min(total, max(floor, nearest_multiple(len(kept), step))))
         totals = [len(v) for v in values]
 
         def next_width(g: int, width: int, shrink: bool) -> int | None:
