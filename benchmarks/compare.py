@@ -330,7 +330,8 @@ class Bench:
         else:
             cfg = TrainConfig(epochs=budget.epochs, lr=budget.lr, weight_decay=p.tp_weight_decay, seed=p.seed)
             seconds = sparse_train_group_sl(model, self.example, self.sparse_data, cfg, num_classes=NUM_CLASSES,
-                                            reg=p.tp_reg, device=self.device, out_dir=out, progress=self.progress)
+                                            reg=p.tp_reg, device=self.device, out_dir=out / "fit",
+                                            progress=self.progress, test_batches=self.probe)
         model.to("cpu").eval()
         lp.save(model, out / "model.pt")
         recalibrate_batchnorm(model.to(self.device), self.calib, self.device)

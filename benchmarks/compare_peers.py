@@ -38,14 +38,11 @@ from pathlib import Path
 import torch
 import torch_pruning as tp
 from torch import nn
-from tqdm.auto import tqdm
 
 import lassoprune as lp
 from lassoprune.errors import LassopruneError, UnknownNameError
-from lassoprune.io import load_checkpoint, save_checkpoint
 from lassoprune.pruning.search import Verdict, bisect, bracket, linear_midpoint
-from lassoprune.training import TrainConfig, build_optimizer, build_scheduler
-from lassoprune.utils.runtime import epoch_seed, get_logger
+from lassoprune.training import TrainConfig
 
 PEERS: tuple[str, ...] = ("tp-magnitude", "tp-group-sl")
 """The peer method names, as they appear in the benchmark's rows."""
@@ -238,6 +235,22 @@ def group_norms(model: nn.Module, example: torch.Tensor, num_classes: int) -> to
     return torch.cat([p.float().sqrt() for p in parts if p is not None])
 
 
+class _Epochs:
+    """A fixed list of batches as ``fit`` expects them (``set_epoch`` does nothing)."""
+
+    def __init__(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
 def sparse_train_group_sl(
     model: nn.Module,
     example: torch.Tensor,
@@ -249,65 +262,30 @@ def sparse_train_group_sl(
     device: torch.device | str = "cpu",
     out_dir: str | Path | None = None,
     progress: bool = False,
+    test_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> float:
     """Group sparse learning with ``tp.pruner.GroupNormPruner``, in place; returns the training seconds.
 
-    The loop is Torch-Pruning's documented one: ``zero_grad``, forward,
-    cross-entropy, ``backward``, ``pruner.regularize(model)`` (adds
+    Training is :func:`lassoprune.fit` (the engine's loop, optimiser, schedule,
+    seeding and resumable run directory) with Torch-Pruning's documented step
+    hooked in after every ``backward``: ``pruner.regularize(model)`` adds
     ``reg * gamma_c * w`` to the gradient of every slice of channel ``c`` of
-    each group, with ``gamma_c`` in [1, 16] larger for weaker groups), SGD step.
-    Optimiser and schedule are those of :func:`lassoprune.fit` for ``cfg``
-    (``cfg.weight_decay`` is used as given: Torch-Pruning's benchmark sets it
-    to 0 while regularising). Epoch ``e`` reseeds torch with
-    ``epoch_seed(cfg.seed, e)`` and calls ``train_batches.set_epoch(e)`` when
-    present, as ``fit`` does.
+    each group (``gamma_c`` in [1, 16], larger for weaker groups) before the SGD
+    step. ``cfg.weight_decay`` is used as given (Torch-Pruning's benchmark sets
+    it to 0 while regularising).
 
     Args:
-        out_dir: keep ``group_sl.pt`` (model, optimiser, schedule, epoch,
-            seconds) after every epoch there and resume from it.
+        out_dir: the run directory of ``fit`` (checkpoint after every epoch; resumed).
+        test_batches: evaluated after every epoch for the log (default: the first training batch).
     """
-    device = torch.device(device)
     model.to("cpu")
     pruner = make_pruner("tp-group-sl", model, example[:1].cpu(), 0.5, num_classes, reg)
-    model.to(device)
-    batches = list(train_batches) if not hasattr(train_batches, "__len__") else train_batches
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, len(batches))
-    checkpoint = Path(out_dir) / "group_sl.pt" if out_dir is not None else None
-    start_epoch, seconds = 0, 0.0
-    if checkpoint is not None and checkpoint.exists():
-        state = load_checkpoint(checkpoint, required=("model", "optimizer", "scheduler", "epoch", "seconds"))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
-        get_logger().info("resuming group sparse learning in %s after epoch %d", out_dir, start_epoch)
-    criterion = nn.CrossEntropyLoss()
-    for epoch in range(start_epoch, cfg.epochs):
-        started = time.perf_counter()
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))
-        if hasattr(batches, "set_epoch"):
-            batches.set_epoch(epoch)
-        model.train()
-        bar = tqdm(batches, desc=f"tp-group-sl epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
-        for images, labels in bar:
-            images, labels = images.to(device), labels.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(images), labels)
-            loss.backward()
-            pruner.regularize(model)
-            optimizer.step()
-            scheduler.step()
-        seconds += time.perf_counter() - started
-        if checkpoint is not None:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "seconds": seconds},
-                checkpoint,
-            )  # fmt: skip
+    batches = train_batches if hasattr(train_batches, "set_epoch") else _Epochs(list(train_batches))
+    probe = test_batches if test_batches is not None else [next(iter(batches))]
+    result = lp.fit(model, batches, probe, cfg, num_classes=num_classes, out_dir=out_dir, resume=out_dir is not None,
+                    device=device, progress=progress, after_backward=pruner.regularize)
     model.eval()
-    return seconds
+    return float(sum(epoch["seconds"] for epoch in result.history))
 
 
 def ignored_names(model: nn.Module, layers: Sequence[nn.Module]) -> list[str]:

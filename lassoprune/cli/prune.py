@@ -128,7 +128,7 @@ def _add_method_option_flags(parser: argparse.ArgumentParser) -> None:
         if flag in parser._option_string_actions:
             continue  # reachable through --method-option
         group.add_argument(flag, dest=f"option_{option}", type=_option_value, metavar="V",
-                           help=f"option of {', '.join(owners)}")
+                           help=f"option of {', '.join(owners)} (`--list-methods` for its meaning)")
 
 
 def _option_value(text: str) -> Any:
@@ -160,8 +160,9 @@ def _print_methods(as_json: bool) -> None:
         data = "needs data" if record["needs_data"] else "no data"
         target = "target or --threshold" if record["target"] == "or-threshold" else "target"
         print(f"{record['name']:<12s} {record['summary']} ({data}; {target})")
-        for option, default in record["options"].items():
-            print(f"{'':<14s}--{option.replace('_', '-')} (default: {default})")
+        for option, about in record["options"].items():
+            default = "" if "default:" in about["help"] else f" (default: {about['default']})"
+            print(f"{'':<14s}--{option.replace('_', '-'):<20s} {about['help']}{default}")
 
 
 def _flags(message: str) -> str:

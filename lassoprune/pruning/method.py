@@ -58,12 +58,17 @@ class TargetUse(NamedEnum):
     OR_THRESHOLD = "or-threshold"  # a target, or the method's own ``threshold`` option instead
 
 
+def option(default: Any, help: str) -> Any:
+    """A field of a :class:`MethodOptions` dataclass with its help text (units, range) for listings."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class MethodOptions:
     """Base of every method's options: a frozen dataclass of keyword options with defaults.
 
-    Subclasses add fields (``field(metadata={"help": ...})`` documents one for
-    ``lassoprune prune --list-methods``) and override :meth:`validate`.
+    Subclasses add fields (``name: float = option(0.1, "help, with units and range")``;
+    the help shows in ``lassoprune prune --list-methods``) and override :meth:`validate`.
     """
 
     @classmethod
@@ -212,10 +217,10 @@ def describe_methods() -> list[dict[str, Any]]:
     """One JSON-safe record per method: name, summary, needs data, target use, options with defaults."""
     records = []
     for name, spec in METHODS.items():
-        defaults = {f.name: _default(f) for f in dataclasses.fields(spec.options)}
+        options = {f.name: {"default": _default(f), "help": f.metadata.get("help", "")}
+                   for f in dataclasses.fields(spec.options)}
         records.append({"name": name, "summary": spec.summary, "needs_data": spec.needs_data,
-                        "target": spec.target.value, "decides_widths": spec.decides_widths,
-                        "options": {k: v for k, v in defaults.items()}})
+                        "target": spec.target.value, "decides_widths": spec.decides_widths, "options": options})
     return records
 
 

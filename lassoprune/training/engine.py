@@ -118,6 +118,7 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     bn_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     dist: DistContext | None = None,
+    after_backward: Callable[[nn.Module], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place and evaluate it after every epoch.
 
@@ -139,6 +140,10 @@ def fit(
             these batches before every evaluation (sparse training shrinks
             weights faster than the running averages follow; training itself
             uses batch statistics and is unaffected).
+        after_backward: called as ``after_backward(model)`` after every
+            ``backward()`` and before gradient clipping and the optimiser
+            step: the hook for methods that edit gradients, e.g.
+            Torch-Pruning's sparse learning (``pruner.regularize``).
         dist: this process's place in a ``torchrun`` run (from
             :func:`~lassoprune.training.distributed.init_distributed`); None =
             one process. Every rank passes its own share of the training
@@ -168,7 +173,7 @@ def fit(
     if start_epoch > 0 and dist.is_main:
         log.info("resuming %s after epoch %d", run.root, start_epoch)
     step = _TrainStep(model, optimizer, scheduler, cfg, device, amp, channels_last, regularizer, regularizer_mode,
-                      net=wrap_model(model, dist))
+                      net=wrap_model(model, dist), after_backward=after_backward)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(_rank_seed(epoch_seed(cfg.seed, epoch), dist.rank))
         train_batches.set_epoch(epoch)
@@ -254,6 +259,7 @@ class _TrainStep:
         regularizer: SparseTerm | None,
         regularizer_mode: str,
         net: nn.Module | None = None,
+        after_backward: Callable[[nn.Module], None] | None = None,
     ) -> None:
         """``net`` runs the forward pass (``model`` in DistributedDataParallel); default ``model``."""
         regularizer_mode = RegularizerMode.parse(regularizer_mode, "regularizer mode")
@@ -262,6 +268,7 @@ class _TrainStep:
         self.device, self.amp, self.channels_last = device, amp, channels_last
         self.regularizer, self.regularizer_mode = regularizer, regularizer_mode
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.after_backward = after_backward
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the (detached) loss and the number of correct predictions, as tensors."""
@@ -280,6 +287,8 @@ class _TrainStep:
             total = loss + self.regularizer.penalty()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if self.after_backward is not None:
+            self.after_backward(self.model)
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()

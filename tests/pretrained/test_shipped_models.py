@@ -15,7 +15,8 @@ def test_shipped_file_is_small_and_loads(name):
     assert path.stat().st_size < 4 * 1024 * 1024
     model = lp.load(path)
     assert model.lp_extra["dataset"] == "fashion-mnist" and model.lp_extra["image_size"] == 32
-    assert lp.count(model, (1, 1, 32, 32)).params == lp.count_params(lp.create_model("resnet56", num_classes=10, in_channels=1))
+    architecture = lp.create_model(model.lp_spec.name, num_classes=10, in_channels=1)
+    assert lp.count(model, (1, 1, 32, 32)).params == lp.count_params(architecture)
 
 
 def test_shipped_resnet56_classifies_fashion_mnist():
@@ -30,3 +31,13 @@ def test_shipped_resnet56_classifies_fashion_mnist():
 def test_unknown_shipped_name_lists_the_choices():
     with pytest.raises(UnknownNameError, match="resnet56-fashion-mnist"):
         pretrained_path("resnet20-cifar10")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, floor", [("resnet20-fashion-mnist", 0.94)])
+def test_converged_baseline_reaches_its_accuracy_on_the_full_test_split(name, floor):
+    """The converged baselines of the benchmark protocol (top-1 recorded beside the files) on all 10,000 images."""
+    test = load_dataset("fashion-mnist", split="test")
+    model = lp.load(f"pretrained:{name}")
+    result = lp.evaluate(model, BatchLoader(test, 500, image_size=32), 10)
+    assert result.num_samples == 10_000 and result.top1 >= floor

@@ -105,6 +105,25 @@ def test_regularizer_prox_runs_after_every_step():
     assert calls == [pytest.approx(0.03)] * len(train)
 
 
+def test_after_backward_hook_sees_the_gradients_before_the_step():
+    """A hook that zeroes every gradient after backward freezes the weights (no decay, no momentum left)."""
+    calls = []
+
+    def freeze(model: torch.nn.Module) -> None:
+        calls.append(all(p.grad is not None for p in model.parameters() if p.requires_grad))
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.zero_()
+
+    train, test = _synthetic_batches()
+    model = _fresh_model()
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("weight")}
+    fit(model, train, test, TrainConfig(epochs=1, schedule="constant", lr=0.1, weight_decay=0.0), num_classes=4,
+        progress=False, after_backward=freeze)
+    assert calls == [True] * len(train)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if k in before)
+
+
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 

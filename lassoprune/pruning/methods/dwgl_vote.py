@@ -50,6 +50,7 @@ from lassoprune.pruning.method import (
     MethodSpec,
     Selection,
     TargetUse,
+    option,
     register_method,
 )
 from lassoprune.pruning.search import Verdict, bisect, index_midpoint
@@ -88,10 +89,11 @@ class VoteOptions(MethodOptions):
         vote_on: ``filters`` (conv filter norms) or ``bn`` (BatchNorm ``|gamma|``).
     """
 
-    threshold: float | None = None
-    vote: VoteRule | str = VoteRule.INTERSECTION
-    vote_k: int | None = None
-    vote_on: VoteSource | str = VoteSource.FILTERS
+    threshold: float | None = option(None, "tau in (0, 1]: vote out channels below tau x the layer's strongest "
+                                           "(instead of a target)")
+    vote: VoteRule | str = option(VoteRule.INTERSECTION, "how a group's votes combine: intersection | union | k-of-n")
+    vote_k: int | None = option(None, "k of k-of-n: voters that must agree (>= 1)")
+    vote_on: VoteSource | str = option(VoteSource.FILTERS, "what votes: filters (conv filter norms) | bn (|gamma|)")
 
     def __post_init__(self) -> None:
         self.validate()

@@ -68,7 +68,7 @@ from lassoprune.channels import ChannelGroup
 from lassoprune.errors import LassopruneError
 from lassoprune.hsic import CalibrationFeatures, TargetKind, collect_features, hsic_gram
 from lassoprune.lasso import GraphFused, StructuredLasso, TreeGroup, class_graph, class_tree, lambda_max
-from lassoprune.pruning.method import MethodContext, MethodOptions, MethodSpec, Selection, register_method
+from lassoprune.pruning.method import MethodContext, MethodOptions, MethodSpec, Selection, option, register_method
 from lassoprune.pruning.search import (
     CostBand,
     Verdict,
@@ -123,18 +123,20 @@ LASSO_METHODS: dict[str, LassoMethod] = {
 class LassoOptions(MethodOptions):
     """The options of the lasso methods (module docstring); ``target_kind`` None = the method's default."""
 
-    target_kind: TargetKind | str | None = None
-    pool: int | None = 4
-    lambda2: float = 0.1
-    edge_threshold: float | None = None
-    block: int | None = None
-    permutations: int = 1
-    nonneg: bool = True
-    ridge: float = 0.0
-    magnitude: bool = False
-    solver_tol: float = 1e-5
-    max_iter: int = 5000
-    target_tolerance: float = 0.008
+    target_kind: TargetKind | str | None = option(
+        None, "HSIC targets: class-output | class | output (default: the method's own)")
+    pool: int | None = option(4, "features average-pooled to at most pool x pool pixels (>= 1; null: full maps)")
+    lambda2: float = option(0.1, "structured penalty weight, a fraction of lambda1 (>= 0)")
+    edge_threshold: float | None = option(
+        None, "class-graph edge threshold on |Pearson r| of class means, in [0, 1] (default: every class keeps an edge)")
+    block: int | None = option(None, "block HSIC block size in images (null: exact)")
+    permutations: int = option(1, "block HSIC permutations (>= 1)")
+    nonneg: bool = option(True, "constrain the coefficients to be >= 0")
+    ridge: float = option(0.0, "ridge term, a fraction of ||G||_2 added to the Gram diagonal (>= 0)")
+    magnitude: bool = option(False, "weight each channel's penalty by 1 / its RMS activation")
+    solver_tol: float = option(1e-5, "solver tolerance (relative change)")
+    max_iter: int = option(5000, "solver iteration cap")
+    target_tolerance: float = option(0.008, "how close the rho search aims, a fraction of the original cost, (0, 0.01]")
 
     def validate(self, method: str) -> None:
         spec = LASSO_METHODS[method]
@@ -148,6 +150,12 @@ class LassoOptions(MethodOptions):
                                   f"[0, 1], got {self.edge_threshold}")
         if not self.ridge >= 0:
             raise LassopruneError(f"ridge (a fraction of ||G||_2) must be >= 0, got {self.ridge}")
+        if self.block is not None and int(self.block) < 1:
+            raise LassopruneError(f"block (images per HSIC block) must be >= 1 or None, got {self.block}")
+        if int(self.permutations) < 1 or int(self.max_iter) < 1:
+            raise LassopruneError(f"permutations and max_iter must be >= 1, got {self.permutations}, {self.max_iter}")
+        if not self.solver_tol > 0:
+            raise LassopruneError(f"solver_tol must be > 0, got {self.solver_tol}")
         if not 0 < self.target_tolerance <= 0.01:
             raise LassopruneError(f"target_tolerance must be in (0, 0.01], got {self.target_tolerance}")
         if spec.structure is not ClassStructure.NONE and self.target_kind is TargetKind.OUTPUT:
