@@ -66,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--round-to", type=int, help="kept widths are multiples of this, e.g. 8")
     group.add_argument("--calib-size", type=int, default=500, help="calibration images (default: 500)")
     group.add_argument("--ignore", nargs="+", default=[], metavar="LAYER", help="module names never pruned")
+    group.add_argument("--keep-residual", action="store_true",
+                       help="keep every residual (eltwise) group whole: cut only the channels no residual add reads")
     group.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
     group.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                        help="an option of the method, repeatable, e.g. target_kind=class pool=8 (lasso methods)")
@@ -93,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     result = prune(
         model, example, method=args.method, target_macs=args.target_macs, target_params=args.target_params,
         data=batches, allocation=args.allocation, ignored_layers=ignored, min_channels=args.min_channels,
-        round_to=args.round_to, inplace=True, seed=args.seed, **_method_options(args),
+        round_to=args.round_to, inplace=True, seed=args.seed, prune_residual=not args.keep_residual,
+        **_method_options(args),
     )
     report = result.to_dict()
     if args.finetune_epochs:

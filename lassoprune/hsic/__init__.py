@@ -2,13 +2,14 @@
 
 - ``calibration``: one forward pass recording each group's pooled features,
   its consumer outputs and the class means of the penultimate features
-- ``kernels``: per-channel Gaussian kernels, targets, and ``G``, ``R`` of the
+- ``kernels``: per-channel kernels (median, gaussian, laplace), targets, and ``G``, ``R`` of the
   HSIC lasso (METHODS.md 1.1-1.2)
 """
 
 from lassoprune.hsic.calibration import CalibrationFeatures, classifier_layer, collect_features
 from lassoprune.hsic.kernels import (
     HsicGram,
+    KernelKind,
     TargetKind,
     centre_normalise,
     channel_kernels,
@@ -16,6 +17,7 @@ from lassoprune.hsic.kernels import (
     class_target_kernels,
     gaussian_kernels,
     hsic_gram,
+    kernel_matrices,
     output_target_kernel,
     pool_features,
 )
@@ -23,6 +25,7 @@ from lassoprune.hsic.kernels import (
 __all__ = [
     "CalibrationFeatures",
     "HsicGram",
+    "KernelKind",
     "TargetKind",
     "centre_normalise",
     "channel_kernels",
@@ -32,6 +35,7 @@ __all__ = [
     "collect_features",
     "gaussian_kernels",
     "hsic_gram",
+    "kernel_matrices",
     "output_target_kernel",
     "pool_features",
 ]

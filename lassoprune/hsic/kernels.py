@@ -1,16 +1,24 @@
-"""Per-channel Gaussian kernels and the Gram form of the HSIC lasso (METHODS.md 1.1-1.2).
+"""Per-channel kernels and the Gram form of the HSIC lasso (METHODS.md 1.1-1.2).
 
 For one channel group with features ``A`` of shape ``(N, C, H, W)`` (what the
 consuming layers read), each channel c gives a vector per image,
-``a_i^c = vec(pool(A)[i, c])`` (adaptive average pooling to at most P x P), and
-a Gaussian kernel
+``a_i^c = vec(pool(A)[i, c])`` of length D (adaptive average pooling to at most
+P x P), and a kernel of one of three families (:class:`KernelKind`):
 
-    K^(c)_ij = exp(-||a_i^c - a_j^c||^2 / (2 sigma_c^2)),
+- ``median``: ``K_ij = exp(-||a_i - a_j||^2 / (2 sigma_c^2))``, ``sigma_c`` by the
+  median heuristic (sigma_c^2 = median over i < j of the squared distances):
+  every channel's kernel has the same spread, whatever its activation scale;
+- ``gaussian``: ``K_ij = exp(-||a_i - a_j||^2 / D)``, a fixed bandwidth (APIB's
+  earlier setting): a weak channel has small distances, a kernel near all-ones
+  and a centred kernel near 0;
+- ``laplace``: ``K_ij = exp(-sqrt(0.5 / D) ||a_i - a_j||)`` (APIB's final setting).
 
-``sigma_c`` by the median heuristic (sigma_c^2 = median over i < j of the
-squared distances). Kernels are centred and normalised,
-``Kbar = H K H / ||H K H||_F`` with ``H = I - 11^T / N``; a constant channel
-(a dead ReLU) has ``H K H = 0`` and keeps the zero kernel (score 0, never NaN).
+Kernels are centred, ``H K H`` with ``H = I - 11^T / N``, and (``normalise``,
+the first version of this spec) divided by ``||H K H||_F``; APIB leaves them
+unnormalised, so a channel's kernel energy carries its strength. A constant
+channel (a dead ReLU) has ``H K H = 0`` and keeps the zero kernel (score 0,
+never NaN). The output target kernel of ``output`` / ``class-output`` uses the
+same family, with D the length of the consumer's pooled output.
 
 The regression ``min_B 1/2 sum_k ||vec(Lbar^(k)) - sum_c B_ck vec(Kbar^(c))||^2``
 sees the data only through
@@ -52,9 +60,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lassoprune.errors import LassopruneError, UnknownNameError
+from lassoprune.utils.enums import NamedEnum
 
 __all__ = [
     "HsicGram",
+    "KernelKind",
     "TargetKind",
     "centre_normalise",
     "channel_kernels",
@@ -62,6 +72,7 @@ __all__ = [
     "class_output_target_kernels",
     "gaussian_kernels",
     "hsic_gram",
+    "kernel_matrices",
     "output_target_kernel",
     "pool_features",
 ]
@@ -88,6 +99,14 @@ class TargetKind(str, Enum):
     @property
     def needs_output(self) -> bool:
         return self is not TargetKind.CLASS
+
+
+class KernelKind(NamedEnum):
+    """The kernel family of the channel (and output target) kernels (module docstring)."""
+
+    MEDIAN = "median"
+    GAUSSIAN = "gaussian"
+    LAPLACE = "laplace"
 
 
 @dataclass(frozen=True)
@@ -187,6 +206,32 @@ def gaussian_kernels(x: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
     return k.mul_(inv.view(-1, 1, 1).to(dtype)).exp_()
 
 
+def fixed_bandwidth_kernels(x: Tensor, kind: KernelKind, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``(B, N, D)`` -> ``(B, N, N)`` kernels with APIB's fixed bandwidths (module docstring).
+
+    ``gaussian``: ``exp(-d^2 / D)``; ``laplace``: ``exp(-sqrt(0.5 / D) d)``, ``d`` the
+    Euclidean distance. Computed in float64, returned in ``dtype``.
+    """
+    d2 = _squared_distances(x)
+    length = max(1, x.shape[-1])
+    if kind is KernelKind.GAUSSIAN:
+        d2.mul_(-1.0 / length)
+    elif kind is KernelKind.LAPLACE:
+        d2.sqrt_().mul_(-math.sqrt(0.5 / length))
+    else:
+        raise LassopruneError(f"{kind.value!r} is not a fixed-bandwidth kernel")
+    k = d2 if dtype == torch.float64 else d2.to(dtype)
+    return k.exp_()
+
+
+def kernel_matrices(x: Tensor, kind: str | KernelKind = KernelKind.MEDIAN, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``(B, N, D)`` -> ``(B, N, N)`` uncentred kernels of family ``kind`` (:class:`KernelKind`)."""
+    kind = KernelKind.parse(kind, "kernel")
+    if kind is KernelKind.MEDIAN:
+        return gaussian_kernels(x, dtype)
+    return fixed_bandwidth_kernels(x, kind, dtype)
+
+
 def centre_normalise(k: Tensor, eps: float = 1e-12, inplace: bool = False) -> Tensor:
     """``H K H / ||H K H||_F`` over the last two dims (``(..., N, N)``, float64); a zero centred kernel stays 0.
 
@@ -200,18 +245,28 @@ def centre_normalise(k: Tensor, eps: float = 1e-12, inplace: bool = False) -> Te
     return k.mul_(torch.where(tiny, 0.0, 1.0 / torch.where(tiny, 1.0, norm)))
 
 
-def channel_kernels(features: Tensor) -> Tensor:
-    """``(N, C, D)`` -> ``(C, N, N)`` centred, normalised channel kernels ``Kbar^(c)`` (float64).
+def centre(k: Tensor) -> Tensor:
+    """``H K H`` over the last two dims (``(..., N, N)``), float64, a new tensor."""
+    k = k.double().clone()
+    k.sub_(k.mean(dim=-1, keepdim=True))
+    return k.sub_(k.mean(dim=-2, keepdim=True))
+
+
+def channel_kernels(
+    features: Tensor, kernel: str | KernelKind = KernelKind.MEDIAN, normalise: bool = True
+) -> Tensor:
+    """``(N, C, D)`` -> ``(C, N, N)`` centred (and, with ``normalise``, unit-norm) channel kernels (float64).
 
     Builds all C kernels at once: meant for tests and small N; :func:`hsic_gram`
     never holds more than a chunk of them.
     """
-    return centre_normalise(gaussian_kernels(features.transpose(0, 1)), inplace=True)
+    k = kernel_matrices(features.transpose(0, 1), kernel)
+    return centre_normalise(k, inplace=True) if normalise else centre(k)
 
 
-def output_target_kernel(outputs: Tensor) -> Tensor:
-    """``(N, D)`` consumer outputs -> ``(N, N)`` uncentred Gaussian kernel ``L_out`` (median heuristic)."""
-    return gaussian_kernels(outputs.reshape(outputs.shape[0], -1).unsqueeze(0))[0]
+def output_target_kernel(outputs: Tensor, kernel: str | KernelKind = KernelKind.MEDIAN) -> Tensor:
+    """``(N, D)`` consumer outputs -> ``(N, N)`` uncentred kernel ``L_out`` of family ``kernel``."""
+    return kernel_matrices(outputs.reshape(outputs.shape[0], -1).unsqueeze(0), kernel)[0]
 
 
 def _one_hot(labels: Tensor, num_classes: int) -> Tensor:
@@ -247,7 +302,8 @@ class _Targets:
     """
 
     def __init__(
-        self, kind: TargetKind, labels: Tensor, num_classes: int, outputs: Tensor | None, dtype: torch.dtype
+        self, kind: TargetKind, labels: Tensor, num_classes: int, outputs: Tensor | None, dtype: torch.dtype,
+        kernel: KernelKind = KernelKind.MEDIAN,
     ) -> None:
         self.kind = kind
         n = labels.numel()
@@ -262,9 +318,9 @@ class _Targets:
             self.scale = torch.where(spread > 1e-12, 1.0 / torch.where(spread > 1e-12, spread, 1.0), 0.0)
             self.onehot = _one_hot(labels, num_classes).to(dtype)  # (N, K)
         elif kind is TargetKind.OUTPUT:
-            self.lbar = centre_normalise(output_target_kernel(outputs)).to(dtype)  # (N, N)
+            self.lbar = centre_normalise(output_target_kernel(outputs, kernel)).to(dtype)  # (N, N)
         else:
-            l_out = output_target_kernel(outputs)
+            l_out = output_target_kernel(outputs, kernel)
             self.blocks = []
             norms = torch.zeros(num_classes, dtype=torch.float64)
             for k in range(num_classes):
@@ -301,7 +357,7 @@ class _Targets:
 
 def _gram_dense(
     features: Tensor, kind: TargetKind, labels: Tensor, num_classes: int, outputs: Tensor | None,
-    dtype: torch.dtype | None,
+    dtype: torch.dtype | None, kernel: KernelKind = KernelKind.MEDIAN, normalise: bool = True,
 ) -> tuple[Tensor, Tensor, float, float]:
     """``G``, ``R`` over all N images (one block), kernels built a chunk of channels at a time.
 
@@ -314,7 +370,7 @@ def _gram_dense(
     n, c = features.shape[0], features.shape[1]
     if dtype is None:
         dtype = torch.float64 if n < 256 else torch.float32
-    targets = _Targets(kind, labels, num_classes, outputs, dtype)
+    targets = _Targets(kind, labels, num_classes, outputs, dtype, kernel)
     iu = torch.triu_indices(n, n)
     flat = iu[0] * n + iu[1]
     weight = torch.where(iu[0] == iu[1], 1.0, math.sqrt(2.0)).to(dtype)
@@ -324,8 +380,10 @@ def _gram_dense(
     per_channel = features.transpose(0, 1)  # (C, N, D)
     for start in range(0, c, chunk):
         stop = min(c, start + chunk)
-        k = gaussian_kernels(per_channel[start:stop], dtype)
+        k = kernel_matrices(per_channel[start:stop], kernel, dtype)
         inv_norm = _centre(k)
+        if not normalise:  # centred only: a dead channel is still exactly 0, a weak one small
+            inv_norm = torch.ones_like(inv_norm)
         r[start:stop] = targets.rows(k) * inv_norm.unsqueeze(1)
         torch.mul(k.reshape(stop - start, n * n)[:, flat], weight, out=m[start:stop])
         m[start:stop].mul_(inv_norm.to(dtype).unsqueeze(1))
@@ -347,6 +405,8 @@ def hsic_gram(
     permutations: int = 1,
     seed: int = 0,
     dtype: torch.dtype | None = None,
+    kernel: str | KernelKind = KernelKind.MEDIAN,
+    normalise: bool = True,
 ) -> HsicGram:
     """``G`` and ``R`` of one group's HSIC lasso (module docstring).
 
@@ -361,11 +421,15 @@ def hsic_gram(
         permutations: random splits into blocks (block HSIC only).
         seed: of the block permutations.
         dtype: working precision of the kernels (None: float64 for N < 256, else float32).
+        kernel: the kernel family (:class:`KernelKind`) of the channels and of the output target.
+        normalise: divide every centred channel kernel by its Frobenius norm
+            (False: centred only, APIB).
 
     Returns:
         :class:`HsicGram` with ``G`` ``(C, C)`` and ``R`` ``(C, K)`` (K = 1 for ``output``).
     """
     kind = TargetKind.parse(target)
+    family = KernelKind.parse(kernel, "kernel")
     labels = torch.as_tensor(labels).reshape(-1).long()
     n = features.shape[0]
     if labels.numel() != n:
@@ -373,7 +437,7 @@ def hsic_gram(
     if outputs is not None:
         outputs = outputs.reshape(n, -1)
     if block is None or block >= n:
-        g, r, tk, tg = _gram_dense(features, kind, labels, num_classes, outputs, dtype)
+        g, r, tk, tg = _gram_dense(features, kind, labels, num_classes, outputs, dtype, family, normalise)
         return HsicGram(g, r, tk, tg)
     if block < 2 or permutations < 1:
         raise LassopruneError(f"block HSIC needs block >= 2 and permutations >= 1, got {block}, {permutations}")
@@ -386,7 +450,7 @@ def hsic_gram(
         for start in range(0, n - block + 1, block):  # a short tail is dropped, as in block HSIC
             idx = order[start : start + block]
             out = outputs[idx] if outputs is not None else None
-            g, r, tk, tg = _gram_dense(features[idx], kind, labels[idx], num_classes, out, dtype)
+            g, r, tk, tg = _gram_dense(features[idx], kind, labels[idx], num_classes, out, dtype, family, normalise)
             g_sum = g if g_sum is None else g_sum + g
             r_sum = r if r_sum is None else r_sum + r
             seconds_k += tk

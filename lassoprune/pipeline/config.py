@@ -83,6 +83,7 @@ class PruneSection:
     min_channels: int = 1
     round_to: int | None = None
     ignore: tuple[str, ...] = ()
+    prune_residual: bool = True
     options: dict[str, Any] = field(default_factory=dict)
 
 

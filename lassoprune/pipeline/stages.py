@@ -179,7 +179,8 @@ def run_prune(ctx: StageContext) -> dict[str, Any]:
     result = prune(
         model, ctx.example, method=p.method, target_macs=p.target_macs, target_params=p.target_params,
         data=ctx.calibration, allocation=p.allocation, ignored_layers=ignored,
-        min_channels=p.min_channels, round_to=p.round_to, seed=ctx.config.seed, **p.options,
+        min_channels=p.min_channels, round_to=p.round_to, seed=ctx.config.seed, prune_residual=p.prune_residual,
+        **p.options,
     )
     seconds = time.perf_counter() - started
     recalibrate_batchnorm(result.model, ctx.calibration)

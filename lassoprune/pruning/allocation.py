@@ -75,6 +75,7 @@ def allocate(
     min_channels: int = 1,
     round_to: int | None = None,
     tolerance: float = TARGET_TOLERANCE,
+    floor: np.ndarray | None = None,
 ) -> dict[str, tuple[int, ...]]:
     """Kept channel indices (sorted) of every group, meeting ``target`` within ``tolerance``.
 
@@ -83,9 +84,11 @@ def allocate(
         scores: group id -> (C,) importance, higher = keep.
         strategy: a name of :data:`ALLOCATIONS` (``global``, ``uniform``).
         tolerance: allowed |cost / original - ratio|.
+        floor: ``(G,)`` the fewest channels each group keeps (default: from
+            ``min_channels`` and ``round_to``, :func:`~lassoprune.pruning.search.floors`).
     """
     spec = ALLOCATIONS.get(strategy)
-    floor = floors(groups, min_channels, round_to)
+    floor = floors(groups, min_channels, round_to) if floor is None else floor
     check_target(cost_model, target, floor)
     band = CostBand(target, cost_model, tolerance=tolerance, limit=tolerance)
     sizes = np.array([g.num_channels for g in groups], dtype=np.float64)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -94,6 +95,7 @@ def prune(
     round_to: int | None = None,
     inplace: bool = False,
     seed: int = 0,
+    prune_residual: bool = True,
     **options: Any,
 ) -> PruneResult:
     """Prune ``model`` structurally to a MACs or parameter target.
@@ -112,6 +114,9 @@ def prune(
         min_channels: every group keeps at least this many channels.
         round_to: kept widths are multiples of this (hardware-friendly).
         inplace: prune ``model`` itself instead of a copy.
+        prune_residual: False keeps every residual (eltwise) group whole, for
+            every method: only channels that no residual add reads are cut
+            (APIB cuts only the inner channel of each ResNet block).
         options: extra method options (e.g. for the lasso methods); a selector
             given ``threshold`` (``dwgl-vote``) needs no target.
 
@@ -136,6 +141,9 @@ def prune(
     analysis = _analyse(work, single, [modules[n] for n in ignored_names])
     cost_model = CostModel(work, single, analysis.groups)
     floor = floors(analysis.groups, min_channels, round_to)
+    if not prune_residual:
+        floor = np.array([g.num_channels if g.is_eltwise else f for g, f in zip(analysis.groups, floor)],
+                         dtype=np.float64)
     if target is not None:
         check_target(cost_model, target, floor)
     if spec.decides_widths and not spec.rounds_widths and round_to is not None and round_to > 1:
@@ -148,7 +156,8 @@ def prune(
     keep, scores, details = selection.keep, selection.scores, selection.details
     if not spec.decides_widths:
         assert target is not None  # a criterion always has a target (TargetUse.REQUIRED)
-        keep = allocate(analysis.groups, scores, cost_model, target, allocation_name, min_channels, round_to)
+        keep = allocate(analysis.groups, scores, cost_model, target, allocation_name, min_channels, round_to,
+                        floor=floor)
 
     predicted = cost_model.macs({gid: len(kept) for gid, kept in keep.items()})
     remove_channels(analysis, keep)

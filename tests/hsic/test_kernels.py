@@ -16,6 +16,7 @@ from lassoprune.hsic import (
     collect_features,
     gaussian_kernels,
     hsic_gram,
+    kernel_matrices,
     output_target_kernel,
     pool_features,
 )
@@ -174,3 +175,48 @@ def test_large_n_float32_path_matches_float64(kind):
     exact = hsic_gram(feats, labels, 4, target=kind, outputs=outputs, dtype=torch.float64)
     assert auto.G.dtype == torch.float64
     assert torch.allclose(auto.G, exact.G, atol=1e-5) and torch.allclose(auto.R, exact.R, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- APIB's fixed-bandwidth kernels
+
+
+def test_fixed_bandwidth_kernels_follow_their_formulas():
+    feats, _, _ = _data()
+    x = feats.transpose(0, 1).double()  # (C, N, D), D = 4
+    d = torch.cdist(x, x)
+    assert torch.allclose(kernel_matrices(x, "gaussian"), torch.exp(-d.square() / 4), atol=1e-12)
+    assert torch.allclose(kernel_matrices(x, "laplace"), torch.exp(-((0.5 / 4) ** 0.5) * d), atol=1e-12)
+    assert torch.allclose(kernel_matrices(x, "median"), gaussian_kernels(x))
+    with pytest.raises(LassopruneError, match="laplace"):
+        kernel_matrices(x, "cosine")
+
+
+def test_a_weak_channel_has_a_weak_unnormalised_kernel():
+    """Fixed bandwidth, no normalisation: scaling a channel down shrinks its centred kernel (the median heuristic
+    and the normalisation make every channel equally strong)."""
+    feats, labels, _ = _data()
+    feats[:, 1] *= 1e-2
+    for kernel in ("gaussian", "laplace"):
+        g = hsic_gram(feats, labels, 3, target="class", kernel=kernel, normalise=False).G
+        assert g[1, 1] < 1e-2 * g[0, 0]
+    g = hsic_gram(feats, labels, 3, target="class", kernel="median").G
+    assert g[1, 1] == pytest.approx(g[0, 0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplace"])
+@pytest.mark.parametrize("kind", ["class", "output", "class-output"])
+def test_unnormalised_gram_trick_equals_brute_force(kernel, kind):
+    feats, labels, outputs = _data()
+    gram = hsic_gram(feats, labels, 3, target=kind, outputs=outputs, kernel=kernel, normalise=False)
+    m = channel_kernels(feats, kernel, normalise=False).reshape(6, -1)
+    l_out = output_target_kernel(outputs, kernel)
+    if kind == "class":
+        t = class_target_kernels(labels, 3)
+    elif kind == "output":
+        t = centre_normalise(l_out).unsqueeze(0)
+    else:
+        t = class_output_target_kernels(l_out, labels, 3)
+    t = t.reshape(t.shape[0], -1)
+    assert torch.allclose(m.reshape(6, 30, 30).sum(-1), torch.zeros(6, 30, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(gram.G, m @ m.T, atol=1e-10)
+    assert torch.allclose(gram.R, m @ t.T, atol=1e-10)

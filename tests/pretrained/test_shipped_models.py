@@ -33,7 +33,6 @@ def test_unknown_shipped_name_lists_the_choices():
         pretrained_path("resnet20-cifar10")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name, floor", [("resnet20-fashion-mnist", 0.94)])
 def test_converged_baseline_reaches_its_accuracy_on_the_full_test_split(name, floor):
     """The converged baselines of the benchmark protocol (top-1 recorded beside the files) on all 10,000 images."""

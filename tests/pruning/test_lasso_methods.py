@@ -210,3 +210,41 @@ def test_tau_sets_the_class_graph_and_an_empty_graph_is_class_lasso():
     assert empty.keep == plain.keep
     with pytest.raises(LassopruneError, match="edge_threshold"):
         prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.5)
+
+
+# --------------------------------------------------------------------------- APIB's settings as options
+
+
+@pytest.mark.parametrize("options", [
+    {"kernel": "gaussian", "normalise": False, "nonneg": False},
+    {"kernel": "laplace", "normalise": False, "nonneg": False, "strength": "global"},
+])
+def test_apib_settings_meet_the_target_and_are_reported(options):
+    model, data = _model(), _calibration()
+    result = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.5, data=data, **options)
+    assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
+    assert {k: result.details[k] for k in options} == options
+
+
+def test_global_strength_is_one_lambda_for_every_group():
+    """strength=global: lambda1 = rho * max_g lambda_max(g) in every group, so B_g = 0 exactly when
+    lambda_max(g) <= lambda1; relative strength (rho * lambda_max(g), rho < 1) leaves every group a support."""
+    model, data = _model(), _calibration()
+    example = torch.randn(1, 3, 32, 32)
+    options = {"kernel": "gaussian", "normalise": False, "nonneg": False, "target_macs": 0.4, "data": data}
+    for strength in ("global", "relative"):
+        result = prune(model, example, method="hsic-ib", strength=strength, **options)
+        rho, groups = result.details["rho"], result.details["groups"].values()
+        assert rho < 1
+        lam = rho * (max(g["lambda_max"] for g in groups) if strength == "global" else 1.0)
+        for g in groups:
+            reference = lam if strength == "global" else rho * g["lambda_max"]
+            assert (g["support"] == 0) == (g["lambda_max"] <= reference)
+
+
+def test_kernel_and_strength_errors_list_the_choices():
+    model, data = _model(), _calibration()
+    with pytest.raises(LassopruneError, match="laplace"):
+        prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.5, data=data, kernel="rbf")
+    with pytest.raises(LassopruneError, match="relative"):
+        prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.5, data=data, strength="local")

@@ -189,3 +189,25 @@ def test_layer_that_cannot_be_cut_is_named_with_advice():
     model = _NetWithMixer()
     result = prune(model, torch.randn(1, 3, 16, 16), target_macs=0.7, ignored_layers=[model.conv1])
     assert result.model.conv1.out_channels == 32
+
+
+@pytest.mark.parametrize("method, options", [("l1", {}), ("random", {}), ("dwgl-vote", {}),
+                                             ("hsic-ib", {"pool": 2})])
+def test_residual_stream_kept_whole_for_every_method(method, options):
+    """prune_residual=False: every eltwise group keeps all its channels, the target is met by the inner ones,
+    and the pruned network equals the masked original."""
+    torch.manual_seed(0)
+    model = lp.create_model("resnet20", num_classes=10)
+    gen = torch.Generator().manual_seed(1)
+    data = [(torch.randn(30, 3, 32, 32, generator=gen), torch.arange(30) % 10)] if method == "hsic-ib" else None
+    result = lp.prune(model, torch.zeros(1, 3, 32, 32), method=method, target_macs=0.6, data=data,
+                      prune_residual=False, **options)
+    assert abs(result.macs_after / result.macs_before - 0.6) <= 0.01
+    eltwise = [g for g in result.groups if g.is_eltwise]
+    assert eltwise and all(len(result.keep[g.id]) == g.num_channels for g in eltwise)
+    assert any(len(result.keep[g.id]) < g.num_channels for g in result.groups if not g.is_eltwise)
+    masked = copy.deepcopy(model).eval()
+    mask_channels(masked, result.groups, result.keep)
+    x = torch.randn(2, 3, 32, 32, generator=gen)
+    with torch.no_grad():
+        assert torch.allclose(result.model.eval()(x), masked(x), atol=1e-4)

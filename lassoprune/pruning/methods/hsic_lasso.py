@@ -49,6 +49,12 @@ Options (``lp.prune(..., method=..., **options)``):
 - ``solver_tol``, ``max_iter``: solver tolerance and iteration cap (default 1e-5, 5000)
 - ``target_tolerance``: how close to the target the bisection aims (fraction of the
   original cost, default 0.008; the final cost is always within 0.01)
+- ``kernel``: ``median`` | ``gaussian`` | ``laplace`` (METHODS.md 1.1; default ``median``,
+  the first spec, until the benchmark protocol chooses)
+- ``normalise``: unit Frobenius norm per centred channel kernel (default True; APIB: False)
+- ``strength``: ``relative`` (``lambda1_g = rho * lambda_max(g)``, default) | ``global``
+  (``lambda1 = rho * max_g lambda_max(g)`` for every group: APIB's one alpha; a group whose
+  kernels carry little HSIC drops to its floor first)
 
 The search (bisection on rho, the drop / add fix-ups and the whole-step moves
 of rounded widths) is :mod:`lassoprune.pruning.search`, shared with every method.
@@ -66,7 +72,7 @@ import torch
 
 from lassoprune.channels import ChannelGroup
 from lassoprune.errors import LassopruneError
-from lassoprune.hsic import CalibrationFeatures, TargetKind, collect_features, hsic_gram
+from lassoprune.hsic import CalibrationFeatures, KernelKind, TargetKind, collect_features, hsic_gram
 from lassoprune.lasso import GraphFused, StructuredLasso, TreeGroup, class_graph, class_tree, lambda_max
 from lassoprune.pruning.method import MethodContext, MethodOptions, MethodSpec, Selection, option, register_method
 from lassoprune.pruning.search import (
@@ -82,8 +88,16 @@ from lassoprune.utils.enums import NamedEnum
 
 __all__ = ["LassoMethod", "LASSO_METHODS", "LassoOptions", "select_channels"]
 
-_RHO_MIN = 1e-4
+_RHO_MIN = 1e-4  # relative strength: rho x lambda_max(g)
+_RHO_MIN_GLOBAL = 1e-7  # global strength: groups' lambda_max spread over orders of magnitude
 _MAX_STEPS = 30
+
+
+class Strength(NamedEnum):
+    """How one search strength rho becomes each group's lambda1."""
+
+    RELATIVE = "relative"  # rho x lambda_max(g): every group reaches zero at rho = 1
+    GLOBAL = "global"  # rho x max_g lambda_max(g): one absolute lambda1, as APIB's single alpha
 
 
 class ClassStructure(NamedEnum):
@@ -137,10 +151,17 @@ class LassoOptions(MethodOptions):
     solver_tol: float = option(1e-5, "solver tolerance (relative change)")
     max_iter: int = option(5000, "solver iteration cap")
     target_tolerance: float = option(0.008, "how close the rho search aims, a fraction of the original cost, (0, 0.01]")
+    kernel: KernelKind | str = option(KernelKind.MEDIAN, "kernel family: median (bandwidth per channel) | "
+                                                         "gaussian (exp(-d^2/D)) | laplace (exp(-sqrt(0.5/D) d))")
+    normalise: bool = option(True, "divide each centred channel kernel by its Frobenius norm")
+    strength: Strength | str = option(Strength.RELATIVE, "relative (lambda1 = rho x lambda_max of each group) | "
+                                                         "global (one absolute lambda1 for every group)")
 
     def validate(self, method: str) -> None:
         spec = LASSO_METHODS[method]
         object.__setattr__(self, "target_kind", TargetKind.parse(self.target_kind or spec.target_kind))
+        object.__setattr__(self, "kernel", KernelKind.parse(self.kernel, "kernel"))
+        object.__setattr__(self, "strength", Strength.parse(self.strength, "lasso strength"))
         if self.pool is not None and int(self.pool) < 1:
             raise LassopruneError(f"pool must be a positive side length or None, got {self.pool}")
         if not self.lambda2 >= 0:
@@ -173,6 +194,7 @@ class _GroupProblem:
     G: np.ndarray
     R: np.ndarray
     lam_max: float
+    scale: float  # lambda1 = rho * scale: lam_max (relative strength) or the largest lam_max of all groups (global)
     relevance: np.ndarray  # (C,) max_k R_ck: the order channels enter at large lambda
     estimator: StructuredLasso
     lambda2: float
@@ -184,14 +206,14 @@ class _GroupProblem:
         if rho in self.solutions:
             return self.solutions[rho]
         C, K = self.R.shape
-        if self.lam_max <= 0 or rho >= 1.0:
+        if self.lam_max <= 0 or rho * self.scale >= self.lam_max:
             coef, iters = np.zeros((C, K)), 0
         else:
             if self.solutions:
                 nearest = min(self.solutions, key=lambda r: abs(math.log(r) - math.log(rho)))
                 self.estimator.coef_ = self.solutions[nearest]
-            self.estimator.lambda1 = rho * self.lam_max
-            self.estimator.lambda2 = self.lambda2 * rho * self.lam_max
+            self.estimator.lambda1 = rho * self.scale
+            self.estimator.lambda2 = self.lambda2 * rho * self.scale
             self.estimator.fit_gram(self.G, self.R)
             coef, iters = self.estimator.coef_.copy(), int(self.estimator.n_iter_)
         self.solutions[rho] = coef
@@ -231,7 +253,8 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
     problems, times["kernels"], times["gram"] = _problems(groups, features, opts, structure, ctx.seed)
 
     started = time.perf_counter()
-    search = _Search(ctx, problems, opts.target_tolerance)
+    rho_min = _RHO_MIN_GLOBAL if opts.strength is Strength.GLOBAL else _RHO_MIN
+    search = _Search(ctx, problems, opts.target_tolerance, rho_min)
     rho, keep, adjustment = search.run()
     if ctx.round_to is not None and ctx.round_to > 1:
         keep = search.rounded(keep, rho, ctx.round_to)
@@ -260,6 +283,9 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
         "nonneg": opts.nonneg,
         "ridge": opts.ridge,
         "magnitude": opts.magnitude,
+        "kernel": opts.kernel.value,
+        "normalise": opts.normalise,
+        "strength": opts.strength.value,
         "rho": rho,
         "bisection": search.history,
         "adjustment": adjustment,
@@ -298,6 +324,7 @@ def _problems(
         gram = hsic_gram(
             features.inputs[group.id], features.labels, features.num_classes, target=opts.target_kind,
             outputs=features.outputs.get(group.id), block=opts.block, permutations=opts.permutations, seed=seed,
+            kernel=opts.kernel, normalise=opts.normalise,
         )
         seconds_kernels += gram.seconds_kernels
         seconds_gram += gram.seconds_gram
@@ -308,12 +335,17 @@ def _problems(
             G, R = _magnitude_weighted(G, R, features.inputs[group.id])
         estimator = StructuredLasso(structure if R.shape[1] > 1 else None, 0.0, 0.0, nonneg=opts.nonneg,
                                     tol=opts.solver_tol, max_iter=opts.max_iter)
+        lam_max = lambda_max(G, R, opts.nonneg)
         problems.append(_GroupProblem(
-            group=group, G=G, R=R, lam_max=lambda_max(G, R, opts.nonneg),
+            group=group, G=G, R=R, lam_max=lam_max, scale=lam_max,
             relevance=R.max(axis=1) if opts.nonneg else np.abs(R).max(axis=1),
             estimator=estimator, lambda2=opts.lambda2 if structure is not None else 0.0,
             solutions={}, n_iter={},
         ))
+    if opts.strength is Strength.GLOBAL:  # one absolute lambda1 for every group, as APIB's single alpha
+        largest = max((p.lam_max for p in problems), default=0.0)
+        for problem in problems:
+            problem.scale = largest
     return problems, seconds_kernels, seconds_gram
 
 
@@ -340,13 +372,14 @@ def _magnitude_weighted(G: np.ndarray, R: np.ndarray, features: torch.Tensor) ->
 class _Search:
     """The lasso's route to the target (module docstring), on the shared searches of :mod:`lassoprune.pruning.search`.
 
-    A bisection on log rho over ``[_RHO_MIN, 1]``; when it brackets the target
+    A bisection on log rho over ``[rho_min, 1]``; when it brackets the target
     without landing in the band, a greedy walk drops channels from the weaker
     side's keep sets; when even the weakest rho keeps too little, it adds them.
     """
 
-    def __init__(self, ctx: MethodContext, problems: list[_GroupProblem], tolerance: float) -> None:
-        self.ctx, self.problems = ctx, problems
+    def __init__(self, ctx: MethodContext, problems: list[_GroupProblem], tolerance: float,
+                 rho_min: float = _RHO_MIN) -> None:
+        self.ctx, self.problems, self.rho_min = ctx, problems, rho_min
         self.floors = [int(f) for f in ctx.floors]
         self.target = CostBand(ctx.target, ctx.cost_model, tolerance=tolerance)
         self.full = self.target.full
@@ -374,15 +407,15 @@ class _Search:
 
     def run(self) -> tuple[float, dict[str, np.ndarray], str]:
         """(rho, kept channels per group, how the keep sets were fixed up: none / drop / add)."""
-        keep_lo, scores_lo, cost_lo = self.evaluate(_RHO_MIN)
+        keep_lo, scores_lo, cost_lo = self.evaluate(self.rho_min)
         verdict_lo = self.target.verdict(cost_lo)
         if verdict_lo is Verdict.MEETS:
-            return _RHO_MIN, self._named(keep_lo), "none"
+            return self.rho_min, self._named(keep_lo), "none"
         if verdict_lo is Verdict.KEEPS_TOO_LITTLE:  # the lasso keeps too few even at the weakest strength
-            return _RHO_MIN, self._named(self._add(keep_lo)), "add"
+            return self.rho_min, self._named(self._add(keep_lo)), "add"
         if self._verdict(1.0) is Verdict.MEETS:
             return 1.0, self._named(self._solved[1.0][0]), "none"
-        found = bisect(self._verdict, over=_RHO_MIN, under=1.0, midpoint=log_midpoint(1e-4), max_steps=_MAX_STEPS)
+        found = bisect(self._verdict, over=self.rho_min, under=1.0, midpoint=log_midpoint(1e-4), max_steps=_MAX_STEPS)
         if found.hit is not None:
             return found.hit, self._named(self._solved[found.hit][0]), "none"
         keep_lo, scores_lo, _ = self._solved[found.over]
