@@ -29,17 +29,17 @@ from lassoprune.channels.norms import (
     slice_norms,
     slice_power_sums,
 )
-from lassoprune.channels.target import Target, TargetKind
+from lassoprune.channels.target import CostKind, Target
 
 __all__ = [
     "ChannelGroup",
+    "CostKind",
     "CostModel",
     "GroupAnalysis",
     "LayerKind",
     "LayerSlice",
     "SliceRole",
     "Target",
-    "TargetKind",
     "analyse_groups",
     "channel_groups",
     "filter_norms",

@@ -53,7 +53,7 @@ class CostModel:
         model: the unpruned network.
         example_inputs: one batch of the input size of interest (MACs are for
             this batch; use batch size 1 for per-image MACs).
-        groups: its channel groups (:func:`lassoprune.pruning.channel_groups`).
+        groups: its channel groups (:func:`lassoprune.channels.channel_groups`).
     """
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, groups: Sequence[ChannelGroup]) -> None:

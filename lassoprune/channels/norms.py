@@ -1,6 +1,6 @@
 """Group norms: the one implementation of per-channel (group) weight norms.
 
-The magnitude criteria (:mod:`lassoprune.pruning.criteria`) and the sparse
+The magnitude criteria (:mod:`lassoprune.pruning.methods.magnitude`) and the sparse
 training regularisers (group lasso) both need, for every channel ``c`` of a
 channel group, the norm of *all* weights that belong to it. With ``W_c^(L)``
 the slice of member layer ``L`` that carries channel ``c``,
@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from lassoprune.errors import LassopruneError, UnknownNameError
 from lassoprune.channels.groups import ChannelGroup, LayerKind, LayerSlice, SliceRole
+from lassoprune.errors import LassopruneError, UnknownNameError
 
 MEMBERS = ("producers", "consumers", "norms", "depthwise")
 """The member kinds of a :class:`ChannelGroup` that :func:`group_norms` can aggregate."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from lassoprune.channels.cost import CostModel
@@ -10,7 +11,7 @@ from lassoprune.errors import LassopruneError
 from lassoprune.utils.enums import NamedEnum
 
 
-class TargetKind(NamedEnum):
+class CostKind(NamedEnum):
     """The cost a :class:`Target` is about (compares equal to its value, ``"macs"`` / ``"params"``)."""
 
     MACS = "macs"
@@ -21,14 +22,14 @@ class TargetKind(NamedEnum):
 class Target:
     """Keep ``ratio`` (0 < ratio < 1) of the original ``kind`` (``macs`` or ``params``).
 
-    ``kind`` may be given as a string; it is stored as a :class:`TargetKind`.
+    ``kind`` may be given as a string; it is stored as a :class:`CostKind`.
     """
 
-    kind: TargetKind
+    kind: CostKind
     ratio: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", TargetKind.parse(self.kind, "target kind"))
+        object.__setattr__(self, "kind", CostKind.parse(self.kind, "cost kind"))
         if not 0.0 < self.ratio < 1.0:
             raise LassopruneError(
                 f"target_{self.kind.value} must be a fraction of the original in (0, 1), got {self.ratio}"
@@ -36,8 +37,8 @@ class Target:
 
     def cost(self, cost_model: CostModel, keep: np.ndarray) -> int:
         """The cost this target is about, for kept counts ``keep`` (one per group, cost-model order)."""
-        return cost_model.macs(keep) if self.kind is TargetKind.MACS else cost_model.params(keep)
+        return cost_model.macs(keep) if self.kind is CostKind.MACS else cost_model.params(keep)
 
     def full(self, cost_model: CostModel) -> int:
         """The unpruned network's cost."""
-        return cost_model.full_macs if self.kind is TargetKind.MACS else cost_model.full_params
+        return cost_model.full_macs if self.kind is CostKind.MACS else cost_model.full_params

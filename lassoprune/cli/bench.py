@@ -11,8 +11,7 @@ from torch import nn
 
 from lassoprune.analysis import count
 from lassoprune.analysis.latency import BACKENDS, make_runner, summarize, time_interleaved
-from lassoprune.cli._common import positive, print_json
-from lassoprune.cli._common import model_image_size
+from lassoprune.cli._common import model_image_size, positive, print_json
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load, read_model_file
 from lassoprune.io.onnx_export import eval_mode, onnx_bytes, onnx_session

@@ -199,6 +199,22 @@ def _validate(args: argparse.Namespace) -> None:
         raise LassopruneError("--finetune-epochs needs --data NAME (the dataset to fine-tune on)")
     if spec.needs_data and not args.data:
         raise LassopruneError(f"method {spec.name} scores channels on data; give --data NAME (and --data-root DIR)")
+    if spec.needs_data:
+        _check_calibration_size(args)
+
+
+def _check_calibration_size(args: argparse.Namespace) -> None:
+    """--calib-size must cover every class of --data (the draw is class-balanced)."""
+    from lassoprune.data import dataset_info
+    from lassoprune.errors import DataNotFoundError
+
+    try:
+        classes = dataset_info(args.data, root=args.data_root).num_classes
+    except DataNotFoundError:
+        return  # loading the data reports it with its own advice
+    if args.calib_size < classes:
+        raise LassopruneError(f"--calib-size {args.calib_size} is below the {classes} classes of {args.data}; "
+                              f"give --calib-size >= {classes} (at least one image of every class)")
 
 
 def _source_model(args: argparse.Namespace) -> tuple[torch.nn.Module, int]:
@@ -246,7 +262,7 @@ def _finetune(result: PruneResult, args: argparse.Namespace, image_size: int) ->
 def _pruning_record(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("method", "allocation", "target", "macs_before", "macs_after", "params_before", "params_after")
     record = {key: report[key] for key in keys}
-    record.update({key: report["details"][key] for key in ("tau", "vote", "vote_on") if key in report["details"]})
+    record.update(report["details"].get("record", {}))  # what the method asks to keep in the model file
     return record
 
 
@@ -256,8 +272,7 @@ def _print_summary(result: PruneResult, report: dict[str, Any], out: str) -> Non
     print(f"  params {result.params_before:>14,d} -> {result.params_after:>14,d}  ({report['params_ratio']:.4f})")
     per_group = result.details.get("per_group", {})
     for gid, (kept, total) in result.widths.items():
-        votes = per_group.get(gid)
-        extra = f"  votes: all {votes['intersection']}, any {votes['union']}" if votes else ""
-        print(f"  {gid:<40s} {kept:>5d} / {total:<5d}{extra}")
+        note = per_group.get(gid, {}).get("note")
+        print(f"  {gid:<40s} {kept:>5d} / {total:<5d}" + (f"  {note}" if note else ""))
     if "finetune" in report:
         print(f"  fine-tuned top-1 {report['finetune']['test_top1']:.4f}")

@@ -22,9 +22,9 @@ from lassoprune.cli.train import add_training_args, train_from_args, training_su
 from lassoprune.errors import CheckpointError, LassopruneError
 from lassoprune.io import atomic_write_json
 from lassoprune.regularizers import REGULARIZERS, SCHEDULES, Regularizer, create_regularizer
-from lassoprune.training import RegularizerMode
 from lassoprune.regularizers.base import check_lam
 from lassoprune.regularizers.coefficients import check_schedule
+from lassoprune.training import RegularizerMode
 from lassoprune.training.engine import CHECKPOINT_NAME
 
 HELP = "train with a sparsity regulariser (dwgl, group-lasso, bn-l1) before pruning"

@@ -258,6 +258,6 @@ register_dataset(
         load=load_imagefolder,
         info=imagefolder_info,
         augment=Augment(crop_padding=16, flip=True),
-        summary="image files in DIR/{train,val}/<class>/ (ImageNet style); needs --data-root",
+        summary="image files in DIR/{train,val}/<class>/ (ImageNet style); needs its root folder",
     )
 )

@@ -117,8 +117,9 @@ def prune(
         prune_residual: False keeps every residual (eltwise) group whole, for
             every method: only channels that no residual add reads are cut
             (APIB cuts only the inner channel of each ResNet block).
-        options: extra method options (e.g. for the lasso methods); a selector
-            given ``threshold`` (``dwgl-vote``) needs no target.
+        options: the method's options (``lassoprune prune --list-methods``);
+            a method that accepts a threshold (``TargetUse.OR_THRESHOLD``,
+            e.g. ``dwgl-vote``) given one needs no target.
 
     Returns:
         :class:`PruneResult` with the pruned model and before/after counts.
@@ -127,7 +128,7 @@ def prune(
     spec = _method_spec(method)
     opts = spec.parse_options(options)
     spec.check_target(opts, target_macs is not None or target_params is not None)
-    target = _target(target_macs, target_params) if not opts.replaces_target() else None
+    target = None if spec.uses_threshold(opts) else _target(target_macs, target_params)
     allocation_name = ALLOCATIONS.get(allocation).name if not spec.decides_widths else "method"
     batches = list(data) if data is not None else None
     if spec.needs_data and not batches:
@@ -154,8 +155,10 @@ def prune(
     ctx = MethodContext(work, analysis, cost_model, target, floor, batches, seed, opts, round_to, single)
     selection = spec.run(ctx)
     keep, scores, details = selection.keep, selection.scores, selection.details
-    if not spec.decides_widths:
-        assert target is not None  # a criterion always has a target (TargetUse.REQUIRED)
+    if spec.decides_widths:
+        _check_keep_sets(spec.name, analysis.groups, keep, floor)
+    else:
+        assert target is not None  # scores need a target: only width-deciding methods take a threshold
         keep = allocate(analysis.groups, scores, cost_model, target, allocation_name, min_channels, round_to,
                         floor=floor)
 
@@ -171,6 +174,25 @@ def prune(
         method=spec.name, allocation=allocation_name,
         target=target, details=details, seconds=time.perf_counter() - started,
     )
+
+
+def _check_keep_sets(
+    method: str, groups: Sequence[ChannelGroup], keep: dict[str, tuple[int, ...]], floor: np.ndarray
+) -> None:
+    """A width-deciding method's keep sets name every group once, valid channels only, at least its floor."""
+    for group, lowest in zip(groups, floor):
+        kept = keep.get(group.id)
+        if kept is None:
+            raise LassopruneError(f"method {method!r} returned no keep set for group {group.id!r}")
+        if len(set(kept)) != len(kept) or any(not 0 <= c < group.num_channels for c in kept):
+            raise LassopruneError(f"method {method!r} kept invalid or repeated channels in group {group.id!r} "
+                                  f"(it has channels 0..{group.num_channels - 1})")
+        if len(kept) < lowest:
+            raise LassopruneError(f"method {method!r} kept {len(kept)} channels of group {group.id!r}, below its "
+                                  f"floor of {int(lowest)} (min_channels / round_to / prune_residual)")
+    unknown = sorted(set(keep) - {g.id for g in groups})
+    if unknown:
+        raise LassopruneError(f"method {method!r} returned keep sets for unknown groups: {', '.join(unknown)}")
 
 
 def _method_spec(method: str | Callable[..., torch.Tensor]) -> MethodSpec:

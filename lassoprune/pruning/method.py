@@ -15,7 +15,9 @@ need to know, so none of them ever branches on a method's name:
   also accepts a threshold of its own instead.
 - ``decides_widths``: True when ``run`` returns keep sets (the lasso methods,
   ``dwgl-vote``); False when it returns per-channel scores that the
-  allocation (``global`` / ``uniform``) turns into widths.
+  allocation (``global`` / ``uniform``) turns into widths. A method that
+  decides widths must keep every group at or above ``ctx.floors`` (checked),
+  and says with ``rounds_widths`` whether it honours ``ctx.round_to``.
 - ``run(ctx) -> Selection``.
 
 Example (a complete method; see ``tests/pruning/test_method_plugins.py``)::
@@ -100,10 +102,6 @@ class MethodOptions:
         """True when these options set a threshold that stands in for a target (``TargetUse.OR_THRESHOLD``)."""
         return False
 
-    def to_dict(self) -> dict[str, Any]:
-        """The options as plain values (JSON-safe for the built-in methods)."""
-        return {name: getattr(self, name) for name in self.names()}
-
 
 @dataclass(frozen=True)
 class NoOptions(MethodOptions):
@@ -146,7 +144,10 @@ class Selection:
     Attributes:
         keep: group id -> kept channel numbers (methods that decide widths; else empty).
         scores: group id -> ``(C,)`` importance, higher = keep.
-        details: method-specific diagnostics (JSON-safe).
+        details: method-specific diagnostics (JSON-safe). Two keys are read by
+            the command line: ``record`` (a small dict stored with the pruned
+            model file) and ``per_group[group id]["note"]`` (printed beside the
+            group's width).
     """
 
     keep: dict[str, tuple[int, ...]]
@@ -166,8 +167,9 @@ class MethodSpec:
         needs_data: reads calibration batches.
         target: :class:`TargetUse`.
         decides_widths: ``run`` returns keep sets (else scores for the allocation).
-        rounds_widths: a width-deciding method that honours ``round_to`` itself
-            (one that does not only gets its floors raised, with a warning).
+        rounds_widths: a width-deciding method that rounds its widths to
+            ``ctx.round_to`` itself; one that does not (the default) only gets
+            its floors raised to ``round_to``, with a warning.
     """
 
     name: str
@@ -177,15 +179,19 @@ class MethodSpec:
     needs_data: bool = False
     target: TargetUse = TargetUse.REQUIRED
     decides_widths: bool = False
-    rounds_widths: bool = True
+    rounds_widths: bool = False
 
     def parse_options(self, options: Mapping[str, Any]) -> MethodOptions:
         """This method's validated options (:meth:`MethodOptions.parse`)."""
         return self.options.parse(self.name, options)
 
+    def uses_threshold(self, options: MethodOptions) -> bool:
+        """True when ``options`` set a threshold that replaces the cost target (``TargetUse.OR_THRESHOLD`` only)."""
+        return self.target is TargetUse.OR_THRESHOLD and options.replaces_target()
+
     def check_target(self, options: MethodOptions, has_target: bool) -> None:
         """Raise a clear error unless the target / threshold combination suits this method."""
-        threshold = self.target is TargetUse.OR_THRESHOLD and options.replaces_target()
+        threshold = self.uses_threshold(options)
         if threshold and has_target:
             raise LassopruneError(f"{self.name}: give either threshold or a target (target_macs / target_params), "
                                   "not both")

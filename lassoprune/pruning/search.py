@@ -69,18 +69,22 @@ class CostBand:
 
     @property
     def full(self) -> int:
+        """The unpruned network's cost."""
         return self.target.full(self.cost_model)
 
     @property
     def goal(self) -> float:
+        """``ratio * full``: the cost aimed at."""
         return self.target.ratio * self.full
 
     @property
     def band(self) -> tuple[float, float]:
+        """``goal -+ tolerance * full``: where a search stops."""
         return self.goal - self.tolerance * self.full, self.goal + self.tolerance * self.full
 
     @property
     def limits(self) -> tuple[float, float]:
+        """``goal -+ limit * full``: where the final cost must lie; no move may leave it."""
         return self.goal - self.limit * self.full, self.goal + self.limit * self.full
 
     def cost(self, counts: Sequence[int] | np.ndarray) -> int:
@@ -144,7 +148,8 @@ def check_target(cost_model: CostModel, target: Target, floor: np.ndarray) -> No
         raise LassopruneError(
             f"target_{target.kind}={target.ratio} is unreachable: with every group at its floor the network "
             f"keeps {smallest:.4f} of its {target.kind}; the smallest reachable target is "
-            f"{math.ceil(smallest * 1e4) / 1e4} (lower min_channels / round_to, or ignore fewer layers)"
+            f"{math.ceil(smallest * 1e4) / 1e4} (lower min_channels / round_to, ignore fewer layers, "
+            "or let the residual stream be cut: prune_residual=True)"
         )
 
 
@@ -295,8 +300,8 @@ def walk_widths(
         new = next_width(g, width, shrink)
         return None if new is None else (priority(g, width, new, shrink), g, new)
 
+    current = cost(widths)
     while max_moves is None or moves < max_moves:
-        current = cost(widths)
         if accept[0] <= current <= accept[1]:
             break
         shrink = current > accept[1]
@@ -312,7 +317,7 @@ def walk_widths(
             trial_cost = cost(trial)
             if (trial_cost < limits[0]) if shrink else (trial_cost > limits[1]):
                 continue  # this group's step overshoots now and will in every later state
-            widths, moved = trial, True
+            widths, current, moved = trial, trial_cost, True
             if (e := entry(g, shrink)) is not None:
                 heapq.heappush(heap, e)
             break

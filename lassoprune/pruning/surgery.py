@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from lassoprune.errors import LassopruneError
 from lassoprune.channels.groups import ChannelGroup, GroupAnalysis
+from lassoprune.errors import LassopruneError
 
 
 def removed_channels(group: ChannelGroup, kept: Sequence[int]) -> list[int]:

@@ -24,11 +24,11 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from lassoprune.channels import ChannelGroup, LayerKind, LayerSlice, SliceRole, analyse_groups
 from lassoprune.errors import LassopruneError
 from lassoprune.pruning.criteria import Batch, Criterion, ScoreContext, resolve_criterion
-from lassoprune.channels.groups import ChannelGroup, LayerSlice, analyse_groups
 
-_SCORED_KINDS = ("conv", "depthwise", "linear")
+_SCORED_KINDS = (LayerKind.CONV, LayerKind.DEPTHWISE, LayerKind.LINEAR)
 
 
 class LassopruneImportance(tp.importance.Importance):
@@ -100,7 +100,7 @@ class LassopruneImportance(tp.importance.Importance):
             modules[s.module]: (g, s)
             for g in analysis.groups
             for s in g.producers + g.depthwise
-            if s.role == "out" and s.kind in _SCORED_KINDS
+            if s.role is SliceRole.OUT and s.kind in _SCORED_KINDS
         }
         self._ctx = ScoreContext.build(
             self.model, self.batches, seed=self.seed, example_inputs=self.example_inputs, graph=analysis.graph
@@ -212,7 +212,7 @@ def _build_graph(ctx: ScoreContext) -> Any:
 def _to_channel_order(scores: Tensor, group: ChannelGroup) -> Tensor:
     """Reorder root-position scores to group-channel order via the root layer's slice."""
     root_slice = next(
-        (s for s in group.producers + group.depthwise if s.module == group.id and s.role == "out"), None
+        (s for s in group.producers + group.depthwise if s.module == group.id and s.role is SliceRole.OUT), None
     )
     if root_slice is None or list(root_slice.indices) == list(root_slice.channels):
         return scores

@@ -32,6 +32,7 @@ from lassoprune.regularizers.coefficients import SCHEDULES, check_schedule, coef
 from lassoprune.regularizers.group_lasso import DWGL, GroupLasso
 from lassoprune.utils.registry import Registry
 
+
 @dataclass(frozen=True)
 class RegularizerSpec:
     """One registered regulariser.

@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lassoprune.errors import LassopruneError
 from lassoprune.channels.groups import ChannelGroup, LayerSlice, channel_groups
 from lassoprune.channels.norms import filter_norms, slice_power_sums
+from lassoprune.errors import LassopruneError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ scales (BN shifts are not penalised).
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 

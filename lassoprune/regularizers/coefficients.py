@@ -28,6 +28,7 @@ from torch import Tensor
 from lassoprune.errors import LassopruneError
 from lassoprune.utils.enums import NamedEnum
 
+
 class Schedule(NamedEnum):
     """How the DWGL coefficient grows along a residual group's convs (module docstring)."""
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lassoprune.channels.groups import ChannelGroup
+from lassoprune.channels import ChannelGroup, SliceRole
 from lassoprune.regularizers.base import GroupMembers, LayerTerm, Regularizer, position_coefficients
 from lassoprune.regularizers.coefficients import check_schedule, coefficients
 
@@ -55,7 +55,7 @@ class GroupLasso(Regularizer):
         per_module: dict[str, list] = {}
         members = []
         for group in self.groups:
-            producers = tuple(s for s in group.producers if s.role == "out")
+            producers = tuple(s for s in group.producers if s.role is SliceRole.OUT)
             c = self.channel_coefficients(group)
             for layer_slice in producers:
                 per_module.setdefault(layer_slice.module, []).append((layer_slice, c))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import TypeVar
 
 from lassoprune.errors import UnknownNameError
+
+E = TypeVar("E", bound="NamedEnum")
 
 
 class NamedEnum(str, Enum):
@@ -21,7 +24,7 @@ class NamedEnum(str, Enum):
         return format(str(self.value), spec)
 
     @classmethod
-    def parse(cls, value: object, what: str | None = None):  # -> Self
+    def parse(cls: type[E], value: object, what: str | None = None) -> E:
         """The member whose value is ``value``; an unknown one lists the valid values.
 
         Args:

@@ -1,4 +1,4 @@
-"""The lasso keep-set selectors: targets met, pruned = masked, details reported, clear errors, planted recovery."""
+"""The lasso methods: targets met, pruned = masked, details reported, clear errors, planted recovery, options."""
 
 import copy
 
@@ -198,14 +198,14 @@ def test_round_to_gives_multiples_and_still_meets_the_target(method):
             assert set(result.keep[g.id]) <= set(plain.keep[g.id]) or len(plain.keep[g.id]) == 0
 
 
-def test_tau_sets_the_class_graph_and_an_empty_graph_is_class_lasso():
+def test_edge_threshold_sets_the_class_graph_and_an_empty_graph_is_class_lasso():
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
     complete = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=0.0)
     assert len(complete.details["structure"]["edges"]) == 10 * 9 // 2
     empty = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.0, target_tolerance=0.005)
     plain = prune(model, x, method="class-lasso", target_macs=0.3, data=data, target_tolerance=0.005)
     weights = [abs(w) for _, _, w in complete.details["structure"]["edges"]]
-    assert max(weights) < 1.0  # no pair of class means is perfectly correlated: tau = 1 leaves no edge
+    assert max(weights) < 1.0  # no pair of class means is perfectly correlated: edge_threshold = 1 leaves no edge
     assert empty.details["structure"]["edges"] == []
     assert empty.keep == plain.keep
     with pytest.raises(LassopruneError, match="edge_threshold"):

@@ -75,7 +75,6 @@ class VoteSource(NamedEnum):
 
 
 VOTE_RULES: tuple[str, ...] = tuple(r.value for r in VoteRule)
-VOTE_SOURCES: tuple[str, ...] = tuple(s.value for s in VoteSource)
 
 
 @dataclass(frozen=True)
@@ -103,12 +102,12 @@ class VoteOptions(MethodOptions):
             raise LassopruneError(f"the vote threshold tau must lie in (0, 1], got {self.threshold}")
         object.__setattr__(self, "vote", VoteRule.parse(self.vote, "vote rule"))
         object.__setattr__(self, "vote_on", VoteSource.parse(self.vote_on, "vote source"))
-        if self.vote == "k-of-n" and (self.vote_k is None or self.vote_k < 1):
+        if self.vote is VoteRule.K_OF_N and (self.vote_k is None or self.vote_k < 1):
             raise LassopruneError(
                 f"vote 'k-of-n' needs vote_k >= 1, the voters that must agree, got {self.vote_k}"
             )
-        if self.vote != "k-of-n" and self.vote_k is not None:
-            raise LassopruneError(f"vote_k only applies to vote 'k-of-n', not {self.vote!r}")
+        if self.vote is not VoteRule.K_OF_N and self.vote_k is not None:
+            raise LassopruneError(f"vote_k only applies to vote 'k-of-n', not '{self.vote}'")
 
     def replaces_target(self) -> bool:
         return self.threshold is not None
@@ -116,11 +115,11 @@ class VoteOptions(MethodOptions):
 
 def required_votes(rule: str, num_voters: int, k: int | None = None) -> int:
     """How many of ``num_voters`` must vote a channel out under ``rule`` (``k`` capped at ``num_voters``)."""
-    if rule == "intersection":
+    if rule == VoteRule.INTERSECTION:
         return num_voters
-    if rule == "union":
+    if rule == VoteRule.UNION:
         return 1
-    if rule == "k-of-n":
+    if rule == VoteRule.K_OF_N:
         if k is None or k < 1:
             raise LassopruneError(f"vote 'k-of-n' needs k >= 1, got {k}")
         return min(k, num_voters)
@@ -249,6 +248,7 @@ def _group_report(v: _GroupVotes, tau: float, keep: Tensor) -> tuple[dict[str, A
         "union": int(votes.any(0).sum()),
         "removed": int((~keep).sum()),
     }
+    counts["note"] = f"votes: all {counts['intersection']}, any {counts['union']}"
     return counts, voted
 
 
@@ -272,6 +272,7 @@ def dwgl_vote(ctx: MethodContext) -> Selection:
     details = {
         "tau": tau, "tau_searched": opts.threshold is None, "vote": opts.vote, "vote_k": opts.vote_k,
         "vote_on": opts.vote_on, "per_group": per_group, "voted": voted, "eltwise": _eltwise_summary(votes, per_group),
+        "record": {"tau": tau, "vote": opts.vote.value, "vote_on": opts.vote_on.value},
     }
     return Selection(
         keep={gid: tuple(torch.nonzero(mask).flatten().tolist()) for gid, mask in keep.items()},
