@@ -32,10 +32,11 @@ printed and written to RUNS/table.md.
 
 Profiles:
 
-``--quick``  CPU, under an hour on 2 cores: resnet20 (trained here, 2 epochs
-             on 20k images) and resnet56 (``lassoprune/pretrained/
-             resnet56_fashion_mnist.pt`` when it exists, else trained here,
-             2 epochs on 10k images), fine-tune 1 epoch on 3000 images, sparse
+``--quick``  CPU, under an hour on 2 cores: resnet20 and resnet56, each the
+             shipped ``lassoprune/pretrained/<model>_fashion_mnist.pt`` when
+             it exists (now the converged 30-epoch baselines; the quick tables
+             in docs/BENCHMARKS.md were made with the earlier 2-epoch models),
+             else trained here (2 epochs on 20k / 10k images), fine-tune 1 epoch on 3000 images, sparse
              budget 1 epoch on 10k images, evaluation on 2000 class-stratified
              test images, all methods and targets.
 ``--full``   a GPU (``--device cuda``): resnet56 and vgg16 trained here for
