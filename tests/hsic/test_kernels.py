@@ -31,6 +31,17 @@ def _data(n: int = 30, c: int = 6, d: int = 4, k: int = 3, seed: int = 0):
     return feats, labels, outputs
 
 
+def _explicit_targets(kind: str, labels: torch.Tensor, l_out: torch.Tensor) -> torch.Tensor:
+    """``(K, N * N)`` target kernels built explicitly (3 classes), the brute-force side of the Gram trick."""
+    if kind == "class":
+        t = class_target_kernels(labels, 3)
+    elif kind == "output":
+        t = centre_normalise(l_out).unsqueeze(0)
+    else:
+        t = class_output_target_kernels(l_out, labels, 3)
+    return t.reshape(t.shape[0], -1)
+
+
 def test_pool_features_shapes():
     x = torch.randn(2, 3, 9, 7)
     assert pool_features(x, 4).shape == (2, 3, 16)
@@ -63,14 +74,7 @@ def test_gram_trick_equals_brute_force(kind):
     feats, labels, outputs = _data()
     gram = hsic_gram(feats, labels, 3, target=kind, outputs=outputs)
     m = channel_kernels(feats).reshape(6, -1)
-    l_out = output_target_kernel(outputs)
-    if kind == "class":
-        t = class_target_kernels(labels, 3)
-    elif kind == "output":
-        t = centre_normalise(l_out).unsqueeze(0)
-    else:
-        t = class_output_target_kernels(l_out, labels, 3)
-    t = t.reshape(t.shape[0], -1)
+    t = _explicit_targets(kind, labels, output_target_kernel(outputs))
     assert torch.allclose(gram.G, m @ m.T, atol=1e-10)
     assert torch.allclose(gram.R, m @ t.T, atol=1e-10)
     assert torch.allclose(torch.linalg.matrix_norm(t.reshape(-1, 30, 30)), torch.ones(t.shape[0], dtype=torch.float64))
@@ -209,14 +213,7 @@ def test_unnormalised_gram_trick_equals_brute_force(kernel, kind):
     feats, labels, outputs = _data()
     gram = hsic_gram(feats, labels, 3, target=kind, outputs=outputs, kernel=kernel, normalise=False)
     m = channel_kernels(feats, kernel, normalise=False).reshape(6, -1)
-    l_out = output_target_kernel(outputs, kernel)
-    if kind == "class":
-        t = class_target_kernels(labels, 3)
-    elif kind == "output":
-        t = centre_normalise(l_out).unsqueeze(0)
-    else:
-        t = class_output_target_kernels(l_out, labels, 3)
-    t = t.reshape(t.shape[0], -1)
+    t = _explicit_targets(kind, labels, output_target_kernel(outputs, kernel))
     assert torch.allclose(m.reshape(6, 30, 30).sum(-1), torch.zeros(6, 30, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(gram.G, m @ m.T, atol=1e-10)
     assert torch.allclose(gram.R, m @ t.T, atol=1e-10)
