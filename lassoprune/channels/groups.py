@@ -64,8 +64,8 @@ class LayerSlice:
     channels: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", LayerKind.parse(self.kind, "layer kind"))
-        object.__setattr__(self, "role", SliceRole.parse(self.role, "slice role"))
+        object.__setattr__(self, "kind", LayerKind.parse(self.kind))
+        object.__setattr__(self, "role", SliceRole.parse(self.role))
 
 
 @dataclass(frozen=True)

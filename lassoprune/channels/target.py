@@ -29,7 +29,7 @@ class Target:
     ratio: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", CostKind.parse(self.kind, "cost kind"))
+        object.__setattr__(self, "kind", CostKind.parse(self.kind))
         if not 0.0 < self.ratio < 1.0:
             raise LassopruneError(
                 f"target_{self.kind.value} must be a fraction of the original in (0, 1), got {self.ratio}"

@@ -25,7 +25,7 @@ from lassoprune.models import create_model
 from lassoprune.pruning import ALLOCATIONS, METHODS, PruneResult, describe_methods, get_method, prune
 from lassoprune.pruning.api import modules_named
 from lassoprune.training import TrainConfig, fit
-from lassoprune.training.data_setup import calibration_batches, make_loaders
+from lassoprune.training.data_setup import calibration_batches, check_calibration_size, make_loaders
 from lassoprune.utils import get_logger, seed_everything
 
 HELP = "prune a model structurally to a MACs or parameter target"
@@ -200,21 +200,7 @@ def _validate(args: argparse.Namespace) -> None:
     if spec.needs_data and not args.data:
         raise LassopruneError(f"method {spec.name} scores channels on data; give --data NAME (and --data-root DIR)")
     if spec.needs_data:
-        _check_calibration_size(args)
-
-
-def _check_calibration_size(args: argparse.Namespace) -> None:
-    """--calib-size must cover every class of --data (the draw is class-balanced)."""
-    from lassoprune.data import dataset_info
-    from lassoprune.errors import DataNotFoundError
-
-    try:
-        classes = dataset_info(args.data, root=args.data_root).num_classes
-    except DataNotFoundError:
-        return  # loading the data reports it with its own advice
-    if args.calib_size < classes:
-        raise LassopruneError(f"--calib-size {args.calib_size} is below the {classes} classes of {args.data}; "
-                              f"give --calib-size >= {classes} (at least one image of every class)")
+        check_calibration_size(args.data, args.calib_size, args.data_root, option="--calib-size")
 
 
 def _source_model(args: argparse.Namespace) -> tuple[torch.nn.Module, int]:

@@ -53,13 +53,12 @@ import functools
 import math
 import time
 from dataclasses import dataclass
-from enum import Enum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lassoprune.errors import LassopruneError, UnknownNameError
+from lassoprune.errors import LassopruneError
 from lassoprune.utils.enums import NamedEnum
 
 __all__ = [
@@ -81,20 +80,12 @@ __all__ = [
 _CHUNK_ELEMENTS = 8_000_000
 
 
-class TargetKind(str, Enum):
+class TargetKind(NamedEnum):
     """What the channel kernels are regressed on (METHODS.md 1.1)."""
 
     CLASS = "class"
     OUTPUT = "output"
     CLASS_OUTPUT = "class-output"
-
-    @classmethod
-    def parse(cls, value: str | TargetKind) -> TargetKind:
-        """The member named ``value``; a clear error listing the valid names otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise UnknownNameError("target kind", str(value), [k.value for k in cls]) from None
 
     @property
     def needs_output(self) -> bool:

@@ -263,18 +263,9 @@ def _check_names(config: RunConfig) -> None:
 
 def _check_calibration(config: RunConfig) -> None:
     """The calibration set must hold every class at least once (class-balanced draw)."""
-    from lassoprune.data import dataset_info
-    from lassoprune.errors import DataNotFoundError
+    from lassoprune.training.data_setup import check_calibration_size
 
-    try:
-        classes = dataset_info(config.data.name, root=config.data.root).num_classes
-    except DataNotFoundError:
-        return  # the data stage reports missing files with its own advice
-    if config.prune.calib_size < classes:
-        raise LassopruneError(
-            f"prune.calib_size={config.prune.calib_size} is below the {classes} classes of {config.data.name}: "
-            f"the calibration set draws every class at least once; set prune.calib_size >= {classes}"
-        )
+    check_calibration_size(config.data.name, config.prune.calib_size, config.data.root, option="prune.calib_size")
 
 
 def _check_checkpoint(checkpoint: str) -> None:

@@ -141,10 +141,7 @@ def prune(
     modules = dict(work.named_modules())
     analysis = _analyse(work, single, [modules[n] for n in ignored_names])
     cost_model = CostModel(work, single, analysis.groups)
-    floor = floors(analysis.groups, min_channels, round_to)
-    if not prune_residual:
-        floor = np.array([g.num_channels if g.is_eltwise else f for g, f in zip(analysis.groups, floor)],
-                         dtype=np.float64)
+    floor = floors(analysis.groups, min_channels, round_to, prune_residual)
     if target is not None:
         check_target(cost_model, target, floor)
     if spec.decides_widths and not spec.rounds_widths and round_to is not None and round_to > 1:

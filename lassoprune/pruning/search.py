@@ -128,8 +128,12 @@ def step_width(width: int, total: int, step: int, shrink: bool) -> int:
     return min(total, (width // step + 1) * step)
 
 
-def floors(groups: Sequence[ChannelGroup], min_channels: int = 1, round_to: int | None = None) -> np.ndarray:
+def floors(
+    groups: Sequence[ChannelGroup], min_channels: int = 1, round_to: int | None = None, prune_residual: bool = True
+) -> np.ndarray:
     """The fewest channels each group may keep: ``max(min_channels, round_to)`` rounded up to ``round_to``, at most C.
+
+    With ``prune_residual=False`` a residual (eltwise) group keeps all its C channels.
 
     Returns:
         ``(G,)`` float64, in ``groups`` order.
@@ -138,7 +142,11 @@ def floors(groups: Sequence[ChannelGroup], min_channels: int = 1, round_to: int 
         raise LassopruneError(f"min_channels must be >= 1 (a group never reaches 0 channels), got {min_channels}")
     step = round_to or 1
     lowest = max(min_channels, step)
-    return np.array([min(g.num_channels, round_up(lowest, step)) for g in groups], dtype=np.float64)
+    return np.array(
+        [g.num_channels if g.is_eltwise and not prune_residual else min(g.num_channels, round_up(lowest, step))
+         for g in groups],
+        dtype=np.float64,
+    )
 
 
 def check_target(cost_model: CostModel, target: Target, floor: np.ndarray) -> None:

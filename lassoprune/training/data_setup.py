@@ -12,11 +12,12 @@ from lassoprune.data import (
     BatchLoader,
     DatasetInfo,
     balanced_indices,
+    dataset_info,
     default_augment,
     load_dataset,
     stratified_subset,
 )
-from lassoprune.errors import LassopruneError
+from lassoprune.errors import DataNotFoundError, LassopruneError
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,31 @@ def _share(num_samples: int, distributed: tuple[int, int] | None) -> int:
     return num_samples if distributed is None else math.ceil(num_samples / distributed[1])
 
 
+def require_every_class(size: int, num_classes: int, dataset: str, option: str = "size") -> None:
+    """A class-balanced calibration set of ``size`` images needs at least one image of every class.
+
+    Args:
+        option: how the caller names the size in the error (``prune.calib_size``, ``--calib-size``).
+    """
+    if size < num_classes:
+        raise LassopruneError(
+            f"{option}={size} is below the {num_classes} classes of {dataset}: the calibration set draws every "
+            f"class at least once; use {option} >= {num_classes}"
+        )
+
+
+def check_calibration_size(name: str, size: int, root: str | Path | None = None, option: str = "size") -> None:
+    """:func:`require_every_class` from the dataset's description, before any data is loaded.
+
+    A dataset whose files are missing is not checked here: loading it reports that with its own advice.
+    """
+    try:
+        num_classes = dataset_info(name, root=root).num_classes
+    except DataNotFoundError:
+        return
+    require_every_class(size, num_classes, name, option)
+
+
 def calibration_batches(
     name: str,
     *,
@@ -107,12 +133,8 @@ def calibration_batches(
     images = 50 per class on a 10-class dataset.
     """
     train_set = load_dataset(name, root=root, split="train", download=download)
+    require_every_class(size, train_set.info.num_classes, name)
     per_class = size // train_set.info.num_classes
-    if per_class < 1:
-        raise LassopruneError(
-            f"size={size} calibration images are fewer than the {train_set.info.num_classes} classes of {name}; "
-            f"use size >= {train_set.info.num_classes} (at least one image of every class)"
-        )
     indices = balanced_indices(train_set.labels, per_class, seed=seed)
     loader = BatchLoader(train_set, batch_size=batch_size, image_size=image_size, indices=indices)
     return list(loader)

@@ -262,7 +262,7 @@ class _TrainStep:
         after_backward: Callable[[nn.Module], None] | None = None,
     ) -> None:
         """``net`` runs the forward pass (``model`` in DistributedDataParallel); default ``model``."""
-        regularizer_mode = RegularizerMode.parse(regularizer_mode, "regularizer mode")
+        regularizer_mode = RegularizerMode.parse(regularizer_mode)
         self.model, self.optimizer, self.scheduler, self.cfg = model, optimizer, scheduler, cfg
         self.net = model if net is None else net
         self.device, self.amp, self.channels_last = device, amp, channels_last

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import TypeVar
 
@@ -29,9 +30,11 @@ class NamedEnum(str, Enum):
 
         Args:
             value: a member or its value.
-            what: the option's name in words for the error (default: the class name).
+            what: the option's name in words for the error (default: the class name in
+                words, ``TargetKind`` -> ``target kind``).
         """
         try:
             return cls(value)
         except ValueError:
-            raise UnknownNameError(what or cls.__name__, str(value), [m.value for m in cls]) from None
+            words = what or re.sub(r"(?<!^)(?=[A-Z])", " ", cls.__name__).lower()
+            raise UnknownNameError(words, str(value), [m.value for m in cls]) from None

@@ -100,8 +100,8 @@ class VoteOptions(MethodOptions):
     def validate(self, method: str = VOTE_METHOD) -> None:
         if self.threshold is not None and not (0.0 < self.threshold <= 1.0 and math.isfinite(self.threshold)):
             raise LassopruneError(f"the vote threshold tau must lie in (0, 1], got {self.threshold}")
-        object.__setattr__(self, "vote", VoteRule.parse(self.vote, "vote rule"))
-        object.__setattr__(self, "vote_on", VoteSource.parse(self.vote_on, "vote source"))
+        object.__setattr__(self, "vote", VoteRule.parse(self.vote))
+        object.__setattr__(self, "vote_on", VoteSource.parse(self.vote_on))
         if self.vote is VoteRule.K_OF_N and (self.vote_k is None or self.vote_k < 1):
             raise LassopruneError(
                 f"vote 'k-of-n' needs vote_k >= 1, the voters that must agree, got {self.vote_k}"

@@ -244,8 +244,6 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
     """Run one lasso method (module docstring); ``ctx.options`` are its :class:`LassoOptions`."""
     opts: LassoOptions = ctx.options
     groups = ctx.analysis.groups
-    if ctx.batches is None:
-        raise LassopruneError(f"method {method.name} scores channels on data: give data=[(x, y), ...] batches")
     times: dict[str, float] = {}
     features = collect_features(ctx.model, groups, ctx.batches, pool=opts.pool, outputs=opts.target_kind.needs_output)
     times["features"] = features.seconds
@@ -382,8 +380,6 @@ class _Search:
         self.ctx, self.problems, self.rho_min = ctx, problems, rho_min
         self.floors = [int(f) for f in ctx.floors]
         self.target = CostBand(ctx.target, ctx.cost_model, tolerance=tolerance)
-        self.full = self.target.full
-        self.band, self.limits = self.target.band, self.target.limits
         self.history: list[dict[str, float]] = []
         self.solver_seconds = 0.0
         self._solved: dict[float, tuple[list[np.ndarray], list[np.ndarray], int]] = {}
@@ -398,7 +394,7 @@ class _Search:
         self.solver_seconds += time.perf_counter() - started
         keep, scores = [k for k, _ in sets], [s for _, s in sets]
         cost = self.cost(keep)
-        self.history.append({"rho": rho, "cost_ratio": cost / self.full})
+        self.history.append({"rho": rho, "cost_ratio": cost / self.target.full})
         self._solved[rho] = (keep, scores, cost)
         return keep, scores, cost
 
@@ -425,12 +421,13 @@ class _Search:
         return {p.group.id: k for p, k in zip(self.problems, keep)}
 
     def _walk(self, orders: list[np.ndarray], widths: list[int], accept: tuple[float, float],
-              keys: list[np.ndarray], shrink_only: bool) -> list[np.ndarray]:
-        """Channel-by-channel walk over prefix orders; ``keys[g][i]`` ranks moving position ``i`` of group g."""
+              keys: list[Any]) -> list[np.ndarray]:
+        """Channel-by-channel walk over prefix orders; ``keys[g][i]`` ranks moving position ``i`` of group g.
+
+        ``accept`` is one-sided (drop: ``(-inf, high)``, add: ``(low, inf)``), so the walk moves one way only.
+        """
 
         def next_width(g: int, width: int, shrink: bool) -> int | None:
-            if shrink != shrink_only:
-                return None
             if shrink:
                 return width - 1 if width > self.floors[g] else None
             return width + 1 if width < len(orders[g]) else None
@@ -438,7 +435,7 @@ class _Search:
         def priority(g: int, width: int, _new: int, shrink: bool) -> Any:
             return keys[g][width - 1 if shrink else width]
 
-        counts = walk_widths(widths, self.target.cost, accept, self.limits, next_width, priority)
+        counts = walk_widths(widths, self.target.cost, accept, self.target.limits, next_width, priority)
         return self._checked([np.sort(o[: int(k)]) for o, k in zip(orders, counts)])
 
     def _drop(self, keep: list[np.ndarray], scores: list[np.ndarray], keep_hi: list[np.ndarray]) -> list[np.ndarray]:
@@ -452,7 +449,7 @@ class _Search:
             outside = sorted(set(range(len(s))) - set(inside))
             orders.append(np.array(inside + outside, dtype=np.int64))
             keys.append([(stays_c, value) for stays_c, value, _ in reversed(removal)])
-        return self._walk(orders, [len(k) for k in keep], (-math.inf, self.band[1]), keys, shrink_only=True)
+        return self._walk(orders, [len(k) for k in keep], (-math.inf, self.target.band[1]), keys)
 
     def _add(self, keep: list[np.ndarray]) -> list[np.ndarray]:
         """Add channels the lasso left out, most relevant (largest normalised max_k R_ck) first."""
@@ -464,7 +461,7 @@ class _Search:
             added = sorted((-(rel[c] / top if top > 0 else 0.0), c) for c in range(len(rel)) if c not in inside)
             orders.append(np.array(kept.tolist() + [c for _, c in added], dtype=np.int64))
             keys.append([None] * len(kept) + [key for key, _ in added])
-        return self._walk(orders, [len(k) for k in keep], (self.band[0], math.inf), keys, shrink_only=False)
+        return self._walk(orders, [len(k) for k in keep], (self.target.band[0], math.inf), keys)
 
     def rounded(self, keep: dict[str, np.ndarray], rho: float, step: int) -> dict[str, np.ndarray]:
         """Widths rounded to multiples of ``step`` (or the whole group), then moved by whole steps to the target.
@@ -495,7 +492,7 @@ class _Search:
             value = float((values[g][new:width] if shrink else values[g][width:new]).mean())
             return value if shrink else -value
 
-        widths = walk_widths(counts, self.target.cost, self.band, self.limits, next_width, priority,
+        widths = walk_widths(counts, self.target.cost, self.target.band, self.target.limits, next_width, priority,
                              max_moves=4 * sum(totals) // step + 1)
         return self._named(self._checked([np.sort(o[: int(k)]) for o, k in zip(orders, widths)]))
 
