@@ -35,7 +35,7 @@ bench: install
 	$(BIN)/python benchmarks/throughput.py
 
 compare: data
-	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/compare.py --quick
+	$(BIN)/python benchmarks/compare.py --standard
 
 clean:
 	rm -rf $(VENV) runs *.egg-info .pytest_cache

@@ -1,516 +1,607 @@
-"""Side by side: lassoprune's pruning methods and Torch-Pruning's own pipeline, same models, data and budgets.
+"""The benchmark protocol: every pruning method, Torch-Pruning's pruners, converged baselines, seeds, error bars.
 
-For each model (Fashion-MNIST, 1 input channel, 10 classes, padded to 32x32;
-pretrained with the engine and cached under RUNS/pretrain) and each MACs
-target (fraction kept), every method cuts the same pretrained network:
+Every row is one run of the library's own pipeline (:func:`lassoprune.pipeline.run_stages`,
+the stages of ``lassoprune run``): the shipped converged model is copied in
+(``pretrain``), optionally sparse-trained (``sparse``), cut to the MACs target
+with BatchNorm statistics re-estimated on the calibration images and
+evaluated (``prune``: the one-shot "pruned" accuracy), fine-tuned
+(``finetune``) and evaluated again (``evaluate``: "final"). Torch-Pruning's
+pruners (``benchmarks/compare_peers.py``) replace the ``prune`` stage (and,
+for ``tp-group-sl``, the ``sparse`` stage); everything around them is the
+same code. A row's run directory resumes after a crash at its first
+unfinished stage and its last finished epoch; finished rows are skipped.
 
-* ours, through ``lp.prune`` with the same 500-image class-balanced
-  calibration set: ``sglp-ib``, ``stlp-ib``, ``hsic-ib``, ``class-lasso``,
-  ``l1``, ``bn-scale``, ``random``;
-* ``dwgl``: sparse training with the DWGL regulariser (``fit(...,
-  regularizer=...)``, proximal steps), then ``lp.prune(method="dwgl-vote")``;
-* Torch-Pruning's pipeline through its own API (``benchmarks/compare_peers.py``):
-  ``tp-magnitude`` (DepGraph + GroupMagnitudeImportance, no sparse learning)
-  and ``tp-group-sl`` (GroupNormPruner: group sparse learning for the same
-  sparse budget as ``dwgl``, then the cut). Torch-Pruning takes a channel
-  ``pruning_ratio``; the ratio keeping the MACs target within 1% is found by
-  bisection on deep copies.
+Three phases, in this order (``--phase all`` runs them one after the other):
 
-After every cut, for every method alike: BatchNorm statistics re-estimated on
-the calibration (training) images, evaluation ("pruned"), fine-tuning with
-the same budget (epochs, lr, training subset, seed), evaluation ("final").
-MACs and parameters are counted by lassoprune for one image; latency is the
-median of interleaved forward passes (dense and pruned alternating, torch
-eager, batch 64) so the ratio shares the machine's noise.
+``select``  the fine-tuning learning rate of every method, chosen once on
+            ResNet-20 (the profile's first model) at the profile's selection
+            target, seed 0: a short fine-tuning per candidate learning rate,
+            judged on ``validation_size`` training images held out of every
+            stage (class-stratified, the same for every seed). Never the test
+            split.
+``pilot``   a few methods fine-tuned for ``pilot_epochs`` at their chosen
+            rate, validation accuracy after every epoch: where the ranking
+            stops changing decides the profile's fine-tuning epochs.
+``table``   every (model, method, target, seed) on the converged baseline,
+            fine-tuned on all training images at the method's chosen rate,
+            judged on the whole test split.
 
-Each finished (model, method, target) row is written at once to
-RUNS/results.json (atomically); a rerun skips finished rows, and pretrained
-and sparse-trained models are cached, so an interrupted run resumes. The
-results file remembers the profile's settings and refuses to mix rows of
-other settings. The Markdown tables (one per model, settings above) are
-printed and written to RUNS/table.md.
+Seeds change the calibration set (scoring and BatchNorm re-estimation) and the
+fine-tuning order; the dense start is the same shipped model. The report
+(``RUNS/table.md``, ``RUNS/results.json``, ``RUNS/tradeoff-<model>.png``) gives
+mean and standard error over seeds and marks which differences from the best
+method at each target exceed two standard errors.
 
 Profiles:
 
-``--quick``  CPU, under an hour on 2 cores: resnet20 and resnet56, each the
-             shipped ``lassoprune/pretrained/<model>_fashion_mnist.pt`` when
-             it exists (now the converged 30-epoch baselines; the quick tables
-             in docs/BENCHMARKS.md were made with the earlier 2-epoch models),
-             else trained here (2 epochs on 20k / 10k images), fine-tune 1 epoch on 3000 images, sparse
-             budget 1 epoch on 10k images, evaluation on 2000 class-stratified
-             test images, all methods and targets.
-``--full``   a GPU (``--device cuda``): resnet56 and vgg16 trained here for
-             30 epochs on all 60k images, fine-tune 10 epochs and sparse budget
-             10 epochs on all images, the whole test split.
+``--standard``  2-core CPU, about 2.5 hours a model: resnet20 (seeds 0, 1) and
+                resnet56 (seed 0), targets 0.5 and 0.33, every method.
+``--full``      a GPU: resnet56 and vgg16, tens of fine-tuning epochs (the
+                engine's CUDA defaults: bfloat16 autocast, channels-last).
+``--tiny``      a smoke test of every phase on the CPU in a minute (numbers mean nothing).
 
-    python benchmarks/compare.py --quick
-    python benchmarks/compare.py --full --device cuda --runs runs/compare-full
-    python benchmarks/compare.py --quick --models resnet20 --methods l1 tp-magnitude --targets 0.5
+    OMP_NUM_THREADS=1 python benchmarks/compare.py --standard --phase select --shard 0/2 &
+    OMP_NUM_THREADS=1 python benchmarks/compare.py --standard --phase select --shard 1/2
+    python benchmarks/compare.py --standard --report          # tables and plots of the finished rows
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
+import math
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-from tqdm.auto import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
-
-import lassoprune as lp
-from compare_peers import DEFAULT_REG, PEERS, peer_cut, sparse_train_group_sl
-from lassoprune.analysis.latency import make_runner, time_interleaved
-from lassoprune.data import BatchLoader, load_dataset, stratified_subset
+from compare_peers import DEFAULT_REG, make_pruner, peer_cut
 from lassoprune.errors import LassopruneError
-from lassoprune.io import atomic_write_json, atomic_write_text
-from lassoprune.regularizers import create_regularizer
-from lassoprune.training import TrainConfig, evaluate, fit
+from lassoprune.io import atomic_write_json, atomic_write_text, load, save
+from lassoprune.pipeline import (
+    DataSection,
+    EvaluateSection,
+    FinetuneSection,
+    PretrainSection,
+    PruneSection,
+    RunConfig,
+    SparseSection,
+    Stage,
+    StageContext,
+    run_stages,
+)
+from lassoprune.pipeline.stages import MODEL_FILE, metrics_record
 from lassoprune.training.bn_recalibration import recalibrate_batchnorm
-from lassoprune.training.data_setup import calibration_batches, make_loaders
-from lassoprune.utils.runtime import default_device
-
-DATASET = "fashion-mnist"
-IMAGE_SIZE = 32
-IN_CHANNELS = 1
-NUM_CLASSES = 10
-
-OURS: tuple[str, ...] = ("sglp-ib", "stlp-ib", "hsic-ib", "class-lasso", "l1", "bn-scale", "random")
-SPARSE: tuple[str, ...] = ("dwgl", "tp-group-sl")
-METHODS: tuple[str, ...] = (*OURS, "dwgl", *PEERS)
-MODELS: tuple[str, ...] = ("resnet20", "resnet56", "vgg16")
-TARGETS: tuple[float, ...] = (0.5, 0.33, 0.25)
-TOLERANCE = 0.01  # |MACs kept - target| allowed, as a fraction of the original (lp.prune's rule)
 
 log = logging.getLogger("lassoprune.compare")
 
+TOLERANCE = 0.01  # |MACs kept - target| allowed, as a fraction of the original (lp.prune's rule)
+PHASES = ("select", "pilot", "table")
+
+#: APIB's kernels and lasso (METHODS.md 1.1; APIB's final setting): fixed-bandwidth Laplace kernel,
+#: unnormalised, signed lasso; APIB cuts only the inner channel of each residual block.
+APIB = {"kernel": "laplace", "normalise": False, "nonneg": False}
+
 
 @dataclass(frozen=True)
-class Budget:
-    """A training budget: ``epochs`` over ``subset`` class-stratified training images (None = all), peak ``lr``."""
+class Method:
+    """What one row's name stands for.
 
-    epochs: int
-    lr: float
-    subset: int | None
+    Attributes:
+        method: the registered lassoprune method (for a Torch-Pruning peer,
+            the placeholder the config carries; its ``prune`` stage is replaced).
+        options: the method's options (``lassoprune prune --list-methods``).
+        prune_residual: whether residual (eltwise) groups may be cut.
+        sparse: sparse training before the cut: ``dwgl`` (the library's
+            regulariser, proximal steps) or ``tp-group-sl`` (Torch-Pruning's
+            GroupNormPruner hooked after every backward pass); None = none.
+        peer: a Torch-Pruning pruner that makes the cut instead of ``lp.prune``.
+    """
 
-    def describe(self) -> str:
-        images = "all training images" if self.subset is None else f"{self.subset} training images"
-        return f"{self.epochs} epoch{'s' if self.epochs > 1 else ''} on {images}, lr {self.lr:g}"
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+    prune_residual: bool = True
+    sparse: str | None = None
+    peer: str | None = None
+
+
+METHODS: dict[str, Method] = {
+    "l1": Method("l1"),
+    "random": Method("random"),
+    "hsic-ib-apib": Method("hsic-ib", APIB, prune_residual=False),
+    "sglp-ib": Method("sglp-ib"),
+    "stlp-ib": Method("stlp-ib"),
+    "tp-magnitude": Method("l1", peer="tp-magnitude"),
+    "sglp-ib-apib": Method("sglp-ib", APIB, prune_residual=False),
+    "stlp-ib-apib": Method("stlp-ib", APIB, prune_residual=False),
+    "hsic-ib": Method("hsic-ib"),
+    "dwgl": Method("dwgl-vote", sparse="dwgl"),
+    "tp-group-sl": Method("l1", sparse="tp-group-sl", peer="tp-group-sl"),
+    "bn-scale": Method("bn-scale"),
+    "taylor": Method("taylor"),
+    "class-lasso": Method("class-lasso"),
+}
+"""Every row name, in the order rows are run (the most informative first)."""
+
+PRETRAINED = {
+    "resnet20": "pretrained:resnet20-fashion-mnist",
+    "resnet56": "pretrained:resnet56-fashion-mnist",
+}
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Everything that must stay the same across the rows of one results file.
+    """Everything that must stay the same across the rows of one study.
 
     Attributes:
-        name: ``quick``, ``full`` (or ``tiny``, a smoke test).
-        models: the models run by default.
-        pretrain: per model, the budget of the dense training (SGD, cosine).
-        use_shipped: start from ``lassoprune/pretrained/<model>_fashion_mnist.pt``
-            when it exists instead of training.
-        finetune: the fine-tuning budget after every cut (same for every method).
-        sparse: the sparse-training budget of ``dwgl`` and ``tp-group-sl``.
-        test_subset: class-stratified test images evaluated (None = all 10k).
+        dataset: a registered dataset name (``lassoprune info --datasets``).
+        models: the models of the table, in order; the first one also runs ``select`` and ``pilot``.
+        checkpoints: model -> model file (``pretrained:NAME`` or a path) of the converged baseline.
+        seeds: model -> seeds of its table rows.
+        targets: MACs fractions kept.
+        methods: row names (:data:`METHODS`).
+        finetune_epochs, finetune_subset: the table's fine-tuning (None = all training images).
+        lr_candidates: fine-tuning learning rates tried by ``select``.
+        select_epochs, select_subset, select_target: ``select``'s short fine-tuning and its target.
+        pilot_methods, pilot_epochs: the ``pilot`` rows (at ``select_target``, seed 0).
+        validation_size: training images held out for ``select`` and ``pilot``.
+        sparse_epochs, sparse_lr, sparse_subset: the sparse-training budget of ``dwgl`` and ``tp-group-sl``
+            (``sparse_subset`` training images, None = all, whatever the row's phase).
+        dwgl_lam, dwgl_alpha: DWGL strength and coefficient slope (linear schedule).
+        tp_reg: GroupNormPruner's ``reg``.
+        tp_weight_decay: SGD weight decay during Torch-Pruning's sparse learning (its benchmark turns it off).
+        calib_size: class-balanced calibration images (scoring and BatchNorm re-estimation).
         batch_size: training batch size.
-        calib_size: class-balanced calibration images (scoring and BN re-estimation).
-        dwgl_lam, dwgl_alpha: DWGL strength and coefficient slope (linear
-            schedule); default: ``benchmarks/dwgl.py``'s.
-        tp_reg: GroupNormPruner's ``reg``; default: Torch-Pruning's CIFAR
-            ``group_sl`` script (tuned there for 100 sparse epochs).
-        tp_weight_decay: SGD weight decay during Torch-Pruning's sparse learning
-            (its benchmark script turns weight decay off while regularising).
-        latency_batch, latency_warmup, latency_repeats: the interleaved timing.
-        seed: seeds of every training run and subset.
-        notes: extra lines printed above the tables.
+        notes: lines printed above the tables.
     """
 
     name: str
+    dataset: str
     models: tuple[str, ...]
-    pretrain: dict[str, Budget]
-    use_shipped: bool
-    finetune: Budget
-    sparse: Budget
-    test_subset: int | None
-    batch_size: int
-    calib_size: int = 500
+    checkpoints: dict[str, str]
+    seeds: dict[str, tuple[int, ...]]
+    targets: tuple[float, ...]
+    methods: tuple[str, ...]
+    finetune_epochs: int
+    finetune_subset: int | None
+    lr_candidates: tuple[float, ...]
+    select_epochs: int
+    select_subset: int | None
+    select_target: float
+    pilot_methods: tuple[str, ...]
+    pilot_epochs: int
+    validation_size: int
+    sparse_epochs: int
+    sparse_lr: float
+    sparse_subset: int | None = None
     dwgl_lam: float = 0.5
     dwgl_alpha: float = 1.0
     tp_reg: float = DEFAULT_REG
     tp_weight_decay: float = 0.0
-    latency_batch: int = 64
-    latency_warmup: int = 2
-    latency_repeats: int = 7
-    seed: int = 0
-    notes: tuple[str, ...] = field(default=())
-
-    def settings(self) -> dict[str, Any]:
-        """JSON-safe settings; a results file only accepts rows made with equal settings."""
-        out = dataclasses.asdict(self)
-        out.pop("models")
-        out["notes"] = list(self.notes)
-        return out
+    calib_size: int = 500
+    batch_size: int = 64
+    notes: tuple[str, ...] = ()
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile(
-        name="quick", models=("resnet20", "resnet56"),
-        pretrain={"resnet20": Budget(2, 0.1, 20000), "resnet56": Budget(2, 0.1, 10000),
-                  "vgg16": Budget(2, 0.05, 10000)},
-        use_shipped=True, finetune=Budget(1, 0.01, 3000), sparse=Budget(1, 0.02, 10000), test_subset=2000,
-        batch_size=64, tp_reg=5e-3,
-        notes=("tp-group-sl uses reg 5e-3, ten times Torch-Pruning's CIFAR value, because its sparse budget "
-               "here is one epoch instead of 100 (with 5e-4 group norms shrank by 6% only)",),
+    "standard": Profile(
+        name="standard", dataset="fashion-mnist", models=("resnet20", "resnet56"), checkpoints=PRETRAINED,
+        seeds={"resnet20": (0, 1), "resnet56": (0,)}, targets=(0.5, 0.33), methods=tuple(METHODS),
+        finetune_epochs=2, finetune_subset=None, lr_candidates=(0.01, 0.001), select_epochs=1,
+        select_subset=20000, select_target=0.33, pilot_methods=("l1", "random", "hsic-ib-apib", "sglp-ib",
+                                                                 "tp-magnitude"),
+        pilot_epochs=3, validation_size=5000, sparse_epochs=2, sparse_lr=0.01, tp_reg=5e-3,
+        notes=("tp-group-sl uses reg 5e-3, ten times Torch-Pruning's CIFAR value (meant for 100 sparse epochs), "
+               "because its sparse budget here is 2 epochs",),
     ),
     "full": Profile(
-        name="full", models=("resnet56", "vgg16"),
-        pretrain={"resnet20": Budget(30, 0.1, None), "resnet56": Budget(30, 0.1, None),
-                  "vgg16": Budget(30, 0.05, None)},
-        use_shipped=False, finetune=Budget(10, 0.01, None), sparse=Budget(10, 0.02, None), test_subset=None,
-        batch_size=128, latency_warmup=5, latency_repeats=20,
+        name="full", dataset="fashion-mnist", models=("resnet56",), checkpoints=PRETRAINED,
+        seeds={"resnet56": (0, 1)}, targets=(0.5, 0.33), methods=tuple(METHODS),
+        finetune_epochs=30, finetune_subset=None, lr_candidates=(0.01, 0.001), select_epochs=5,
+        select_subset=None, select_target=0.33, pilot_methods=(), pilot_epochs=1, validation_size=5000,
+        sparse_epochs=10, sparse_lr=0.01, batch_size=128,
     ),
     "tiny": Profile(
-        name="tiny", models=("resnet20",),
-        pretrain={"resnet20": Budget(1, 0.1, 1000), "resnet56": Budget(1, 0.1, 500), "vgg16": Budget(1, 0.05, 500)},
-        use_shipped=False, finetune=Budget(1, 0.01, 256), sparse=Budget(1, 0.02, 256), test_subset=500,
-        batch_size=64, calib_size=200, latency_warmup=1, latency_repeats=3,
-        notes=("smoke-test profile: numbers mean nothing",),
+        name="tiny", dataset="synthetic", models=("resnet20",), checkpoints={},
+        seeds={"resnet20": (0, 1)}, targets=(0.5,), methods=("l1", "hsic-ib-apib", "dwgl", "tp-group-sl"),
+        finetune_epochs=1, finetune_subset=None, lr_candidates=(0.01, 0.001), select_epochs=1, select_subset=None,
+        select_target=0.5, pilot_methods=("l1",), pilot_epochs=2, validation_size=200, sparse_epochs=1,
+        sparse_lr=0.01, calib_size=100, batch_size=50,
+        notes=("smoke test of every phase on the synthetic dataset, for a model given with --checkpoint; "
+               "numbers mean nothing",),
     ),
 }  # fmt: skip
 
 
-def shipped_pretrained(model: str) -> Path:
-    """Where a pretrained Fashion-MNIST model of the zoo is shipped with the package."""
-    return Path(lp.__file__).parent / "pretrained" / f"{model}_fashion_mnist.pt"
-
-
-def file_id(path: Path) -> str:
-    """First 12 hex digits of the file's SHA-256 (ties rows and sparse caches to one pretrained model)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-
-
-def row_key(model: str, method: str, target: float) -> tuple[str, str, float]:
-    return model, method, round(float(target), 6)
+# -- rows -------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Cut:
-    """One pruned network and what it cost to make (``details``: method-specific, JSON-safe)."""
+class Row:
+    """One pipeline run of the study; its directory is ``RUNS/<phase>/<model>/<method>/<settings>``."""
 
-    model: nn.Module
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
-    seconds: float
-    details: dict[str, Any]
+    phase: str
+    model: str
+    method: str
+    target: float
+    seed: int
+    lr: float
+    epochs: int
 
-
-class Results:
-    """RUNS/results.json: settings, one record per model, finished rows; written atomically after each change."""
-
-    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
-        self.path = path
-        data = json.loads(path.read_text()) if path.exists() else {}
-        if data and data.get("settings") != settings:
-            old = data["settings"]
-            changed = sorted(k for k in set(settings) | set(old) if settings.get(k) != old.get(k))
-            raise LassopruneError(
-                f"{path} holds rows made with other settings (differing: {', '.join(changed)}); "
-                "rerun with the same profile or choose another --runs directory"
-            )
-        self.settings = settings
-        self.models: dict[str, dict[str, Any]] = data.get("models", {})
-        self.rows: list[dict[str, Any]] = data.get("rows", [])
-
-    def set_model(self, name: str, record: dict[str, Any]) -> None:
-        """Record the model's pretrained file; rows and records of an older pretrained model are dropped."""
-        old = self.models.get(name)
-        if old is not None and old["pretrained_id"] != record["pretrained_id"]:
-            stale = [r for r in self.rows if r["model"] == name]
-            log.warning("%s: the pretrained model changed (%s -> %s); dropping its %d finished rows",
-                        name, old["pretrained_id"], record["pretrained_id"], len(stale))
-            self.rows = [r for r in self.rows if r["model"] != name]
-            old = None
-        self.models[name] = {**(old or {}), **record}
-        self.save()
-
-    def done(self) -> set[tuple[str, str, float]]:
-        return {row_key(r["model"], r["method"], r["target_macs"]) for r in self.rows}
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        self.save()
-
-    def save(self) -> None:
-        atomic_write_json(self.path, {"settings": self.settings, "models": self.models, "rows": self.rows})
+    def directory(self, runs: Path) -> Path:
+        return runs / self.phase / self.model / self.method / f"t{self.target:g}-s{self.seed}-lr{self.lr:g}-e{self.epochs}"
 
 
-class Bench:
-    """The shared data, the cached models and the per-row pipeline of one run."""
-
-    def __init__(self, profile: Profile, runs: Path, device: torch.device, progress: bool) -> None:
-        self.profile, self.runs, self.device, self.progress = profile, runs, device, progress
-        self.example = torch.zeros(1, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
-        self.threads = torch.get_num_threads()
-        log.info("loading %s: calibration set, test images, training subsets", DATASET)
-        self.calib = calibration_batches(DATASET, image_size=IMAGE_SIZE, size=profile.calib_size, seed=profile.seed)
-        self.test = self._test_batches()
-        self.probe = [next(iter(self.test))]  # the engine's per-epoch evaluation: one batch, for the log only
-        self.finetune_data = self._train_batches(profile.finetune, profile.seed + 1)
-        self._sparse_data: BatchLoader | None = None
-
-    def _test_batches(self) -> BatchLoader:
-        test_set = load_dataset(DATASET, split="test")
-        indices = None
-        if self.profile.test_subset is not None:
-            indices = stratified_subset(test_set.labels, self.profile.test_subset, seed=self.profile.seed)
-        return BatchLoader(test_set, batch_size=256, image_size=IMAGE_SIZE, indices=indices)
-
-    def _train_batches(self, budget: Budget, seed: int) -> BatchLoader:
-        loaders = make_loaders(DATASET, image_size=IMAGE_SIZE, batch_size=self.profile.batch_size,
-                               train_subset=budget.subset, seed=seed)
-        assert loaders.train is not None
-        return loaders.train
-
-    @property
-    def sparse_data(self) -> BatchLoader:
-        if self._sparse_data is None:
-            self._sparse_data = self._train_batches(self.profile.sparse, self.profile.seed + 2)
-        return self._sparse_data
-
-    def evaluate(self, model: nn.Module) -> lp.EvalResult:
-        return evaluate(model, self.test, NUM_CLASSES, self.device)
-
-    # -- models ---------------------------------------------------------------------------------------
-
-    def pretrained(self, name: str) -> tuple[Path, str]:
-        """The dense model file of ``name`` and a description of where it comes from (trained and cached once)."""
-        shipped = shipped_pretrained(name)
-        if self.profile.use_shipped and shipped.exists():
-            return shipped, f"shipped `lassoprune/pretrained/{shipped.name}`"
-        budget = self.profile.pretrain[name]
-        out = self.runs / "pretrain" / name
-        if not (out / "model.pt").exists():
-            log.info("%s: pretraining, %s", name, budget.describe())
-            data = self._train_batches(budget, self.profile.seed)
-            lp.seed_everything(self.profile.seed)
-            model = lp.create_model(name, num_classes=NUM_CLASSES, in_channels=IN_CHANNELS)
-            cfg = TrainConfig(epochs=budget.epochs, lr=budget.lr, seed=self.profile.seed)
-            fit(model, data, self.probe, cfg, num_classes=NUM_CLASSES, out_dir=out, resume=True, device=self.device,
-                progress=self.progress, model_extra={"dataset": DATASET, "image_size": IMAGE_SIZE})
-        return out / "model.pt", f"trained here ({budget.describe()}, SGD cosine)"
-
-    def sparse_trained(
-        self, name: str, method: str, dense_file: Path, pretrained_id: str
-    ) -> tuple[nn.Module, dict[str, Any]]:
-        """The dense model after ``method``'s sparse training (cached per pretrained model) and its record."""
-        out = self.runs / "sparse" / f"{name}-{pretrained_id}" / method
-        record_file = out / "record.json"
-        if not record_file.exists():
-            record = self._sparse_train(method, lp.load(dense_file), out)
-            atomic_write_json(record_file, record)
-        return lp.load(out / "model.pt").eval(), json.loads(record_file.read_text())
-
-    def _sparse_train(self, method: str, model: nn.Module, out: Path) -> dict[str, Any]:
-        budget, p = self.profile.sparse, self.profile
-        log.info("%s sparse training, %s", method, budget.describe())
-        if method == "dwgl":
-            reg = create_regularizer("dwgl", model, self.example, p.dwgl_lam, "linear", p.dwgl_alpha)
-            cfg = TrainConfig(epochs=budget.epochs, lr=budget.lr, seed=p.seed)
-            result = fit(model, self.sparse_data, self.probe, cfg, num_classes=NUM_CLASSES, out_dir=out / "fit",
-                         resume=True, device=self.device, regularizer=reg, progress=self.progress)
-            seconds = sum(epoch["seconds"] for epoch in result.history)
-        else:
-            cfg = TrainConfig(epochs=budget.epochs, lr=budget.lr, weight_decay=p.tp_weight_decay, seed=p.seed)
-            seconds = sparse_train_group_sl(model, self.example, self.sparse_data, cfg, num_classes=NUM_CLASSES,
-                                            reg=p.tp_reg, device=self.device, out_dir=out / "fit",
-                                            progress=self.progress, test_batches=self.probe)
-        model.to("cpu").eval()
-        lp.save(model, out / "model.pt")
-        recalibrate_batchnorm(model.to(self.device), self.calib, self.device)
-        after = self.evaluate(model)
-        return {"seconds": seconds, "top1": after.top1, "worst": after.worst_class}
-
-    # -- one row --------------------------------------------------------------------------------------
-
-    def cut(self, method: str, start: nn.Module, target: float) -> Cut:
-        """Prune a copy of ``start`` (on the CPU) with ``method`` to keep ``target`` of its MACs."""
-        start = start.to("cpu").eval()
-        if method in PEERS:
-            c = peer_cut(method, start, self.example, target, NUM_CLASSES, self.profile.tp_reg, TOLERANCE)
-            details = {"pruning_ratio": c.ratio, "evaluations": c.evaluations, "step_seconds": c.step_seconds,
-                       "trials": [list(t) for t in c.trials]}
-            return Cut(c.model, c.macs_before, c.macs_after, c.params_before, c.params_after, c.seconds, details)
-        if method == "dwgl":
-            r = lp.prune(start, self.example, method="dwgl-vote", target_macs=target, seed=self.profile.seed)
-        else:
-            r = lp.prune(start, self.example, method=method, target_macs=target, data=self.calib,
-                         seed=self.profile.seed)
-        widths = {gid: list(w) for gid, w in r.widths.items()}
-        return Cut(r.model, r.macs_before, r.macs_after, r.params_before, r.params_after, r.seconds, {"widths": widths})
-
-    def latency(self, dense: nn.Module, pruned: nn.Module) -> tuple[float, float]:
-        """Median ms of one batch through ``dense`` and ``pruned``, timed interleaved in one call."""
-        shape = (self.profile.latency_batch, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
-        runners = [make_runner(m.eval(), shape, "torch", self.threads) for m in (dense, pruned)]
-        samples = time_interleaved(runners, self.profile.latency_warmup, self.profile.latency_repeats, self.threads)
-        return tuple(float(torch.tensor(s).median()) for s in samples)  # type: ignore[return-value]
-
-    def row(self, name: str, method: str, target: float, start: nn.Module, dense: nn.Module) -> dict[str, Any]:
-        cut = self.cut(method, start, target)
-        pruned = cut.model.to(self.device)
-        recalibrate_batchnorm(pruned, self.calib, self.device)
-        before = self.evaluate(pruned)
-        dense_ms, pruned_ms = self.latency(dense, pruned)
-        budget = self.profile.finetune
-        started = time.perf_counter()
-        cfg = TrainConfig(epochs=budget.epochs, lr=budget.lr, seed=self.profile.seed)
-        fit(pruned, self.finetune_data, self.probe, cfg, num_classes=NUM_CLASSES, device=self.device,
-            progress=self.progress)
-        finetune_seconds = time.perf_counter() - started
-        after = self.evaluate(pruned)
-        macs_ratio = cut.macs_after / cut.macs_before
-        return {
-            "model": name, "method": method, "target_macs": target,
-            "macs_before": cut.macs_before, "macs_after": cut.macs_after, "macs_ratio": macs_ratio,
-            "params_before": cut.params_before, "params_after": cut.params_after,
-            "params_ratio": cut.params_after / cut.params_before,
-            "within_tolerance": abs(macs_ratio - target) <= TOLERANCE,
-            "pruned_top1": before.top1, "pruned_worst": before.worst_class,
-            "final_top1": after.top1, "final_worst": after.worst_class,
-            "latency_dense_ms": dense_ms, "latency_pruned_ms": pruned_ms, "latency_ratio": pruned_ms / dense_ms,
-            "prune_seconds": cut.seconds, "finetune_seconds": finetune_seconds, "details": cut.details,
-        }  # fmt: skip
+def row_config(profile: Profile, row: Row) -> RunConfig:
+    """The pipeline configuration of ``row`` (what ``lassoprune run`` would be given)."""
+    if row.model not in profile.checkpoints:
+        raise LassopruneError(f"the {profile.name} profile has no baseline for {row.model}; "
+                              f"give one with --checkpoint {row.model}=FILE")
+    method = METHODS[row.method]
+    judged_on_validation = row.phase != "table"
+    sparse = None
+    if method.sparse == "dwgl":
+        sparse = SparseSection(regularizer="dwgl", lam=profile.dwgl_lam, alpha=profile.dwgl_alpha,
+                               epochs=profile.sparse_epochs, lr=profile.sparse_lr, train_subset=profile.sparse_subset)
+    return RunConfig(
+        seed=row.seed,
+        data=DataSection(name=profile.dataset, batch_size=profile.batch_size,
+                         validation_size=profile.validation_size if judged_on_validation else 0),
+        pretrain=PretrainSection(checkpoint=profile.checkpoints[row.model]),
+        sparse=sparse,
+        prune=PruneSection(method=method.method, target_macs=row.target, calib_size=profile.calib_size,
+                           prune_residual=method.prune_residual, options=dict(method.options)),
+        finetune=FinetuneSection(epochs=row.epochs, lr=row.lr,
+                                 train_subset=profile.select_subset if row.phase == "select" else
+                                 profile.finetune_subset),
+        evaluate=EvaluateSection(split="validation" if judged_on_validation else "test", latency=False),
+    )  # fmt: skip
 
 
-def run_model(bench: Bench, results: Results, name: str, methods: Sequence[str], targets: Sequence[float]) -> None:
-    """Every pending (method, target) row of one model, in method order (sparse training happens once)."""
-    dense_file, source = bench.pretrained(name)
-    pretrained_id = file_id(dense_file)
-    record = results.models.get(name, {})
-    if record.get("pretrained_id") != pretrained_id or "dense_top1" not in record:
-        dense_eval = bench.evaluate(lp.load(dense_file).to(bench.device))
-        record = {"pretrained_id": pretrained_id, "pretrained": source,
-                  "dense_top1": dense_eval.top1, "dense_worst": dense_eval.worst_class}
-    results.set_model(name, record)
-    dense = lp.load(dense_file).to(bench.device).eval()
-    done = results.done()
-    pending = [(m, t) for m in methods for t in targets if row_key(name, m, t) not in done]
-    log.info("%s (%s): dense top-1 %.4f; %d rows to run, %d already done",
-             name, source, results.models[name]["dense_top1"], len(pending), len(methods) * len(targets) - len(pending))
-    starts: dict[str, tuple[nn.Module, dict[str, Any] | None]] = {}
-    for method, target in tqdm(pending, desc=name, unit="row", disable=not bench.progress):
-        if method not in starts:
-            starts.clear()  # keep one start model in memory
-            if method in SPARSE:
-                model, sparse = bench.sparse_trained(name, method, dense_file, pretrained_id)
-                results.models[name][f"sparse_{method}"] = sparse
-                results.save()
-                starts[method] = (model, sparse)
-            else:
-                starts[method] = (lp.load(dense_file).eval(), None)
-        start, sparse = starts[method]
-        started = time.perf_counter()
-        row = bench.row(name, method, target, start, dense)
-        row["sparse_seconds"] = sparse["seconds"] if sparse else None
-        row["pretrained_id"] = pretrained_id
-        results.add(row)
-        log.info("%s %s @ %g: MACs %.3f, pruned %.4f, final %.4f, latency x%.2f (%.0f s)", name, method, target,
-                 row["macs_ratio"], row["pruned_top1"], row["final_top1"], row["latency_ratio"],
-                 time.perf_counter() - started)
+def run_row(profile: Profile, runs: Path, row: Row, progress: bool) -> dict[str, Any]:
+    """Run (or resume) ``row`` through the pipeline's stages; returns its result record."""
+    method = METHODS[row.method]
+    replace: dict[str, Stage] = {}
+    if method.sparse is not None:
+        replace["sparse"] = shared_sparse_stage(profile, runs, row, progress)
+    if method.peer is not None:
+        replace["prune"] = peer_prune_stage(method.peer, profile.tp_reg)
+    run, _, _ = run_stages(row_config(profile, row), row.directory(runs), progress=progress, replace=replace,
+                           extra_state={"benchmark_row": dataclasses.asdict(row)})
+    return row_result(row, run.stages, row.directory(runs))
 
 
-# -- report -------------------------------------------------------------------------------------------
+def row_result(row: Row, stages: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """The numbers of a finished row, from its stage records."""
+    prune = stages["prune"]
+    history_file = directory / "finetune" / "metrics.jsonl"
+    history = [json.loads(line) for line in history_file.read_text().splitlines()] if history_file.exists() else []
+    return {
+        **dataclasses.asdict(row),
+        "dense_top1": stages["pretrain"]["metrics"]["top1"],
+        "dense_worst": stages["pretrain"]["metrics"]["worst_class"],
+        "macs_ratio": prune["macs_after"] / prune["macs_before"],
+        "params_ratio": prune["params_after"] / prune["params_before"],
+        "pruned_top1": prune["metrics"]["top1"], "pruned_worst": prune["metrics"]["worst_class"],
+        "final_top1": stages["evaluate"]["metrics"]["top1"],
+        "final_worst": stages["evaluate"]["metrics"]["worst_class"],
+        "epoch_top1": [epoch["test_top1"] for epoch in history],
+        "sparse_top1": stages["sparse"]["metrics"]["top1"] if "sparse" in stages else None,
+        "prune_seconds": prune.get("method_seconds"),
+        "finetune_seconds": stages["finetune"]["seconds"],
+    }  # fmt: skip
 
 
-def _acc(top1: float, worst: float) -> str:
-    return f"{top1:.4f} / {worst:.3f}"
+# -- the stages that are not the library's ------------------------------------------------------------------
 
 
-def model_table(results: Results, name: str, profile: Profile, device: str, threads: int) -> str:
-    record = results.models[name]
-    rows = [r for r in results.rows if r["model"] == name and r.get("pretrained_id") == record["pretrained_id"]]
-    rows.sort(key=lambda r: (-r["target_macs"], METHODS.index(r["method"]) if r["method"] in METHODS else 99))
-    test = "the whole test split (10000 images)" if profile.test_subset is None else (
-        f"{profile.test_subset} class-stratified test images (fixed subset, seed {profile.seed})")
-    sparse = [f"{m} {record[f'sparse_{m}']['top1']:.4f}" for m in SPARSE if f"sparse_{m}" in record]
-    lines = [
-        f"### {name} on Fashion-MNIST (`--{profile.name}` profile)",
-        "",
-        f"- pretrained: {record['pretrained']} (sha256 {record['pretrained_id']}); dense top-1 / worst class "
-        f"{_acc(record['dense_top1'], record['dense_worst'])}",
-        f"- evaluation: {test}; accuracies are top-1 / worst-class accuracy",
-        f"- calibration: {profile.calib_size} class-balanced training images (scoring of the data-driven methods, "
-        "and BatchNorm re-estimation after every cut)",
-        f"- after every cut: BN statistics re-estimated, \"pruned\" accuracy; fine-tune {profile.finetune.describe()} "
-        f"(SGD, cosine, seed {profile.seed}, batch {profile.batch_size}; identical for every method), "
-        "\"final\" accuracy",
-        f"- sparse training (dwgl, tp-group-sl), same budget: {profile.sparse.describe()} (SGD, cosine); dwgl: lam "
-        f"{profile.dwgl_lam:g}, alpha {profile.dwgl_alpha:g} (benchmarks/dwgl.py's defaults: 0.5, 1), proximal steps, "
-        f"then `dwgl-vote`; tp-group-sl: `pruner.regularize(model)` after every backward pass, GroupNormPruner reg "
-        f"{profile.tp_reg:g} (Torch-Pruning's CIFAR group_sl value: 5e-4, meant for 100 sparse epochs), "
-        f"weight decay {profile.tp_weight_decay:g} while regularising (as Torch-Pruning's benchmark does)"
-        + (f"; top-1 after sparse training (BN re-estimated): {', '.join(sparse)}" if sparse else ""),
-        "- tp-magnitude / tp-group-sl: Torch-Pruning's own pruners (GroupMagnitudeImportance(p=2), global ranking, "
-        "classifier ignored); the pruning ratio is found by bisection to keep the target within 1% of the MACs",
-        f"- MACs / params: lassoprune's count (conv + linear) for one 1x{IMAGE_SIZE}x{IMAGE_SIZE} image; "
-        "kept = pruned / dense; † = more than 1% away from the target",
-        f"- latency: pruned / dense median over {profile.latency_repeats} interleaved forward passes, torch eager, "
-        f"batch {profile.latency_batch}, {threads} thread{'s' if threads > 1 else ''}, {device}",
-        "- prune s: scoring + selection + surgery (for the Torch-Pruning peers, the whole ratio search); "
-        "sparse s: sparse-training time (one run shared by the three targets)",
-        *[f"- {note}" for note in profile.notes],
-        "",
-        "| method | target | MACs kept | params kept | latency | pruned top-1 / worst | final top-1 / worst "
-        "| prune s | sparse s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        mark = "" if r["within_tolerance"] else " †"
-        sparse_s = "" if r.get("sparse_seconds") is None else f"{r['sparse_seconds']:.0f}"
-        lines.append(
-            f"| {r['method']} | {r['target_macs']:g} | {r['macs_ratio']:.3f}{mark} | {r['params_ratio']:.3f} "
-            f"| {r['latency_ratio']:.2f} | {_acc(r['pruned_top1'], r['pruned_worst'])} "
-            f"| {_acc(r['final_top1'], r['final_worst'])} | {r['prune_seconds']:.1f} | {sparse_s} |"
+def shared_sparse_stage(profile: Profile, runs: Path, row: Row, progress: bool) -> Stage:
+    """A ``sparse`` stage that copies one sparse-trained model shared by every target of (model, method, seed).
+
+    The shared model is its own pipeline run in ``RUNS/sparse/<model>/<method>-s<seed>`` (stopped after
+    ``sparse``), trained on the profile's sparse budget whatever the row's phase.
+    """
+    method = METHODS[row.method]
+
+    def stage(ctx: StageContext) -> dict[str, Any]:
+        shared = runs / "sparse" / row.model / f"{row.method}-s{row.seed}"
+        config = dataclasses.replace(
+            row_config(profile, dataclasses.replace(row, phase="table")),
+            finetune=FinetuneSection(epochs=0), prune=PruneSection(target_macs=0.5),
         )
+        replace = {"sparse": tp_sparse_stage(profile)} if method.sparse == "tp-group-sl" else {}
+        run, _, _ = run_stages(config, shared, progress=progress, replace=replace, stop_after="sparse",
+                               extra_state={"benchmark_sparse": method.sparse})
+        target = ctx.run.path("sparse", MODEL_FILE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run.path(run.stages["sparse"]["model"]), target)
+        return {"model": f"sparse/{MODEL_FILE}", "metrics": run.stages["sparse"]["metrics"],
+                "shared": str(shared.relative_to(runs)), "train_seconds": run.stages["sparse"]["seconds"]}
+
+    return stage
+
+
+def tp_sparse_stage(profile: Profile) -> Stage:
+    """Torch-Pruning's group sparse learning as a ``sparse`` stage: the engine's ``fit`` with
+    ``GroupNormPruner.regularize`` called after every backward pass."""
+
+    def stage(ctx: StageContext) -> dict[str, Any]:
+        model = load(ctx.run.path("pretrain", MODEL_FILE))
+        pruner = make_pruner("tp-group-sl", model, ctx.example, 0.5, ctx.info.num_classes, profile.tp_reg)
+        result = ctx.fit(model, "sparse", profile.sparse_epochs, profile.sparse_lr, profile.sparse_subset, 1,
+                         weight_decay=profile.tp_weight_decay, after_backward=pruner.regularize,
+                         bn_batches=ctx.calibration)
+        return {"model": f"sparse/{MODEL_FILE}", "metrics": metrics_record(result.final)}
+
+    return stage
+
+
+def peer_prune_stage(peer: str, reg: float) -> Stage:
+    """Torch-Pruning's cut as a ``prune`` stage: the ``pruning_ratio`` keeping the MACs target is searched
+    (``compare_peers.peer_cut``), then BatchNorm re-estimation and evaluation as the library's stage does."""
+
+    def stage(ctx: StageContext) -> dict[str, Any]:
+        source = ctx.run.stages.get("sparse", ctx.run.stages["pretrain"])["model"]
+        target = ctx.config.prune.target_macs
+        assert target is not None
+        cut = peer_cut(peer, load(ctx.run.path(source)).eval(), ctx.example, target, ctx.info.num_classes, reg,
+                       TOLERANCE)
+        recalibrate_batchnorm(cut.model, ctx.calibration)
+        metrics = metrics_record(ctx.evaluate(cut.model))
+        cut.model.to("cpu")
+        counts = {"macs_before": cut.macs_before, "macs_after": cut.macs_after,
+                  "params_before": cut.params_before, "params_after": cut.params_after}
+        record = {"method": peer, "pruning_ratio": cut.ratio, "within_tolerance": cut.within_tolerance,
+                  "trials": [list(t) for t in cut.trials], **counts}
+        atomic_write_json(ctx.run.path("prune", "prune.json"), record)
+        save(cut.model, ctx.run.path("prune", MODEL_FILE), extra=ctx.model_extra(pruning=record))
+        return {"model": f"prune/{MODEL_FILE}", "metrics": metrics, "method_seconds": cut.seconds, **counts}
+
+    return stage
+
+
+# -- phases ------------------------------------------------------------------------------------------------
+
+
+def select_rows(profile: Profile, methods: Sequence[str]) -> list[Row]:
+    model = profile.models[0]
+    return [Row("select", model, m, profile.select_target, 0, lr, profile.select_epochs)
+            for m in methods for lr in profile.lr_candidates]
+
+
+def chosen_lr(profile: Profile, runs: Path, method: str) -> float:
+    """The candidate learning rate with the best validation top-1 in ``select`` (ties: the larger rate)."""
+    scores = {}
+    for row in select_rows(profile, [method]):
+        state = row.directory(runs) / "state.json"
+        stages = json.loads(state.read_text())["stages"] if state.exists() else {}
+        if "evaluate" not in stages:
+            raise LassopruneError(f"{method}: the select phase has not finished ({row.directory(runs)}); "
+                                  "run --phase select first")
+        scores[row.lr] = stages["evaluate"]["metrics"]["top1"]
+    return max(sorted(scores, reverse=True), key=lambda lr: scores[lr])
+
+
+def pilot_rows(profile: Profile, runs: Path, methods: Sequence[str]) -> list[Row]:
+    model = profile.models[0]
+    return [Row("pilot", model, m, profile.select_target, 0, chosen_lr(profile, runs, m), profile.pilot_epochs)
+            for m in profile.pilot_methods if m in methods]
+
+
+def table_rows(profile: Profile, runs: Path, models: Sequence[str], methods: Sequence[str],
+               targets: Sequence[float]) -> list[Row]:  # fmt: skip
+    """Seed-major order, so that every method has a first seed before any has a second."""
+    rows = []
+    for model in models:
+        for seed in profile.seeds[model]:
+            for m in methods:
+                lr = chosen_lr(profile, runs, m)
+                rows += [Row("table", model, m, t, seed, lr, profile.finetune_epochs) for t in targets]
+    return rows
+
+
+def shard(rows: Sequence[Row], index: int, count: int) -> list[Row]:
+    """The rows of one of ``count`` processes: whole (model, method, seed) units, so a shared sparse model
+    is trained by one process only."""
+    units = list(dict.fromkeys((r.model, r.method, r.seed) for r in rows))
+    mine = {u for i, u in enumerate(units) if i % count == index}
+    return [r for r in rows if (r.model, r.method, r.seed) in mine]
+
+
+def run_rows(profile: Profile, runs: Path, rows: Sequence[Row], progress: bool) -> None:
+    for i, row in enumerate(rows, 1):
+        started = time.perf_counter()
+        result = run_row(profile, runs, row, progress)
+        log.info("[%d/%d] %s %s %s @ %g seed %d lr %g: MACs %.3f, pruned %.4f, final %.4f (%.0f s)", i, len(rows),
+                 row.phase, row.model, row.method, row.target, row.seed, row.lr, result["macs_ratio"],
+                 result["pruned_top1"], result["final_top1"], time.perf_counter() - started)
+
+
+# -- report ------------------------------------------------------------------------------------------------
+
+
+def finished(runs: Path, phase: str) -> Iterator[dict[str, Any]]:
+    """Result records of every finished row of ``phase`` under ``runs``."""
+    for state_file in sorted((runs / phase).glob("*/*/*/state.json")):
+        state = json.loads(state_file.read_text())
+        if "evaluate" in state["stages"] and "benchmark_row" in state["config"]:
+            yield row_result(Row(**state["config"]["benchmark_row"]), state["stages"], state_file.parent)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean and standard error (sample standard deviation / sqrt(n); None for n = 1) of ``n`` values."""
+
+    mean: float
+    se: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Estimate:
+        n = len(values)
+        mean = sum(values) / n
+        se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else None
+        return cls(mean, se, n)
+
+    def text(self, digits: int = 4) -> str:
+        return f"{self.mean:.{digits}f}" + (f" ± {self.se:.{digits}f}" if self.se is not None else "")
+
+
+def differs(a: Estimate, b: Estimate) -> bool | None:
+    """Whether two means differ by more than two standard errors of their difference (None: no SE)."""
+    if a.se is None or b.se is None:
+        return None
+    return abs(a.mean - b.mean) > 2 * math.sqrt(a.se**2 + b.se**2)
+
+
+def model_table(rows: Sequence[dict[str, Any]], model: str, profile: Profile) -> str:
+    """Markdown table of one model: per (target, method) the mean ± SE over seeds."""
+    mine = [r for r in rows if r["model"] == model]
+    if not mine:
+        return ""
+    dense = Estimate.of([r["dense_top1"] for r in mine])
+    lines = [f"### {model} (`--{profile.name}` profile)", "",
+             f"dense top-1 on the whole test split: {dense.mean:.4f}; top-1 / worst class, mean ± SE over seeds "
+             "(n = seeds); **bold**: best mean final top-1 at the target; ≈: within two standard errors of it; "
+             "<: lower by more than two standard errors; no mark: one seed, no error bar", "",
+             "| target | method | n | lr | MACs kept | params kept | pruned top-1 | pruned worst | final top-1 "
+             "| final worst | vs best |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for target in sorted({r["target"] for r in mine}, reverse=True):
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in mine:
+            if r["target"] == target:
+                groups.setdefault(r["method"], []).append(r)
+        finals = {m: Estimate.of([r["final_top1"] for r in g]) for m, g in groups.items()}
+        best = max(finals, key=lambda m: finals[m].mean)
+        for m in sorted(groups, key=lambda m: -finals[m].mean):
+            g = groups[m]
+            mark = "best" if m == best else {True: "<", False: "≈", None: ""}[differs(finals[m], finals[best])]
+            name = f"**{m}**" if m == best else m
+            lines.append(
+                f"| {target:g} | {name} | {len(g)} | {g[0]['lr']:g} "
+                f"| {Estimate.of([r['macs_ratio'] for r in g]).mean:.3f} "
+                f"| {Estimate.of([r['params_ratio'] for r in g]).mean:.3f} "
+                f"| {Estimate.of([r['pruned_top1'] for r in g]).text()} "
+                f"| {Estimate.of([r['pruned_worst'] for r in g]).text(3)} | {finals[m].text()} "
+                f"| {Estimate.of([r['final_worst'] for r in g]).text(3)} | {mark} |")
     return "\n".join(lines)
 
 
-def report(results: Results, models: Sequence[str], profile: Profile, device: str, threads: int) -> str:
-    return "\n\n".join(model_table(results, m, profile, device, threads) for m in models if m in results.models) + "\n"
+def select_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Validation top-1 of every (method, learning rate) of ``select``; the chosen rate in bold."""
+    by_method: dict[str, dict[float, float]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], {})[r["lr"]] = r["final_top1"]
+    rates = sorted({r["lr"] for r in rows}, reverse=True)
+    lines = ["| method | " + " | ".join(f"lr {lr:g}" for lr in rates) + " |", "|---|" + "---|" * len(rates)]
+    for m, scores in by_method.items():
+        best = max(sorted(scores, reverse=True), key=lambda lr: scores[lr])
+        cells = [("**%.4f**" if lr == best else "%.4f") % scores[lr] if lr in scores else "" for lr in rates]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
-# -- command line -------------------------------------------------------------------------------------
+def pilot_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Validation top-1 after every fine-tuning epoch and the methods' rank order at each epoch."""
+    epochs = max((len(r["epoch_top1"]) for r in rows), default=0)
+    lines = ["| method | " + " | ".join(f"epoch {e + 1}" for e in range(epochs)) + " |", "|---|" + "---|" * epochs]
+    for r in rows:
+        lines.append(f"| {r['method']} | " + " | ".join(f"{a:.4f}" for a in r["epoch_top1"]) + " |")
+    for e in range(epochs):
+        order = sorted((r for r in rows if len(r["epoch_top1"]) > e), key=lambda r: -r["epoch_top1"][e])
+        lines.append(f"\nrank after epoch {e + 1}: " + " > ".join(r["method"] for r in order))
+    return "\n".join(lines)
+
+
+def plot_tradeoff(rows: Sequence[dict[str, Any]], model: str) -> Any:
+    """Final top-1 and worst-class accuracy against MACs kept, one colour per method, error bars = 1 SE."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10.0, 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    mine = [r for r in rows if r["model"] == model]
+    methods = [m for m in METHODS if any(r["method"] == m for r in mine)]
+    for i, m in enumerate(methods):
+        for ax, key in zip(axes, ("final_top1", "final_worst")):
+            points = []
+            for target in sorted({r["target"] for r in mine if r["method"] == m}):
+                g = [r for r in mine if r["method"] == m and r["target"] == target]
+                est = Estimate.of([r[key] for r in g])
+                points.append((Estimate.of([r["macs_ratio"] for r in g]).mean, est.mean, est.se or 0.0))
+            xs, ys, es = zip(*points)
+            ax.errorbar(xs, ys, yerr=es, marker="o", markersize=4, capsize=3, linewidth=1, color=f"C{i % 10}",
+                        label=m, linestyle="-" if i < 10 else "--")
+    for ax, title in zip(axes, ("top-1", "worst-class accuracy")):
+        ax.set_xlabel("MACs kept (fraction of the dense model)")
+        ax.set_title(f"{model}: {title} after fine-tuning (mean ± SE over seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right", ncols=2)
+    return fig
+
+
+def write_report(profile: Profile, runs: Path) -> str:
+    """``RUNS/table.md``, ``RUNS/results.json`` and one ``RUNS/tradeoff-<model>.png`` per model."""
+    from lassoprune.report.plots import save_png
+
+    results = {phase: list(finished(runs, phase)) for phase in PHASES}
+    parts = [f"settings: {json.dumps(dataclasses.asdict(profile))}"]
+    parts += [f"- {note}" for note in profile.notes]
+    if results["select"]:
+        parts += ["#### select: validation top-1 per fine-tuning learning rate", select_table(results["select"])]
+    if results["pilot"]:
+        parts += ["#### pilot: validation top-1 per fine-tuning epoch", pilot_table(results["pilot"])]
+    for model in profile.models:
+        table = model_table(results["table"], model, profile)
+        if table:
+            parts.append(table)
+            save_png(plot_tradeoff(results["table"], model), runs / f"tradeoff-{model}.png")
+    text = "\n\n".join(parts) + "\n"
+    atomic_write_text(runs / "table.md", text)
+    atomic_write_json(runs / "results.json", results)
+    return text
+
+
+# -- command line ------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--quick", dest="profile", action="store_const", const="quick", help="CPU profile (< 60 min)")
-    which.add_argument("--full", dest="profile", action="store_const", const="full", help="GPU profile")
-    which.add_argument("--tiny", dest="profile", action="store_const", const="tiny", help=argparse.SUPPRESS)
-    p.add_argument("--runs", default="runs/compare", help="results and caches (default: runs/compare)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD",
-                   help=f"default: all ({', '.join(METHODS)})")
-    p.add_argument("--targets", nargs="+", type=float, default=list(TARGETS), help="MACs kept (default: 0.5 0.33 0.25)")
-    p.add_argument("--models", nargs="+", choices=MODELS, default=None, metavar="MODEL",
-                   help=f"default: the profile's ({', '.join(MODELS)} available)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--dwgl-lam", type=float, default=None, help="override the profile's DWGL lam (0.5)")
-    p.add_argument("--tp-reg", type=float, default=None, help="override the profile's GroupNormPruner reg (5e-4)")
+    for name in PROFILES:
+        which.add_argument(f"--{name}", dest="profile", action="store_const", const=name,
+                           help=argparse.SUPPRESS if name == "tiny" else f"the {name} profile")
+    p.add_argument("--phase", choices=(*PHASES, "all"), default="all", help="which phase to run (default: all)")
+    p.add_argument("--report", action="store_true", help="only write the tables and plots of the finished rows")
+    p.add_argument("--runs", default=None, help="rows and reports (default: runs/compare-<profile>)")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=None, metavar="METHOD",
+                   help=f"default: the profile's ({', '.join(METHODS)} available)")
+    p.add_argument("--models", nargs="+", choices=list(PRETRAINED), default=None, metavar="MODEL",
+                   help=f"default: the profile's ({', '.join(PRETRAINED)} available)")
+    p.add_argument("--checkpoint", nargs="+", default=[], metavar="MODEL=FILE",
+                   help="start MODEL from FILE (a lassoprune model file) instead of the profile's baseline")
+    p.add_argument("--targets", nargs="+", type=float, default=None, help="MACs kept (default: the profile's)")
+    p.add_argument("--shard", default="0/1", help="I/N: run the I-th of N interleaved shares of the rows")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    bad = [t for t in args.targets if not 0.0 < t < 1.0]
-    if bad:
-        p.error(f"--targets are fractions of the MACs kept, in (0, 1); got {bad}")
+    if args.targets and not all(0.0 < t < 1.0 for t in args.targets):
+        p.error(f"--targets are fractions of the MACs kept, in (0, 1); got {args.targets}")
+    try:
+        index, count = (int(x) for x in args.shard.split("/"))
+        assert 0 <= index < count
+    except (ValueError, AssertionError):
+        p.error(f"--shard is I/N with 0 <= I < N, e.g. 0/2; got {args.shard}")
+    args.shard_index, args.shard_count = index, count
+    pairs = [c.split("=", 1) for c in args.checkpoint]
+    if any(len(pair) != 2 or pair[0] not in PRETRAINED for pair in pairs):
+        p.error(f"--checkpoint takes MODEL=FILE with MODEL one of {', '.join(PRETRAINED)}; got {args.checkpoint}")
+    args.checkpoints = dict(pairs)
     return args
 
 
@@ -518,27 +609,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     profile = PROFILES[args.profile]
-    if args.dwgl_lam is not None:
-        profile = dataclasses.replace(profile, dwgl_lam=args.dwgl_lam)
-    if args.tp_reg is not None:
-        profile = dataclasses.replace(profile, tp_reg=args.tp_reg)
-    models = tuple(args.models or profile.models)
-    device = torch.device(args.device) if args.device else default_device()
-    runs = Path(args.runs)
-    runs.mkdir(parents=True, exist_ok=True)
+    profile = dataclasses.replace(profile, checkpoints={**profile.checkpoints, **args.checkpoints})
+    runs = Path(args.runs or f"runs/compare-{profile.name}")
+    methods = args.methods or list(profile.methods)
+    models = args.models or list(profile.models)
+    targets = args.targets or list(profile.targets)
+    phases = [] if args.report else PHASES if args.phase == "all" else (args.phase,)
+    started = time.perf_counter()
     try:
-        results = Results(runs / "results.json", profile.settings())
+        for phase in phases:
+            rows = {"select": lambda: select_rows(profile, methods),
+                    "pilot": lambda: pilot_rows(profile, runs, methods),
+                    "table": lambda: table_rows(profile, runs, models, methods, targets)}[phase]()
+            rows = shard(rows, args.shard_index, args.shard_count)
+            log.info("%s: %d rows in this shard", phase, len(rows))
+            run_rows(profile, runs, rows, progress=not args.no_progress)
     except LassopruneError as exc:
         raise SystemExit(f"error: {exc}") from None
-    started = time.perf_counter()
-    with logging_redirect_tqdm():
-        bench = Bench(profile, runs, device, progress=not args.no_progress)
-        for name in models:
-            run_model(bench, results, name, args.methods, args.targets)
-    table = report(results, models, profile, str(device), bench.threads)
-    atomic_write_text(runs / "table.md", table)
-    print(table, flush=True)
-    log.info("done in %.0f s; %s and %s", time.perf_counter() - started, runs / "results.json", runs / "table.md")
+    print(write_report(profile, runs), flush=True)
+    log.info("done in %.0f s; %s", time.perf_counter() - started, runs / "table.md")
 
 
 if __name__ == "__main__":

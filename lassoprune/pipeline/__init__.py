@@ -18,7 +18,8 @@ from lassoprune.pipeline.config import (
     parse_config,
     read_config_document,
 )
-from lassoprune.pipeline.runner import RunOutcome, build_summary, run_pipeline
+from lassoprune.pipeline.runner import RunOutcome, build_summary, run_pipeline, run_stages
+from lassoprune.pipeline.stages import STAGES, Stage, StageContext
 
 __all__ = [
     "DataSection",
@@ -28,6 +29,9 @@ __all__ = [
     "PruneSection",
     "RunConfig",
     "RunOutcome",
+    "STAGES",
+    "Stage",
+    "StageContext",
     "SparseSection",
     "apply_overrides",
     "build_summary",
@@ -35,4 +39,5 @@ __all__ = [
     "parse_config",
     "read_config_document",
     "run_pipeline",
+    "run_stages",
 ]

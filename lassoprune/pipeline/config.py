@@ -36,15 +36,25 @@ __all__ = [
 ]  # fmt: skip
 
 
+EVAL_SPLITS = ("test", "validation")
+
+
 @dataclass(frozen=True)
 class DataSection:
-    """The dataset (a registered name; ``lassoprune info --datasets``) and how batches are made."""
+    """The dataset (a registered name; ``lassoprune info --datasets``) and how batches are made.
+
+    ``validation_size`` images (class-stratified, the same for every seed) are
+    held out of the training split: no stage trains or calibrates on them, and
+    ``evaluate.split: validation`` judges the run on them instead of the test
+    split (for choosing hyperparameters).
+    """
 
     name: str = "fashion-mnist"
     root: str | None = None
     batch_size: int = 64
     image_size: int | None = None
     download: bool = True
+    validation_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,8 +108,12 @@ class FinetuneSection:
 
 @dataclass(frozen=True)
 class EvaluateSection:
-    """Final evaluation; ``latency`` times the pruned against the unpruned model (torch, CPU)."""
+    """Evaluation (every stage's metrics); ``latency`` times the pruned against the unpruned model (torch, CPU).
 
+    ``split``: ``test``, or ``validation`` (the ``data.validation_size`` held-out training images).
+    """
+
+    split: str = "test"
     latency: bool = True
     latency_batch: int = 64
     latency_threads: int | None = None
@@ -297,6 +311,13 @@ def _check_values(config: RunConfig) -> None:
     for name, value in positives.items():
         if value < 1:
             raise LassopruneError(f"{name} must be >= 1, got {value}")
+    if config.evaluate.split not in EVAL_SPLITS:
+        raise UnknownNameError("evaluate.split", config.evaluate.split, EVAL_SPLITS)
+    if config.data.validation_size < 0:
+        raise LassopruneError(f"data.validation_size must be >= 0, got {config.data.validation_size}")
+    if config.evaluate.split == "validation" and config.data.validation_size == 0:
+        raise LassopruneError("evaluate.split: validation needs held-out images: set data.validation_size "
+                              "(e.g. 5000)")
     if config.finetune.epochs < 0:
         raise LassopruneError(f"finetune.epochs must be >= 0, got {config.finetune.epochs}")
     for name, lr in (("pretrain.lr", config.pretrain.lr), ("finetune.lr", config.finetune.lr)):

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lassoprune.errors import LassopruneError
 from lassoprune.io import atomic_write_json
 from lassoprune.pipeline.config import RunConfig
 from lassoprune.pipeline.run_dir import RunDirectory
-from lassoprune.pipeline.stages import STAGES, StageContext
+from lassoprune.pipeline.stages import STAGES, Stage, StageContext
 from lassoprune.utils import get_logger
 
 SUMMARY_NAME = "summary.json"
@@ -43,34 +45,70 @@ class RunOutcome:
 
 
 def run_pipeline(config: RunConfig, out: str | Path, progress: bool = True) -> RunOutcome:
-    """Run (or resume) every stage of ``config`` in the directory ``out``.
+    """Run (or resume) every stage of ``config`` in the directory ``out``, then write the report.
 
     Raises:
         CheckpointError: ``out`` holds a run of a different config.
     """
-    run = RunDirectory.open(out, config.to_dict())
-    ctx = StageContext(config, run, progress=progress)
-    log = get_logger()
-    ran = []
-    for name, stage in STAGES.items():
-        if name == "sparse" and config.sparse is None:
-            continue
-        if run.is_done(name):
-            log.info("[%s] already finished, skipped", name)
-            continue
-        log.info("[%s] ...", name)
-        started = time.perf_counter()
-        record = stage(ctx)
-        record["seconds"] = time.perf_counter() - started
-        run.finish(name, record)
-        ran.append(name)
-        log.info("[%s] done in %.1f s", name, record["seconds"])
+    run, ctx, ran = run_stages(config, out, progress)
     summary = build_summary(config, run, ctx.info)
     atomic_write_json(run.path(SUMMARY_NAME), summary)
     from lassoprune.report import render_report
 
     files = render_report([summary], run.root)
     return RunOutcome(run.root, summary, tuple(ran), tuple(files.paths()))
+
+
+def run_stages(
+    config: RunConfig,
+    out: str | Path,
+    progress: bool = True,
+    replace: Mapping[str, Stage] | None = None,
+    extra_state: Mapping[str, Any] | None = None,
+    stop_after: str | None = None,
+) -> tuple[RunDirectory, StageContext, list[str]]:
+    """Run (or resume) the stages of ``config`` in ``out``, without the report.
+
+    Args:
+        replace: stage name -> a function used instead of the library's stage
+            (same contract: takes the :class:`StageContext`, writes its
+            artefacts under ``RUN/STAGE/``, returns a JSON-safe record). Lets
+            a study run another tool's pruner or sparse training between the
+            library's own stages; a replaced ``sparse`` stage runs even when
+            ``config.sparse`` is None.
+        extra_state: JSON-safe values stored with the config in ``state.json``;
+            a run directory refuses to resume under different ones (e.g. the
+            name of the replacing pruner).
+        stop_after: the last stage to run (e.g. ``sparse``: a sparse-trained
+            model shared by several pruning runs); None = all.
+
+    Returns:
+        ``(run directory, stage context, names of the stages run by this call)``.
+    """
+    replace = dict(replace or {})
+    unknown = sorted((set(replace) | {stop_after} - {None}) - set(STAGES))
+    if unknown:
+        raise LassopruneError(f"unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(STAGES)}")
+    run = RunDirectory.open(out, {**config.to_dict(), **(extra_state or {})})
+    ctx = StageContext(config, run, progress=progress)
+    log = get_logger()
+    ran = []
+    for name, stage in STAGES.items():
+        if name == "sparse" and config.sparse is None and name not in replace:
+            continue
+        if run.is_done(name):
+            log.info("[%s] already finished, skipped", name)
+        else:
+            log.info("[%s] ...", name)
+            started = time.perf_counter()
+            record = replace.get(name, stage)(ctx)
+            record["seconds"] = time.perf_counter() - started
+            run.finish(name, record)
+            ran.append(name)
+            log.info("[%s] done in %.1f s", name, record["seconds"])
+        if name == stop_after:
+            break
+    return run, ctx, ran
 
 
 def build_summary(config: RunConfig, run: RunDirectory, info: Any) -> dict[str, Any]:

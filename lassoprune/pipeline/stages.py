@@ -20,6 +20,7 @@ record that the runner stores in ``state.json``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -95,20 +96,27 @@ class StageContext:
             self._loaders[key] = make_loaders(
                 data.name, image_size=self.image_size, root=data.root, batch_size=data.batch_size,
                 train_subset=train_subset, seed=self.config.seed + seed_offset, download=data.download,
+                validation_size=data.validation_size,
             )
         return self._loaders[key]
 
     @cached_property
     def test(self) -> BatchLoader:
+        """The batches every stage is judged on: the test split, or the held-out validation images."""
         data = self.config.data
-        return make_loaders(data.name, image_size=self.image_size, root=data.root, download=data.download,
-                            with_train=False).test
+        loaders = make_loaders(data.name, image_size=self.image_size, root=data.root, download=data.download,
+                               with_train=False, validation_size=data.validation_size)
+        if self.config.evaluate.split == "validation":
+            assert loaders.validation is not None  # the config requires validation_size > 0
+            return loaders.validation
+        return loaders.test
 
     @cached_property
     def calibration(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return calibration_batches(
             self.config.data.name, image_size=self.image_size, size=self.config.prune.calib_size,
             root=self.config.data.root, seed=self.config.seed, download=self.config.data.download,
+            validation_size=self.config.data.validation_size,
         )
 
     def model_extra(self, **more: Any) -> dict[str, Any]:
@@ -118,13 +126,17 @@ class StageContext:
         return evaluate(model, self.test, self.info.num_classes, self.device)
 
     def fit(self, model: nn.Module, stage: str, epochs: int, lr: float, train_subset: int | None,
-            seed_offset: int, **kwargs: Any) -> Any:
-        """Train ``model`` in ``RUN/stage`` (resumable per epoch); returns :class:`~lassoprune.FitResult`."""
+            seed_offset: int, weight_decay: float | None = None, **kwargs: Any) -> Any:
+        """Train ``model`` in ``RUN/stage`` (resumable per epoch); returns :class:`~lassoprune.FitResult`.
+
+        ``weight_decay`` None keeps :class:`~lassoprune.TrainConfig`'s default; ``kwargs`` go to :func:`fit`.
+        """
         loaders = self.loaders(train_subset, seed_offset)
         seed_everything(self.config.seed + seed_offset)
-        cfg = TrainConfig(epochs=epochs, lr=lr, seed=self.config.seed + seed_offset)
+        decay = {} if weight_decay is None else {"weight_decay": weight_decay}
+        cfg = TrainConfig(epochs=epochs, lr=lr, seed=self.config.seed + seed_offset, **decay)
         result = fit(
-            model, loaders.train, loaders.test, cfg, num_classes=self.info.num_classes,
+            model, loaders.train, self.test, cfg, num_classes=self.info.num_classes,
             class_names=self.info.class_names, out_dir=self.run.path(stage), resume=True, device=self.device,
             progress=self.progress, model_extra=self.model_extra(stage=stage), **kwargs,
         )
@@ -172,8 +184,8 @@ def run_sparse(ctx: StageContext) -> dict[str, Any]:
 def run_prune(ctx: StageContext) -> dict[str, Any]:
     """Prune the (sparse-trained) model to the target, re-estimate BatchNorm statistics, evaluate."""
     p = ctx.config.prune
-    source = "sparse" if ctx.config.sparse is not None else "pretrain"
-    model = load(ctx.run.path(source, MODEL_FILE))
+    source = ctx.run.stages.get("sparse", ctx.run.stages["pretrain"])["model"]
+    model = load(ctx.run.path(source))
     ignored = modules_named(model, p.ignore, "prune.ignore")
     started = time.perf_counter()
     result = prune(
@@ -191,7 +203,7 @@ def run_prune(ctx: StageContext) -> dict[str, Any]:
     save(result.model, ctx.run.path("prune", MODEL_FILE),
          extra=ctx.model_extra(pruning={k: record[k] for k in ("method", "target", "macs_before", "macs_after",
                                                                "params_before", "params_after")}))
-    return {"model": f"prune/{MODEL_FILE}", "metrics": metrics, "method_seconds": seconds,
+    return {"model": f"prune/{MODEL_FILE}", "source": source, "metrics": metrics, "method_seconds": seconds,
             **{k: record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")}}
 
 
@@ -250,7 +262,10 @@ def _check_classes(model: nn.Module, ctx: StageContext) -> None:
         )
 
 
-STAGES = {
+Stage = Callable[[StageContext], dict[str, Any]]
+"""A stage function: takes the context, writes under ``RUN/STAGE/``, returns a JSON-safe record."""
+
+STAGES: dict[str, Stage] = {
     "pretrain": run_pretrain,
     "sparse": run_sparse,
     "prune": run_prune,

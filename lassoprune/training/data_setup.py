@@ -10,6 +10,7 @@ import torch
 
 from lassoprune.data import (
     BatchLoader,
+    Dataset,
     DatasetInfo,
     balanced_indices,
     dataset_info,
@@ -18,6 +19,9 @@ from lassoprune.data import (
     stratified_subset,
 )
 from lassoprune.errors import DataNotFoundError, LassopruneError
+
+VALIDATION_SEED = 0
+"""Seed of the validation holdout: fixed, so runs with different seeds hold out the same images."""
 
 
 @dataclass(frozen=True)
@@ -30,12 +34,38 @@ class Loaders:
             training split; None when not requested.
         test: ordered, un-augmented batches of the test split.
         image_size: the side every batch is padded or resized to.
+        validation: ordered, un-augmented batches of the images held out of
+            the training split (``validation_size > 0``), else None.
     """
 
     info: DatasetInfo
     train: BatchLoader | None
     test: BatchLoader
     image_size: int
+    validation: BatchLoader | None = None
+
+
+def split_validation(train_set: Dataset, size: int, name: str = "the dataset") -> tuple[Dataset, Dataset | None]:
+    """Hold ``size`` class-stratified images out of a training split, for choosing hyperparameters.
+
+    The holdout is drawn with :data:`VALIDATION_SEED` whatever the run's seed, so
+    every run of a study trains on the same images and is judged on the same
+    others; the test split is never touched.
+
+    Returns:
+        ``(rest, validation)``; ``validation`` is None when ``size == 0``.
+    """
+    if size == 0:
+        return train_set, None
+    if not 0 < size < len(train_set):
+        raise LassopruneError(
+            f"validation_size must be in [0, {len(train_set) - 1}] for {name} ({len(train_set)} training images), "
+            f"got {size}"
+        )
+    held = stratified_subset(train_set.labels, size, seed=VALIDATION_SEED)
+    rest = torch.ones(len(train_set), dtype=torch.bool)
+    rest[held] = False
+    return train_set.subset(rest.nonzero().squeeze(1)), train_set.subset(held)
 
 
 def make_loaders(
@@ -51,6 +81,7 @@ def make_loaders(
     download: bool = True,
     with_train: bool = True,
     distributed: tuple[int, int] | None = None,
+    validation_size: int = 0,
 ) -> Loaders:
     """Load ``name`` and wrap its splits in :class:`~lassoprune.data.BatchLoader`.
 
@@ -62,12 +93,18 @@ def make_loaders(
         distributed: ``(rank, world_size)``: the training batches are this
             rank's share of each epoch (``batch_size`` is per rank); the test
             batches stay the whole test split.
+        validation_size: hold this many class-stratified training images out
+            (:func:`split_validation`); ``train_subset`` is drawn from the rest.
     """
     test_set = load_dataset(name, root=root, split="test", download=download)
     test = BatchLoader(test_set, batch_size=eval_batch_size, shuffle=False, image_size=image_size)
-    train = None
+    train = validation = None
+    if with_train or validation_size:
+        train_set, held = split_validation(load_dataset(name, root=root, split="train", download=download),
+                                           validation_size, name)
+        if held is not None:
+            validation = BatchLoader(held, batch_size=eval_batch_size, shuffle=False, image_size=image_size)
     if with_train:
-        train_set = load_dataset(name, root=root, split="train", download=download)
         if train_subset is not None:
             if not 0 < train_subset <= len(train_set):
                 raise LassopruneError(
@@ -84,7 +121,7 @@ def make_loaders(
             drop_last=_share(len(train_set), distributed) > batch_size,
             distributed=distributed,
         )
-    return Loaders(info=test_set.info, train=train, test=test, image_size=image_size)
+    return Loaders(info=test_set.info, train=train, test=test, image_size=image_size, validation=validation)
 
 
 def _share(num_samples: int, distributed: tuple[int, int] | None) -> int:
@@ -126,13 +163,16 @@ def calibration_batches(
     seed: int = 0,
     batch_size: int = 100,
     download: bool = True,
+    validation_size: int = 0,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A class-balanced calibration set from the training split, as ready batches.
 
     ``size // num_classes`` images of every class (no augmentation), e.g. 500
-    images = 50 per class on a 10-class dataset.
+    images = 50 per class on a 10-class dataset; never one of the
+    ``validation_size`` held-out images (:func:`split_validation`).
     """
-    train_set = load_dataset(name, root=root, split="train", download=download)
+    train_set, _ = split_validation(load_dataset(name, root=root, split="train", download=download),
+                                    validation_size, name)
     require_every_class(size, train_set.info.num_classes, name)
     per_class = size // train_set.info.num_classes
     indices = balanced_indices(train_set.labels, per_class, seed=seed)

@@ -84,16 +84,14 @@ def test_group_sparse_learning_shrinks_group_norms() -> None:
 
 def test_cli_rejects_unknown_names_at_once(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        compare.parse_args(["--quick", "--methods", "l1", "tp-lamp"])
+        compare.parse_args(["--standard", "--methods", "l1", "tp-lamp"])
     assert "tp-magnitude" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        compare.parse_args(["--quick", "--models", "resnet18"])
+        compare.parse_args(["--standard", "--models", "resnet18"])
     assert "resnet56" in capsys.readouterr().err
-
-
-def test_results_refuse_rows_of_other_settings(tmp_path: Path) -> None:
-    path = tmp_path / "results.json"
-    compare.Results(path, compare.PROFILES["tiny"].settings()).save()
-    assert compare.Results(path, compare.PROFILES["tiny"].settings()).rows == []
-    with pytest.raises(LassopruneError, match="other settings"):
-        compare.Results(path, compare.PROFILES["quick"].settings())
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--standard", "--checkpoint", "resnet18=model.pt"])
+    assert "MODEL=FILE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--standard", "--shard", "2/2"])
+    assert "0 <= I < N" in capsys.readouterr().err

@@ -1,0 +1,145 @@
+"""benchmarks/compare.py: every phase of the protocol runs end to end through the library's pipeline stages,
+resumes without redoing rows, chooses learning rates on held-out training images only, and reports
+mean ± SE with the two-standard-error marks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import lassoprune as lp
+from lassoprune.pipeline import parse_config
+from lassoprune.training import TrainConfig, fit
+from lassoprune.training.data_setup import make_loaders
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_load("compare_peers")
+compare = _load("compare")
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ResNet-20 trained for two epochs on the synthetic dataset (the tiny profile's baseline)."""
+    lp.seed_everything(0)
+    model = lp.create_model("resnet20", num_classes=10, in_channels=3)
+    loaders = make_loaders("synthetic", image_size=32, batch_size=50)
+    fit(model, loaders.train, loaders.test, TrainConfig(epochs=2, lr=0.05, seed=0), num_classes=10,
+        progress=False)
+    path = tmp_path_factory.mktemp("baseline") / "resnet20.pt"
+    lp.save(model.to("cpu"), path, extra={"dataset": "synthetic", "image_size": 32})
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("compare")
+    compare.main(["--tiny", "--runs", str(runs), "--checkpoint", f"resnet20={baseline}", "--no-progress",
+                  "--methods", "l1", "hsic-ib-apib", "tp-group-sl"])
+    return runs
+
+
+def test_every_phase_finishes_every_row(tiny_run: Path) -> None:
+    results = json.loads((tiny_run / "results.json").read_text())
+    profile = compare.PROFILES["tiny"]
+    methods = {"l1", "hsic-ib-apib", "tp-group-sl"}
+    assert {(r["method"], r["lr"]) for r in results["select"]} == {
+        (m, lr) for m in methods for lr in profile.lr_candidates}
+    assert [r["method"] for r in results["pilot"]] == ["l1"]
+    assert len(results["pilot"][0]["epoch_top1"]) == profile.pilot_epochs
+    assert {(r["method"], r["seed"]) for r in results["table"]} == {(m, s) for m in methods for s in (0, 1)}
+    for r in results["table"]:
+        assert abs(r["macs_ratio"] - 0.5) <= compare.TOLERANCE
+        assert 0.0 <= r["final_top1"] <= 1.0
+    assert (tiny_run / "tradeoff-resnet20.png").stat().st_size > 1000
+    assert "vs best" in (tiny_run / "table.md").read_text()
+
+
+def test_table_rows_use_the_learning_rate_chosen_on_validation(tiny_run: Path) -> None:
+    results = json.loads((tiny_run / "results.json").read_text())
+    for r in results["table"]:
+        scores = {s["lr"]: s["final_top1"] for s in results["select"] if s["method"] == r["method"]}
+        assert scores[r["lr"]] == max(scores.values())
+
+
+def test_select_and_pilot_are_judged_on_held_out_training_images_and_the_table_on_test(tiny_run: Path) -> None:
+    for phase in ("select", "pilot", "table"):
+        for state in (tiny_run / phase).glob("*/*/*/state.json"):
+            config = parse_config({k: v for k, v in json.loads(state.read_text())["config"].items()
+                                   if k != "benchmark_row"})
+            held_out = phase != "table"
+            assert (config.evaluate.split == "validation") == held_out
+            assert (config.data.validation_size > 0) == held_out
+
+
+def test_sparse_model_is_trained_once_and_shared_by_every_target_and_phase(tiny_run: Path) -> None:
+    shared = sorted(p.name for p in (tiny_run / "sparse" / "resnet20").iterdir())
+    assert shared == ["tp-group-sl-s0", "tp-group-sl-s1"]
+    sources = {json.loads(s.read_text())["stages"]["sparse"]["shared"]
+               for s in tiny_run.glob("*/resnet20/tp-group-sl/*/state.json")}
+    assert sources == {"sparse/resnet20/tp-group-sl-s0", "sparse/resnet20/tp-group-sl-s1"}
+    for state in tiny_run.glob("*/resnet20/tp-group-sl/*/state.json"):
+        assert json.loads(state.read_text())["stages"]["prune"]["model"] == "prune/model.pt"
+
+
+def test_a_rerun_does_no_work_and_gives_the_same_report(tiny_run: Path, baseline: Path) -> None:
+    before = (tiny_run / "results.json").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in tiny_run.glob("*/*/*/*/state.json")}
+    compare.main(["--tiny", "--runs", str(tiny_run), "--checkpoint", f"resnet20={baseline}", "--no-progress",
+                  "--methods", "l1", "hsic-ib-apib", "tp-group-sl"])
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert (tiny_run / "results.json").read_text() == before
+
+
+def test_table_before_select_says_what_to_run(tmp_path: Path, baseline: Path) -> None:
+    with pytest.raises(SystemExit, match="--phase select"):
+        compare.main(["--tiny", "--phase", "table", "--runs", str(tmp_path), "--checkpoint",
+                      f"resnet20={baseline}", "--methods", "l1"])
+
+
+def test_estimates_and_the_two_standard_error_rule() -> None:
+    est = compare.Estimate.of([0.90, 0.92])
+    assert est.mean == pytest.approx(0.91) and est.se == pytest.approx(0.01)  # sd 0.01414 / sqrt 2
+    assert compare.Estimate.of([0.5]).se is None
+    close = compare.Estimate(0.905, 0.01, 2)
+    far = compare.Estimate(0.86, 0.01, 2)
+    assert compare.differs(est, close) is False  # 0.005 < 2 * sqrt(2) * 0.01
+    assert compare.differs(est, far) is True  # 0.05 > 0.0283
+    assert compare.differs(est, compare.Estimate.of([0.5])) is None
+    assert 2 * math.sqrt(2) * 0.01 == pytest.approx(0.028284, abs=1e-6)
+
+
+def test_shards_split_whole_units_and_cover_every_row() -> None:
+    rows = [compare.Row("table", "resnet20", m, t, s, 0.01, 2)
+            for s in (0, 1) for m in ("l1", "dwgl", "random") for t in (0.5, 0.33)]
+    shares = [compare.shard(rows, i, 2) for i in range(2)]
+    assert sorted(map(repr, shares[0] + shares[1])) == sorted(map(repr, rows))
+    units = [{(r.method, r.seed) for r in share} for share in shares]
+    assert not units[0] & units[1]
+
+
+def test_every_profile_row_is_a_valid_pipeline_config(tmp_path: Path) -> None:
+    for name in ("standard", "full"):
+        profile = compare.PROFILES[name]
+        for model in profile.models:
+            for method in profile.methods:
+                row = compare.Row("table", model, method, profile.targets[-1], 0, 0.01, profile.finetune_epochs)
+                config = compare.row_config(profile, row)
+                assert parse_config(config.to_dict()) == config
