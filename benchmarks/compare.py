@@ -100,6 +100,8 @@ class Method:
             regulariser, proximal steps) or ``tp-group-sl`` (Torch-Pruning's
             GroupNormPruner hooked after every backward pass); None = none.
         peer: a Torch-Pruning pruner that makes the cut instead of ``lp.prune``.
+        reconstruct: refit the layers that lost inputs by least squares after the cut (``prune.reconstruct``).
+        lr_from: the row whose selected fine-tuning learning rate this one uses (None = its own ``select``).
     """
 
     method: str
@@ -107,20 +109,24 @@ class Method:
     prune_residual: bool = True
     sparse: str | None = None
     peer: str | None = None
+    reconstruct: bool = False
+    lr_from: str | None = None
 
 
 METHODS: dict[str, Method] = {
     "l1": Method("l1"),
-    "random": Method("random"),
     "hsic-ib-apib": Method("hsic-ib", APIB, prune_residual=False),
+    "tp-magnitude": Method("l1", peer="tp-magnitude"),
+    "l1-rc": Method("l1", reconstruct=True, lr_from="l1"),
+    "hsic-ib-apib-rc": Method("hsic-ib", APIB, prune_residual=False, reconstruct=True, lr_from="hsic-ib-apib"),
+    "random": Method("random"),
     "sglp-ib": Method("sglp-ib"),
     "stlp-ib": Method("stlp-ib"),
-    "tp-magnitude": Method("l1", peer="tp-magnitude"),
     "sglp-ib-apib": Method("sglp-ib", APIB, prune_residual=False),
     "stlp-ib-apib": Method("stlp-ib", APIB, prune_residual=False),
     "hsic-ib": Method("hsic-ib"),
-    "dwgl": Method("dwgl-vote", sparse="dwgl"),
     "tp-group-sl": Method("l1", sparse="tp-group-sl", peer="tp-group-sl"),
+    "dwgl": Method("dwgl-vote", sparse="dwgl"),
     "bn-scale": Method("bn-scale"),
     "taylor": Method("taylor"),
     "class-lasso": Method("class-lasso"),
@@ -192,8 +198,7 @@ PROFILES: dict[str, Profile] = {
         name="standard", dataset="fashion-mnist", models=("resnet20", "resnet56"), checkpoints=PRETRAINED,
         seeds={"resnet20": (0, 1), "resnet56": (0,)}, targets=(0.5, 0.33), methods=tuple(METHODS),
         finetune_epochs=2, finetune_subset=None, lr_candidates=(0.01, 0.001), select_epochs=1,
-        select_subset=20000, select_target=0.33, pilot_methods=("l1", "random", "hsic-ib-apib", "sglp-ib",
-                                                                 "tp-magnitude"),
+        select_subset=20000, select_target=0.33, pilot_methods=("l1", "hsic-ib-apib", "tp-magnitude"),
         pilot_epochs=3, validation_size=5000, sparse_epochs=2, sparse_lr=0.01, tp_reg=5e-3,
         notes=("tp-group-sl uses reg 5e-3, ten times Torch-Pruning's CIFAR value (meant for 100 sparse epochs), "
                "because its sparse budget here is 2 epochs",),
@@ -254,7 +259,8 @@ def row_config(profile: Profile, row: Row) -> RunConfig:
         pretrain=PretrainSection(checkpoint=profile.checkpoints[row.model]),
         sparse=sparse,
         prune=PruneSection(method=method.method, target_macs=row.target, calib_size=profile.calib_size,
-                           prune_residual=method.prune_residual, options=dict(method.options)),
+                           prune_residual=method.prune_residual, reconstruct=method.reconstruct,
+                           options=dict(method.options)),
         finetune=FinetuneSection(epochs=row.epochs, lr=row.lr,
                                  train_subset=profile.select_subset if row.phase == "select" else
                                  profile.finetune_subset),
@@ -369,12 +375,14 @@ def peer_prune_stage(peer: str, reg: float) -> Stage:
 
 def select_rows(profile: Profile, methods: Sequence[str]) -> list[Row]:
     model = profile.models[0]
+    own = dict.fromkeys(METHODS[m].lr_from or m for m in methods)
     return [Row("select", model, m, profile.select_target, 0, lr, profile.select_epochs)
-            for m in methods for lr in profile.lr_candidates]
+            for m in own for lr in profile.lr_candidates]
 
 
 def chosen_lr(profile: Profile, runs: Path, method: str) -> float:
     """The candidate learning rate with the best validation top-1 in ``select`` (ties: the larger rate)."""
+    method = METHODS[method].lr_from or method
     scores = {}
     for row in select_rows(profile, [method]):
         state = row.directory(runs) / "state.json"
@@ -394,13 +402,14 @@ def pilot_rows(profile: Profile, runs: Path, methods: Sequence[str]) -> list[Row
 
 def table_rows(profile: Profile, runs: Path, models: Sequence[str], methods: Sequence[str],
                targets: Sequence[float]) -> list[Row]:  # fmt: skip
-    """Seed-major order, so that every method has a first seed before any has a second."""
+    """Method-major order (:data:`METHODS`' order), every seed of a method before the next method, so that an
+    interrupted study has error bars for its first methods rather than one seed of every method."""
     rows = []
     for model in models:
-        for seed in profile.seeds[model]:
-            for m in methods:
-                lr = chosen_lr(profile, runs, m)
-                rows += [Row("table", model, m, t, seed, lr, profile.finetune_epochs) for t in targets]
+        for m in methods:
+            lr = chosen_lr(profile, runs, m)
+            rows += [Row("table", model, m, t, seed, lr, profile.finetune_epochs)
+                     for seed in profile.seeds[model] for t in targets]
     return rows
 
 

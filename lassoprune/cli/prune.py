@@ -68,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--ignore", nargs="+", default=[], metavar="LAYER", help="module names never pruned")
     group.add_argument("--keep-residual", action="store_true",
                        help="keep every residual (eltwise) group whole: cut only the channels no residual add reads")
+    group.add_argument("--reconstruct", action="store_true",
+                       help="refit the layers that lost input channels by least squares on the calibration images "
+                            "(needs --data)")
     group.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
     group.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                        help="an option of the method, repeatable, e.g. target_kind=class pool=8 (lasso methods)")
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         model, example, method=args.method, target_macs=args.target_macs, target_params=args.target_params,
         data=batches, allocation=args.allocation, ignored_layers=ignored, min_channels=args.min_channels,
         round_to=args.round_to, inplace=True, seed=args.seed, prune_residual=not args.keep_residual,
-        **_method_options(args),
+        reconstruct=args.reconstruct, **_method_options(args),
     )
     report = result.to_dict()
     if args.finetune_epochs:
@@ -197,6 +200,9 @@ def _validate(args: argparse.Namespace) -> None:
         positive(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.finetune_epochs and not args.data:
         raise LassopruneError("--finetune-epochs needs --data NAME (the dataset to fine-tune on)")
+    if args.reconstruct and not args.data:
+        raise LassopruneError("--reconstruct refits layers on calibration images; "
+                              "give --data NAME (and --data-root DIR)")
     if spec.needs_data and not args.data:
         raise LassopruneError(f"method {spec.name} scores channels on data; give --data NAME (and --data-root DIR)")
     if spec.needs_data:
@@ -260,5 +266,10 @@ def _print_summary(result: PruneResult, report: dict[str, Any], out: str) -> Non
     for gid, (kept, total) in result.widths.items():
         note = per_group.get(gid, {}).get("note")
         print(f"  {gid:<40s} {kept:>5d} / {total:<5d}" + (f"  {note}" if note else ""))
+    if result.reconstruction:
+        before = sum(r.error_before for r in result.reconstruction) / len(result.reconstruction)
+        after = sum(r.error_after for r in result.reconstruction) / len(result.reconstruction)
+        print(f"  reconstructed {len(result.reconstruction)} layers: mean relative output error "
+              f"{before:.3f} -> {after:.3f}")
     if "finetune" in report:
         print(f"  fine-tuned top-1 {report['finetune']['test_top1']:.4f}")

@@ -83,7 +83,11 @@ class SparseSection:
 
 @dataclass(frozen=True)
 class PruneSection:
-    """Importance method and target; ``options`` go to the method (e.g. ``pool`` for the lasso methods)."""
+    """Importance method and target; ``options`` go to the method (e.g. ``pool`` for the lasso methods).
+
+    ``reconstruct``: refit the layers that lost input channels by least squares on the calibration images
+    (:mod:`lassoprune.pruning.reconstruct`); the stage then reports one-shot accuracy without and with it.
+    """
 
     method: str = "sglp-ib"
     target_macs: float | None = None
@@ -94,6 +98,7 @@ class PruneSection:
     round_to: int | None = None
     ignore: tuple[str, ...] = ()
     prune_residual: bool = True
+    reconstruct: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -135,6 +135,8 @@ def build_summary(config: RunConfig, run: RunDirectory, info: Any) -> dict[str, 
                    for gid, g in prune_record["groups"].items()],
         "metrics": {
             "baseline": _metrics(stages["pretrain"]),
+            "unreconstructed": (_metrics({"metrics": stages["prune"]["unreconstructed"]})
+                                if stages["prune"].get("unreconstructed") else None),
             "pruned": _metrics(stages["prune"]),
             "final": _metrics(stages["evaluate"]),
         },
@@ -143,6 +145,7 @@ def build_summary(config: RunConfig, run: RunDirectory, info: Any) -> dict[str, 
         "latency": stages["evaluate"].get("latency"),
         "stages": {name: {"seconds": record["seconds"]} for name, record in stages.items()},
         "method_seconds": stages["prune"].get("method_seconds"),
+        "reconstruction": prune_record.get("reconstruction") or None,
     }
 
 

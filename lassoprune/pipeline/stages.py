@@ -19,6 +19,8 @@ record that the runner stores in ``state.json``.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from lassoprune.pipeline.run_dir import RunDirectory
 from lassoprune.pretrained import resolve_model_path
 from lassoprune.pruning import prune
 from lassoprune.pruning.api import modules_named
+from lassoprune.pruning.reconstruct import reconstruct
 from lassoprune.regularizers import create_regularizer
 from lassoprune.training import EvalResult, TrainConfig, evaluate, fit
 from lassoprune.training.bn_recalibration import recalibrate_batchnorm
@@ -182,7 +185,11 @@ def run_sparse(ctx: StageContext) -> dict[str, Any]:
 
 
 def run_prune(ctx: StageContext) -> dict[str, Any]:
-    """Prune the (sparse-trained) model to the target, re-estimate BatchNorm statistics, evaluate."""
+    """Prune the (sparse-trained) model to the target, re-estimate BatchNorm statistics, evaluate.
+
+    With ``prune.reconstruct`` the cut model is evaluated too (``unreconstructed``), then the layers that
+    lost inputs are refitted on the calibration images and the statistics re-estimated again.
+    """
     p = ctx.config.prune
     source = ctx.run.stages.get("sparse", ctx.run.stages["pretrain"])["model"]
     model = load(ctx.run.path(source))
@@ -195,6 +202,16 @@ def run_prune(ctx: StageContext) -> dict[str, Any]:
         **p.options,
     )
     seconds = time.perf_counter() - started
+    unreconstructed = None
+    if p.reconstruct:
+        cut = copy.deepcopy(result.model)
+        recalibrate_batchnorm(cut, ctx.calibration)
+        unreconstructed = metrics_record(ctx.evaluate(cut))
+        del cut
+        started = time.perf_counter()
+        refits = reconstruct(model, result.model, result.groups, result.keep, ctx.calibration, seed=ctx.config.seed)
+        result = dataclasses.replace(result, reconstruction=refits)
+        seconds += time.perf_counter() - started
     recalibrate_batchnorm(result.model, ctx.calibration)
     record = result.to_dict()
     metrics = metrics_record(ctx.evaluate(result.model))
@@ -204,6 +221,7 @@ def run_prune(ctx: StageContext) -> dict[str, Any]:
          extra=ctx.model_extra(pruning={k: record[k] for k in ("method", "target", "macs_before", "macs_after",
                                                                "params_before", "params_after")}))
     return {"model": f"prune/{MODEL_FILE}", "source": source, "metrics": metrics, "method_seconds": seconds,
+            "unreconstructed": unreconstructed,
             **{k: record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")}}
 
 

@@ -18,6 +18,8 @@ from lassoprune.errors import LassopruneError
 from lassoprune.pruning.allocation import ALLOCATIONS, allocate
 from lassoprune.pruning.criteria import criterion_spec, resolve_criterion
 from lassoprune.pruning.method import MethodContext, MethodSpec, get_method
+from lassoprune.pruning.reconstruct import LayerRefit
+from lassoprune.pruning.reconstruct import reconstruct as reconstruct_layers
 from lassoprune.pruning.search import check_target, floors
 from lassoprune.pruning.surgery import remove_channels
 from lassoprune.utils.runtime import get_logger
@@ -38,7 +40,9 @@ class PruneResult:
             (MACs for one image of the example input's shape).
         method, allocation, target: what was asked.
         details: method-specific diagnostics (solver statistics, ...).
-        seconds: wall time of scoring + allocation + surgery.
+        seconds: wall time of scoring + allocation + surgery (+ reconstruction).
+        reconstruction: one record per layer refitted by ``reconstruct=True``
+            (:mod:`lassoprune.pruning.reconstruct`), in the network's order; empty otherwise.
     """
 
     model: nn.Module
@@ -54,6 +58,7 @@ class PruneResult:
     target: Target | None
     details: dict[str, Any]
     seconds: float
+    reconstruction: tuple[LayerRefit, ...] = ()
 
     @property
     def widths(self) -> dict[str, tuple[int, int]]:
@@ -79,6 +84,7 @@ class PruneResult:
             },
             "seconds": self.seconds,
             "details": self.details,
+            "reconstruction": [r.to_dict() for r in self.reconstruction],
         }
 
 
@@ -96,6 +102,7 @@ def prune(
     inplace: bool = False,
     seed: int = 0,
     prune_residual: bool = True,
+    reconstruct: bool = False,
     **options: Any,
 ) -> PruneResult:
     """Prune ``model`` structurally to a MACs or parameter target.
@@ -117,6 +124,11 @@ def prune(
         prune_residual: False keeps every residual (eltwise) group whole, for
             every method: only channels that no residual add reads are cut
             (APIB cuts only the inner channel of each ResNet block).
+        reconstruct: after the cut, refit every layer that lost input channels
+            by least squares so that it reproduces the unpruned layer's output
+            on ``data`` (:func:`lassoprune.pruning.reconstruct.reconstruct`;
+            needs ``data``). Re-estimate BatchNorm statistics afterwards, as
+            after any cut.
         options: the method's options (``lassoprune prune --list-methods``);
             a method that accepts a threshold (``TargetUse.OR_THRESHOLD``,
             e.g. ``dwgl-vote``) given one needs no target.
@@ -131,11 +143,15 @@ def prune(
     target = None if spec.uses_threshold(opts) else _target(target_macs, target_params)
     allocation_name = ALLOCATIONS.get(allocation).name if not spec.decides_widths else "method"
     batches = list(data) if data is not None else None
+    if reconstruct and not batches:
+        raise LassopruneError("reconstruct=True refits layers on calibration images: give data=[(x, y), ...] "
+                              "(a few hundred training images with their labels)")
     if spec.needs_data and not batches:
         raise LassopruneError(f"method {spec.name!r} needs calibration data: give data=[(x, y), ...] batches "
                               "(a few batches of training images with their labels)")
     ignored_names = _module_names(model, ignored_layers or ())
     work = model if inplace else copy.deepcopy(model)
+    original = copy.deepcopy(model) if reconstruct and inplace else model
     work.eval()
     single = example_inputs[:1]
     modules = dict(work.named_modules())
@@ -164,12 +180,18 @@ def prune(
     after = _count_after_surgery(work, single)
     if after.macs != predicted:
         get_logger().warning("cost model predicted %d MACs, the pruned model has %d", predicted, after.macs)
+    refits = ()
+    if reconstruct:
+        assert batches is not None
+        was_training = original.training
+        refits = reconstruct_layers(original, work, analysis.groups, keep, batches, seed=seed)
+        original.train(was_training)
     return PruneResult(
         model=work, keep=dict(keep), groups=analysis.groups, scores=dict(scores),
         macs_before=cost_model.full_macs, macs_after=after.macs,
         params_before=cost_model.full_params, params_after=after.params,
         method=spec.name, allocation=allocation_name,
-        target=target, details=details, seconds=time.perf_counter() - started,
+        target=target, details=details, seconds=time.perf_counter() - started, reconstruction=refits,
     )
 
 

@@ -101,6 +101,8 @@ def run_section(summary: Summary, level: int = 2) -> list[str]:
     lines += [f"{sub} Accuracy", "", *metrics_table(summary), ""]
     if summary.get("latency"):
         lines += [latency_line(summary["latency"]), ""]
+    if summary.get("reconstruction"):
+        lines += [f"{sub} Reconstruction", "", *reconstruction_table(summary["reconstruction"]), ""]
     if summary["stages"]:
         lines += [f"{sub} Stage times", "", *stages_table(summary["stages"]), ""]
     lines += [f"{sub} Channels per group", "", *groups_table(summary["groups"]), ""]
@@ -159,6 +161,15 @@ def stages_table(stages: Mapping[str, Mapping[str, float]]) -> list[str]:
     rows = [[name, f"{stage['seconds']:.1f}"] for name, stage in stages.items()]
     rows.append(["total", f"{sum(stage['seconds'] for stage in stages.values()):.1f}"])
     return table(["stage", "seconds"], rows)
+
+
+def reconstruction_table(layers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One row per refitted layer: kept inputs and the relative output error before / after the refit."""
+    rows = [[layer["name"], f"{layer['inputs_kept']} / {layer['inputs_before']}", f"{layer['rows']:,d}",
+             f"{layer['error_before']:.3f}", f"{layer['error_after']:.3f}"] for layer in layers]
+    return ["Each layer that lost input channels was refitted by least squares to reproduce the unpruned "
+            "layer's output on the calibration images (relative output error, before its BatchNorm).", "",
+            *table(["layer", "inputs kept", "rows", "error before", "error after"], rows)]
 
 
 def groups_table(groups: Sequence[Mapping[str, Any]]) -> list[str]:

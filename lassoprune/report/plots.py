@@ -25,7 +25,7 @@ from lassoprune.report.summary import macs_ratio, metric_stages, target_text
 Summary = Mapping[str, Any]
 
 DPI = 110
-STAGE_COLOURS = {"baseline": "#7f7f7f", "pruned": "#ff7f0e", "final": "#1f77b4"}
+STAGE_COLOURS = {"baseline": "#7f7f7f", "unreconstructed": "#d62728", "pruned": "#ff7f0e", "final": "#1f77b4"}
 KEPT, KEPT_ELTWISE, TOTAL = "#1f77b4", "#d62728", "#d9d9d9"
 
 

@@ -11,7 +11,8 @@ writes ``RUN/summary.json``, a plain dict (schema version 1)::
           | {"kind": "threshold", "ratio": null | float}      # runs pruned by a threshold, not to a size
     macs_before, macs_after, params_before, params_after: int > 0
     groups: [{"id": str, "kept": int, "total": int, "eltwise": bool}, ...]   # network order
-    metrics: {"baseline": M, "pruned": M (optional), "final": M}
+    metrics: {"baseline": M, "unreconstructed": M (optional), "pruned": M (optional), "final": M}
+        # unreconstructed: one-shot accuracy before the least-squares refit, when the run reconstructed
         M = {"top1": f, "top5": f | null, "worst_class": f, "per_class": [K f]}   # accuracies in [0, 1]
     class_structure: null | {"kind": "graph", "edges": [[m, l, r_ml], ...]}
                           | {"kind": "tree", "groups": [[[class indices], w_v], ...]}
@@ -19,9 +20,11 @@ writes ``RUN/summary.json``, a plain dict (schema version 1)::
     class_means_linkage: null | [[a, b, dist, count], ...]   # scipy linkage, (K-1, 4)
     latency: null | {"batch_size": int, "threads": int, "before_ms": f, "after_ms": f, "speedup": f}
     stages: {stage name: {"seconds": f}, ...}
+    reconstruction: null | [{"name": str, "inputs_kept": int, "inputs_before": int, "rows": int,
+                             "error_before": f, "error_after": f}, ...]   # network order
 
 The nullable keys (``sparse``, ``class_structure``, ``class_means_linkage``,
-``latency``) may also be absent; :func:`check_summary` fills them with ``None``.
+``latency``, ``reconstruction``) may also be absent; :func:`check_summary` fills them with ``None``.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ SUMMARY_FILE = "summary.json"
 THRESHOLD = "threshold"  # no size target: channels below a norm threshold were removed (dwgl-vote)
 TARGET_KINDS = ("macs", "params", THRESHOLD)
 STRUCTURE_KINDS = ("graph", "tree", "none")
-METRIC_STAGES = ("baseline", "pruned", "final")  # "pruned" is optional
-NULLABLE_KEYS = ("sparse", "class_structure", "class_means_linkage", "latency")
+METRIC_STAGES = ("baseline", "unreconstructed", "pruned", "final")  # the middle two are optional
+OPTIONAL_METRIC_STAGES = ("unreconstructed", "pruned")
+NULLABLE_KEYS = ("sparse", "class_structure", "class_means_linkage", "latency", "reconstruction")
 LATENCY_KEYS = ("batch_size", "threads", "before_ms", "after_ms", "speedup")
 
 
@@ -117,6 +121,7 @@ def check_summary(summary: Mapping[str, Any], source: str = "summary") -> dict[s
     _check_class_structure(c, out["class_structure"], num_classes)
     _check_linkage(c, out["class_means_linkage"], num_classes)
     _check_latency(c, out["latency"])
+    _check_reconstruction(c, out["reconstruction"])
     _check_stages(c, c.key(out, "stages", ""))
     return out
 
@@ -166,7 +171,7 @@ def _check_metrics(c: _Checker, metrics: Any, num_classes: int) -> None:
     c.key(metrics, "baseline", "metrics")
     c.key(metrics, "final", "metrics")
     for stage in METRIC_STAGES:
-        if stage not in metrics or (stage == "pruned" and metrics[stage] is None):
+        if stage not in metrics or (stage in OPTIONAL_METRIC_STAGES and metrics[stage] is None):
             continue
         where = f"metrics.{stage}"
         entry = metrics[stage]
@@ -177,6 +182,18 @@ def _check_metrics(c: _Checker, metrics: Any, num_classes: int) -> None:
         per_class = c.array(c.key(entry, "per_class", where), f"{where}.per_class", length=num_classes)
         for k, value in enumerate(per_class):
             c.number(value, f"{where}.per_class[{k}]", 0.0, 1.0)
+
+
+def _check_reconstruction(c: _Checker, layers: Any) -> None:
+    if layers is None:
+        return
+    for i, layer in enumerate(c.array(layers, "reconstruction")):
+        where = f"reconstruction[{i}]"
+        c.text(c.key(layer, "name", where), f"{where}.name")
+        for key in ("inputs_kept", "inputs_before", "rows"):
+            c.integer(c.key(layer, key, where), f"{where}.{key}", low=1)
+        for key in ("error_before", "error_after"):
+            c.number(c.key(layer, key, where), f"{where}.{key}", 0.0)
 
 
 def _check_class_structure(c: _Checker, structure: Any, num_classes: int) -> None:

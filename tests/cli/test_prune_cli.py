@@ -48,6 +48,16 @@ def test_prune_with_data_criterion_and_finetune(tmp_path):
     assert model.lp_extra["metrics"]["test_top1"] == report["finetune"]["test_top1"]
 
 
+def test_prune_with_reconstruction_reports_the_refitted_layers(tmp_path):
+    out = tmp_path / "p.pt"
+    proc = _run("--quiet", "prune", "--model", "resnet20", "--data", "synthetic", "--method", "l1",
+                "--target-macs", "0.5", "--calib-size", "50", "--reconstruct", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    layers = json.loads(proc.stdout)["reconstruction"]
+    assert layers and all(layer["error_after"] <= layer["error_before"] + 1e-9 for layer in layers)
+    assert lp.load(out)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -55,6 +65,7 @@ def test_prune_with_data_criterion_and_finetune(tmp_path):
         (["--model", "resnet20", "--target-macs", "1.5", "--out", "x.pt"], "(0, 1)"),
         (["--model", "resnet20", "--method", "l7", "--target-macs", "0.5", "--out", "x.pt"], "bn-scale"),
         (["--model", "resnet20", "--method", "taylor", "--target-macs", "0.5", "--out", "x.pt"], "--data"),
+        (["--model", "resnet20", "--target-macs", "0.5", "--reconstruct", "--out", "x.pt"], "--reconstruct refits"),
         (["--model", "resnet20", "--target-macs", "0.01", "--min-channels", "8", "--out", "x.pt"], "smallest reachable"),
     ],
 )

@@ -104,3 +104,17 @@ def test_unknown_stage_names_are_refused() -> None:
         run_stages(parse_config(SMALL), "unused", replace={"prun": lambda ctx: {}})
     with pytest.raises(LassopruneError, match="unknown stage.*report"):
         run_stages(parse_config(SMALL), "unused", stop_after="report")
+
+
+def test_reconstructing_run_reports_one_shot_accuracy_without_and_with_and_per_layer_errors(tmp_path: Path) -> None:
+    from lassoprune.pipeline import run_pipeline
+
+    config = parse_config({**SMALL, "prune": {**SMALL["prune"], "reconstruct": True}})
+    outcome = run_pipeline(config, tmp_path / "run", progress=False)
+    summary = outcome.summary
+    assert summary["metrics"]["unreconstructed"] is not None and summary["metrics"]["pruned"] is not None
+    layers = summary["reconstruction"]
+    assert layers and all(layer["error_after"] <= layer["error_before"] + 1e-9 for layer in layers)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "### Reconstruction" in report and "unreconstructed" in report
+    assert json.loads((tmp_path / "run" / "prune" / "prune.json").read_text())["reconstruction"] == layers

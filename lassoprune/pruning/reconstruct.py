@@ -1,0 +1,457 @@
+"""Least-squares reconstruction of the layers that lost input channels (He et al. 2017; Luo et al. 2017, ThiNet).
+
+After a cut, a layer that reads fewer channels keeps its old weights for the
+channels that stay, and what the removed channels carried is lost. This
+module refits those weights so that the layer reproduces, on calibration
+images, what the *unpruned* network computed at that layer, from the inputs
+the *pruned* network actually gives it:
+
+    W*, b* = argmin_{W, b}  || X_p W + 1 b^T - Y_o ||_F^2 + lam ||W - W_0||_F^2,
+    lam    = ridge * trace(X_p^T X_p) / D,
+
+with ``X_p`` (rows = sampled output positions, D = kept inputs x kernel
+area) the pruned network's im2col rows at the layer's input and ``Y_o`` the
+unpruned layer's output there (before its BatchNorm), kept output channels
+only. The normal equations are accumulated in float64 over the calibration
+batches (``X^T X``, ``X^T Y``, ``1^T X``, ``1^T Y``, ``||Y||^2``) and solved in
+closed form, shrunk towards the cut's weights ``W_0``, with ``ridge`` chosen per
+layer by generalised cross-validation (a layer with few rows for its unknowns,
+such as a linear layer with one row per image, stays near ``W_0``); the intercept ``b`` is not penalised and absorbs the mean of what
+the removed channels contributed. Layers are refitted in the order the
+network runs them, each from the pruned network's inputs *after* the earlier
+refits, so errors of earlier layers are corrected rather than compounded.
+
+Grouped and depthwise convolutions are refitted per group; linear layers
+directly. The intercept goes into the layer's bias, or, for a bias-free conv
+read only by a BatchNorm, into that BatchNorm's running mean (equivalent
+while the statistics are kept; re-estimating them afterwards absorbs it
+anyway).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lassoprune.channels.groups import ChannelGroup
+from lassoprune.errors import LassopruneError
+
+Batch = tuple[Tensor, Tensor]
+
+RIDGE_GRID = tuple(10.0**e for e in range(-6, 3))
+"""Ridge strengths, relative to the mean diagonal of ``X^T X``, that generalised cross-validation chooses from."""
+
+DEFAULT_POSITIONS = 64
+"""Output positions sampled per image and layer (all of them when a map is smaller)."""
+
+
+@dataclass(frozen=True)
+class LayerRefit:
+    """What reconstruction did to one layer.
+
+    Attributes:
+        name: qualified module name.
+        inputs_kept, inputs_before: input channels (features) after / before the cut.
+        rows: sampled rows the fit used (images x positions).
+        ridge: the relative ridge used (the largest over the layer's groups).
+        error_before, error_after: relative output error ``||X_p W + b - Y_o||_F / ||Y_o - mean(Y_o)||_F``
+            on the calibration rows, with the cut's weights and with the refitted ones (the intercept at its
+            best for the given weights both times, since BatchNorm re-estimation absorbs a constant shift).
+    """
+
+    name: str
+    inputs_kept: int
+    inputs_before: int
+    rows: int
+    error_before: float
+    error_after: float
+    ridge: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "inputs_kept": self.inputs_kept, "inputs_before": self.inputs_before,
+                "rows": self.rows, "error_before": self.error_before, "error_after": self.error_after,
+                "ridge": self.ridge}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Which inputs and outputs of one layer survived the cut (positions in the unpruned layer)."""
+
+    kept_in: Tensor  # int64 (C_in',)
+    kept_out: Tensor  # int64 (C_out',)
+    inputs_before: int
+
+
+def kept_positions(
+    original: nn.Module, groups: Sequence[ChannelGroup], keep: Mapping[str, Sequence[int]]
+) -> dict[str, _Plan]:
+    """Per conv / linear layer that lost input channels: its kept input and output positions.
+
+    Args:
+        original: the unpruned model (names as in the pruned copy).
+        groups, keep: the cut (:class:`~lassoprune.pruning.PruneResult`'s ``groups`` and ``keep``).
+    """
+    modules = dict(original.named_modules())
+    removed_in: dict[str, set[int]] = {}
+    removed_out: dict[str, set[int]] = {}
+    for group in groups:
+        kept = set(keep.get(group.id, range(group.num_channels)))
+        for where, slices in ((removed_in, group.consumers + group.depthwise), (removed_out, group.producers)):
+            for s in slices:
+                gone = {i for i, c in zip(s.indices, s.channels) if c not in kept}
+                where.setdefault(s.module, set()).update(gone)
+        for s in group.depthwise:  # a depthwise conv loses outputs with its inputs
+            removed_out.setdefault(s.module, set()).update(
+                i for i, c in zip(s.indices, s.channels) if c not in kept)
+    plans = {}
+    for name, gone in removed_in.items():
+        layer = modules[name]
+        if not gone or not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            continue
+        n_in, n_out = _fan_in(layer), _fan_out(layer)
+        plans[name] = _Plan(
+            kept_in=torch.tensor([i for i in range(n_in) if i not in gone], dtype=torch.int64),
+            kept_out=torch.tensor([i for i in range(n_out) if i not in removed_out.get(name, set())],
+                                  dtype=torch.int64),
+            inputs_before=n_in,
+        )
+    return plans
+
+
+def reconstruct(
+    original: nn.Module,
+    pruned: nn.Module,
+    groups: Sequence[ChannelGroup],
+    keep: Mapping[str, Sequence[int]],
+    batches: Iterable[Batch],
+    *,
+    ridge: float | None = None,
+    positions: int = DEFAULT_POSITIONS,
+    seed: int = 0,
+) -> tuple[LayerRefit, ...]:
+    """Refit, in place, every layer of ``pruned`` whose input channels were removed.
+
+    Args:
+        original: the unpruned model (left unchanged).
+        pruned: its pruned copy (same module names), changed in place.
+        groups, keep: the cut that made ``pruned`` from ``original``.
+        batches: calibration batches ``(x, y)``; ``x`` float ``(B, C, H, W)``.
+        ridge: ``lam / mean diag(X^T X)`` for every layer; None (default) = chosen per layer (and per
+            group) by generalised cross-validation from :data:`RIDGE_GRID`, so a layer with few rows
+            for its unknowns (a linear layer: one row per image) stays near the cut's weights.
+        positions: output positions sampled per image (seeded by ``seed``).
+
+    Returns:
+        one :class:`LayerRefit` per refitted layer, in the order the network runs them.
+    """
+    if (ridge is not None and ridge < 0) or positions < 1:
+        raise LassopruneError(f"reconstruction needs ridge >= 0 and positions >= 1; got {ridge}, {positions}")
+    images = [x for x, _ in batches]
+    if not images:
+        raise LassopruneError("reconstruction needs calibration batches: give data=[(x, y), ...]")
+    plans = kept_positions(original, groups, keep)
+    if not plans:
+        return ()
+    original, pruned = original.eval(), pruned.eval()
+    layers = dict(pruned.named_modules())
+    order = [n for n in execution_order(pruned, images[0][:1]) if n in plans]
+    norms = following_norms(pruned, images[0][:1], order)
+    targets = _original_outputs(original, images, order, plans, positions, seed)
+    refits = []
+    for name in order:
+        layer = layers[name]
+        stats = _accumulate(pruned, layer, images, targets[name])
+        refits.append(_refit(name, layer, plans[name], stats, ridge, norms.get(name)))
+        del targets[name]
+    return tuple(refits)
+
+
+# -- graph facts -------------------------------------------------------------------------------------------
+
+
+def _fan_in(layer: nn.Module) -> int:
+    return layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
+
+
+def _fan_out(layer: nn.Module) -> int:
+    return layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+
+
+@torch.no_grad()
+def execution_order(model: nn.Module, example: Tensor) -> list[str]:
+    """Names of the conv / linear layers in the order one forward pass runs them."""
+    order: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda _m, _i, n=n: order.append(n))
+               for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return list(dict.fromkeys(order))
+
+
+@torch.no_grad()
+def following_norms(model: nn.Module, example: Tensor, names: Sequence[str]) -> dict[str, nn.BatchNorm2d]:
+    """For each bias-free conv of ``names``: the BatchNorm that reads its output tensor directly, if any."""
+    modules = dict(model.named_modules())
+    outputs: dict[int, tuple[str, Tensor]] = {}  # the tensors are held so that their ids are not reused
+    found: dict[str, nn.BatchNorm2d] = {}
+
+    def conv_hook(name: str):
+        return lambda _m, _i, out: outputs.__setitem__(id(out), (name, out))
+
+    def norm_hook(norm: nn.BatchNorm2d):
+        def hook(_m: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            name, out = outputs.get(id(inputs[0]), (None, None))
+            if name is not None and out is inputs[0]:
+                found[name] = norm
+        return hook
+
+    handles = [modules[n].register_forward_hook(conv_hook(n)) for n in names
+               if isinstance(modules[n], nn.Conv2d) and modules[n].bias is None]
+    handles += [m.register_forward_pre_hook(norm_hook(m)) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    try:
+        model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+# -- the data of the fit -----------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Raised by a hook once the wanted layer has been seen (the rest of the forward pass is skipped)."""
+
+
+def _sample(count: int, positions: int, generator: torch.Generator) -> Tensor:
+    """``positions`` distinct positions out of ``count`` (all of them, in order, when ``count`` is smaller)."""
+    if count <= positions:
+        return torch.arange(count)
+    return torch.randperm(count, generator=generator)[:positions].sort().values
+
+
+def _rows_of_output(layer: nn.Module, out: Tensor, kept_out: Tensor, where: Tensor | None) -> Tensor:
+    """Output rows ``(B * P, C_out')`` at the sampled positions ``where`` (int64 ``(B, P)``; None for linear)."""
+    if isinstance(layer, nn.Linear):
+        return out.reshape(-1, out.shape[-1])[:, kept_out]
+    flat = out[:, kept_out].flatten(2)  # (B, C', L)
+    picked = flat.gather(2, where[:, None, :].expand(-1, flat.shape[1], -1))
+    return picked.transpose(1, 2).reshape(-1, flat.shape[1])
+
+
+@torch.no_grad()
+def _original_outputs(
+    original: nn.Module, images: Sequence[Tensor], order: Sequence[str], plans: Mapping[str, _Plan],
+    positions: int, seed: int,
+) -> dict[str, list[tuple[Tensor, Tensor | None]]]:  # fmt: skip
+    """Per layer, per batch: the unpruned layer's output rows (kept outputs) and the sampled positions."""
+    modules = dict(original.named_modules())
+    generator = torch.Generator().manual_seed(seed)
+    targets: dict[str, list[tuple[Tensor, Tensor | None]]] = {n: [] for n in order}
+
+    def hook(name: str):
+        def grab(layer: nn.Module, _inputs: Any, out: Tensor) -> None:
+            where = None
+            if isinstance(layer, nn.Conv2d):
+                count = out.shape[-2] * out.shape[-1]
+                where = torch.stack([_sample(count, positions, generator) for _ in range(out.shape[0])])
+            targets[name].append((_rows_of_output(layer, out, plans[name].kept_out, where), where))
+        return grab
+
+    handles = [modules[n].register_forward_hook(hook(n)) for n in order]
+    try:
+        for x in images:
+            original(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return targets
+
+
+def _input_rows(layer: nn.Module, x: Tensor, where: Tensor | None) -> Tensor:
+    """im2col rows of the layer's input at the sampled output positions: ``(G, B * P, D_g)``."""
+    if isinstance(layer, nn.Linear):
+        return x.reshape(-1, x.shape[-1])[None]
+    cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)  # (B, C_in k k, L)
+    assert where is not None
+    cols = cols.gather(2, where[:, None, :].expand(-1, cols.shape[1], -1)).transpose(1, 2)  # (B, P, C_in k k)
+    groups = layer.groups
+    return cols.reshape(-1, groups, cols.shape[-1] // groups).transpose(0, 1)
+
+
+@dataclass
+class _Stats:
+    """Accumulated float64 moments of one layer's fit, per group ``g``.
+
+    ``xx`` (G, D, D), ``xy`` (G, D, C_g), ``sx`` (G, D), ``sy`` (G, C_g), ``yy`` (G,) = sum of squares,
+    ``syy`` (G, C_g) per-output sums of squares, ``n`` rows.
+    """
+
+    xx: Tensor
+    xy: Tensor
+    sx: Tensor
+    sy: Tensor
+    yy: Tensor
+    n: int
+
+
+@torch.no_grad()
+def _accumulate(pruned: nn.Module, layer: nn.Module, images: Sequence[Tensor],
+                targets: Sequence[tuple[Tensor, Tensor | None]]) -> _Stats:  # fmt: skip
+    """Run ``pruned`` up to ``layer`` on every batch and accumulate the moments of its fit."""
+    captured: list[Tensor] = []
+
+    def grab(_m: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        captured.append(inputs[0])
+        raise _Stop
+
+    handle = layer.register_forward_pre_hook(grab)
+    stats: _Stats | None = None
+    try:
+        for x, (y_rows, where) in zip(images, targets):
+            try:
+                pruned(x)
+            except _Stop:
+                pass
+            xg = _input_rows(layer, captured.pop(), where).double()  # (G, R, D)
+            groups = xg.shape[0]
+            yg = y_rows.double().reshape(y_rows.shape[0], groups, -1).transpose(0, 1)  # (G, R, C_g)
+            part = _Stats(xg.transpose(1, 2) @ xg, xg.transpose(1, 2) @ yg, xg.sum(1), yg.sum(1),
+                          (yg * yg).sum((1, 2)), xg.shape[1])
+            stats = part if stats is None else _Stats(stats.xx + part.xx, stats.xy + part.xy, stats.sx + part.sx,
+                                                      stats.sy + part.sy, stats.yy + part.yy, stats.n + part.n)
+    finally:
+        handle.remove()
+    assert stats is not None
+    return stats
+
+
+# -- the fit -----------------------------------------------------------------------------------------------
+
+
+def _weights_as_matrix(layer: nn.Module) -> Tensor:
+    """The layer's weights as ``(G, D_g, C_g)`` float64 (the fit's unknowns, same layout as the im2col rows)."""
+    w = layer.weight.detach().double()
+    if isinstance(layer, nn.Linear):
+        return w.t()[None]
+    groups = layer.groups
+    return w.reshape(groups, w.shape[0] // groups, -1).transpose(1, 2)
+
+
+def best_intercept(stats: _Stats, w: Tensor) -> Tensor:
+    """The intercept minimising the residual for fixed weights: ``b = m_y - W^T m_x``, float64 ``(G, C_g)``."""
+    return (stats.sy - (w * stats.sx[:, :, None]).sum(1)) / stats.n
+
+
+def _centred(stats: _Stats, intercept: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(A, B, s_yy)``: ``X^T X``, ``X^T Y`` and ``||Y||^2`` per group, centred when the fit has an intercept.
+
+    Centring removes the (unpenalised) intercept: with ``m_x = sx / n`` and ``m_y = sy / n``,
+    ``A = xx - n m_x m_x^T``, ``B = xy - n m_x m_y^T``, ``s_yy = yy - n ||m_y||^2``.
+    """
+    if not intercept:
+        return stats.xx, stats.xy, stats.yy
+    n = stats.n
+    mx, my = stats.sx / n, stats.sy / n
+    return (stats.xx - n * mx[:, :, None] * mx[:, None, :], stats.xy - n * mx[:, :, None] * my[:, None, :],
+            stats.yy - n * (my * my).sum(1))
+
+
+def _inverse(d: Tensor, lam: Tensor) -> Tensor:
+    """``1 / (d + lam)``, 0 where that is not positive (the minimum-norm solution for lam = 0)."""
+    total = d + lam
+    return torch.where(total > 1e-12 * d.amax(-1, keepdim=True).clamp_min(1e-300), 1.0 / total, 0.0)
+
+
+def solve_ridge(
+    stats: _Stats, ridge: float | Sequence[float] | None, intercept: bool, prior: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Ridge least squares shrunk towards ``prior``, with an unpenalised intercept, per group.
+
+    ``W = prior + (A + lam I)^{-1} (B - A prior)`` (A, B centred by :func:`_centred`),
+    ``b = m_y - W^T m_x``; ``lam = ridge * trace(A) / D``. Solved in the eigenbasis
+    ``A = V diag(d) V^T``. With ``ridge`` None, each group's ``ridge`` is the value of
+    :data:`RIDGE_GRID` with the smallest generalised cross-validation score
+    ``GCV = RSS / (n (1 - df / n)^2)``, ``df = sum_i d_i / (d_i + lam)`` (+1 for the intercept),
+    among the values with ``df <= n / 2`` (the largest when none has), where RSS follows from the
+    eigenbasis in O(D) per value; a sequence is a grid to choose from.
+
+    Args:
+        prior: float64 ``(G, D, C_g)``, the weights to shrink towards (None = zeros).
+
+    Returns:
+        ``W`` float64 ``(G, D, C_g)``, ``b`` float64 ``(G, C_g)`` (zeros without an intercept) and the
+        relative ridge used per group, float64 ``(G,)``.
+    """
+    a, b_mat, syy = _centred(stats, intercept)
+    prior = torch.zeros_like(b_mat) if prior is None else prior
+    d, v = torch.linalg.eigh(a)
+    d = d.clamp_min(0.0)  # (G, D)
+    scale = d.mean(-1, keepdim=True)  # trace / D
+    q_mat = v.transpose(1, 2) @ (b_mat - a @ prior)  # (G, D, C)
+    grid = RIDGE_GRID if ridge is None else (ridge,) if isinstance(ridge, (int, float)) else tuple(ridge)
+    rel = torch.tensor(grid, dtype=torch.float64)
+    if len(grid) > 1:
+        q = (q_mat * q_mat).sum(-1)  # (G, D)
+        rss0 = (prior * (a @ prior)).sum((1, 2)) - 2 * (prior * b_mat).sum((1, 2)) + syy  # (G,)
+        inv = _inverse(d[:, None, :], rel[None, :, None] * scale[:, :, None])  # (G, K, D)
+        rss = rss0[:, None] - 2 * (q[:, None, :] * inv).sum(-1) + (d[:, None, :] * q[:, None, :] * inv**2).sum(-1)
+        df = (d[:, None, :] * inv).sum(-1) + (1.0 if intercept else 0.0)
+        n = float(stats.n)
+        # GCV degenerates towards interpolation (RSS 0, df -> n): at least two rows per effective parameter
+        gcv = torch.where(df <= n / 2, rss.clamp_min(0.0) / (n * (1 - df / n) ** 2), torch.inf)
+        gcv[:, -1] = torch.where(torch.isinf(gcv).all(-1), 0.0, gcv[:, -1])  # nothing qualifies: the largest
+        rel = rel[gcv.argmin(-1)]  # (G,)
+    else:
+        rel = rel.expand(d.shape[0])
+    inv = _inverse(d, rel[:, None] * scale)
+    w = prior + v @ (inv[:, :, None] * q_mat)
+    b = best_intercept(stats, w) if intercept else torch.zeros_like(stats.sy)
+    return w, b, rel
+
+
+def residual_sum(stats: _Stats, w: Tensor, b: Tensor) -> float:
+    """``||X W + 1 b^T - Y||_F^2`` from the moments (summed over groups)."""
+    n = stats.n
+    quad = (w * (stats.xx @ w)).sum()
+    cross = (w * stats.xy).sum()
+    lin = (b[:, None, :] * (stats.sx[:, :, None] * w)).sum()  # sum_r 1 b^T . X W  = b . (sx^T W)
+    return float(quad - 2 * cross + 2 * lin - 2 * (b * stats.sy).sum() + n * (b * b).sum() + stats.yy.sum())
+
+
+def _spread(stats: _Stats) -> float:
+    """``||Y - mean(Y)||_F^2`` (the scale the relative error is measured against)."""
+    return float(stats.yy.sum() - (stats.sy * stats.sy).sum() / stats.n)
+
+
+@torch.no_grad()
+def _refit(name: str, layer: nn.Module, plan: _Plan, stats: _Stats, ridge: float | None,
+           norm: nn.BatchNorm2d | None) -> LayerRefit:  # fmt: skip
+    """Solve for one layer and write its new weights (and intercept) in place."""
+    intercept = layer.bias is not None or norm is not None
+    old_w = _weights_as_matrix(layer)
+    old_b = best_intercept(stats, old_w) if intercept else torch.zeros_like(stats.sy)
+    scale = max(_spread(stats), 1e-30)
+    before = math.sqrt(max(residual_sum(stats, old_w, old_b), 0.0) / scale)
+    w, b, chosen = solve_ridge(stats, ridge, intercept, prior=old_w)
+    after = math.sqrt(max(residual_sum(stats, w, b), 0.0) / scale)
+    if isinstance(layer, nn.Linear):
+        layer.weight.copy_(w[0].t())
+    else:
+        layer.weight.copy_(w.transpose(1, 2).reshape(layer.weight.shape))
+    shift = b.reshape(-1)
+    if layer.bias is not None:
+        layer.bias.copy_(shift)
+    elif norm is not None:
+        norm.running_mean.sub_(shift.to(norm.running_mean.dtype))
+    return LayerRefit(name, int(plan.kept_in.numel()), plan.inputs_before, stats.n, before, after,
+                      float(chosen.max()))

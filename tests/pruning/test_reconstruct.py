@@ -1,0 +1,148 @@
+"""Least-squares reconstruction after the cut: exact recovery, agreement with lstsq, fidelity on every zoo model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import lassoprune as lp
+from lassoprune.errors import LassopruneError
+from lassoprune.pruning.reconstruct import _Stats, reconstruct, residual_sum, solve_ridge
+
+
+class TwoConvs(nn.Module):
+    """conv1 -> conv2 with nothing non-linear between them (so removed channels can be exactly recoverable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(4, 3, 3, padding=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x))
+
+
+def _drop_last_channel(group, ctx) -> torch.Tensor:  # noqa: ANN001 - a criterion
+    return torch.arange(group.num_channels, 0, -1, dtype=torch.float32)
+
+
+def _batches(n: int = 3, size: int = 8, channels: int = 2, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(16, channels, size, size, generator=gen), torch.zeros(16, dtype=torch.int64))
+            for _ in range(n)]
+
+
+def test_removed_channel_that_is_a_combination_of_kept_ones_is_reconstructed_exactly() -> None:
+    torch.manual_seed(0)
+    model = TwoConvs().eval()
+    with torch.no_grad():
+        w = model.conv1.weight
+        w[3] = 0.5 * w[0] - 1.5 * w[1] + 0.25 * w[2]  # channel 3 = linear combination of 0, 1, 2
+    data = _batches()
+    example = data[0][0][:1]
+    plain = lp.prune(model, example, method=_drop_last_channel, target_macs=0.75, data=data)
+    assert plain.keep["conv1"] == (0, 1, 2)
+    result = lp.prune(model, example, method=_drop_last_channel, target_macs=0.75, data=data, reconstruct=True)
+    assert [r.name for r in result.reconstruction] == ["conv2"]
+    x = torch.randn(4, 2, 8, 8)
+    with torch.no_grad():
+        dense, cut, rebuilt = model(x), plain.model(x), result.model(x)
+    assert (dense - cut).abs().max() > 0.1  # the cut alone loses channel 3
+    assert (dense - rebuilt).abs().max() <= 1e-4
+    refit = result.reconstruction[0]
+    assert refit.inputs_kept == 3 and refit.inputs_before == 4
+    assert refit.error_before > 0.05 and refit.error_after < 1e-5
+
+
+def test_nothing_removed_means_nothing_refitted() -> None:
+    torch.manual_seed(0)
+    model = TwoConvs().eval()
+    pruned = copy.deepcopy(model)
+    groups = lp.channel_groups(model, torch.zeros(1, 2, 8, 8))
+    keep = {g.id: tuple(range(g.num_channels)) for g in groups}
+    assert reconstruct(model, pruned, groups, keep, _batches()) == ()
+    for a, b in zip(model.state_dict().values(), pruned.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def _stats(x: torch.Tensor, y: torch.Tensor) -> _Stats:
+    x, y = x.double()[None], y.double()[None]
+    return _Stats(x.transpose(1, 2) @ x, x.transpose(1, 2) @ y, x.sum(1), y.sum(1), (y * y).sum((1, 2)), x.shape[1])
+
+
+def test_exact_data_recovers_the_weights_and_intercept() -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 12, generator=gen, dtype=torch.float64)
+    w, b = torch.randn(12, 5, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)
+    got_w, got_b, _ = solve_ridge(_stats(x, x @ w + b), ridge=0.0, intercept=True)
+    assert torch.allclose(got_w[0], w, atol=1e-8) and torch.allclose(got_b[0], b, atol=1e-8)
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_vanishing_ridge_agrees_with_lstsq(intercept: bool) -> None:
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(300, 10, generator=gen, dtype=torch.float64)
+    y = torch.randn(300, 4, generator=gen, dtype=torch.float64) + x[:, :4] ** 2
+    design = torch.cat([x, torch.ones(300, 1, dtype=torch.float64)], 1) if intercept else x
+    reference = torch.linalg.lstsq(design, y).solution
+    got_w, got_b, _ = solve_ridge(_stats(x, y), ridge=1e-12, intercept=intercept)
+    assert torch.allclose(got_w[0], reference[:10], atol=1e-7)
+    if intercept:
+        assert torch.allclose(got_b[0], reference[10], atol=1e-7)
+    residual = ((design @ reference - y) ** 2).sum()
+    assert residual_sum(_stats(x, y), got_w, got_b) == pytest.approx(float(residual), rel=1e-8)
+
+
+def test_ridge_shrinks_towards_the_prior() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(100, 8, generator=gen)
+    y = torch.randn(100, 3, generator=gen)
+    prior = torch.randn(1, 8, 3, generator=gen, dtype=torch.float64)
+    gaps = [(solve_ridge(_stats(x, y), ridge=r, intercept=True, prior=prior)[0] - prior).norm()
+            for r in (0.0, 0.1, 10.0, 1e9)]
+    assert gaps[0] > gaps[1] > gaps[2] > 1e3 * gaps[3]
+
+
+def test_cross_validation_picks_a_small_ridge_for_plentiful_rows_and_a_large_one_for_few() -> None:
+    gen = torch.Generator().manual_seed(4)
+    w = torch.randn(20, 2, generator=gen)
+    many = torch.randn(2000, 20, generator=gen)
+    few = torch.randn(15, 20, generator=gen)  # fewer rows than unknowns
+    _, _, chosen_many = solve_ridge(_stats(many, many @ w + 0.01 * torch.randn(2000, 2, generator=gen)), None, True)
+    _, _, chosen_few = solve_ridge(_stats(few, few @ w + 0.5 * torch.randn(15, 2, generator=gen)), None, True)
+    assert float(chosen_many) <= 1e-3 < float(chosen_few)
+
+
+def test_reconstruct_needs_calibration_data() -> None:
+    with pytest.raises(LassopruneError, match="data="):
+        lp.prune(TwoConvs(), torch.zeros(1, 2, 8, 8), method="l1", target_macs=0.75, reconstruct=True)
+
+
+def _held_out_error(reference: nn.Module, model: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        want = reference(x)
+        return float((model(x) - want).norm() / want.norm())
+
+
+FAST_ZOO = ("resnet20", "mobilenetv2")  # depthwise convs included; the others run with -m slow
+
+
+@pytest.mark.parametrize("name", [n if n in FAST_ZOO else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in lp.list_models()])
+def test_reconstruction_brings_every_zoo_model_closer_to_the_unpruned_one(name: str) -> None:
+    """Logits on held-out class-structured images move towards the dense model's (random weights, eval mode)."""
+    from lassoprune.training.data_setup import calibration_batches, make_loaders
+
+    torch.manual_seed(0)
+    model = lp.create_model(name, num_classes=10, in_channels=3).eval()
+    calib = calibration_batches("synthetic", image_size=32, size=100, batch_size=50)
+    held_out = next(iter(make_loaders("synthetic", image_size=32, with_train=False, eval_batch_size=32).test))[0]
+    example = calib[0][0][:1]
+    cut = lp.prune(model, example, method="l1", target_macs=0.5, data=calib)
+    rebuilt = lp.prune(model, example, method="l1", target_macs=0.5, data=calib, reconstruct=True)
+    assert rebuilt.keep == cut.keep and rebuilt.reconstruction
+    assert all(r.error_after <= r.error_before + 1e-6 for r in rebuilt.reconstruction)
+    assert _held_out_error(model, rebuilt.model, held_out) < _held_out_error(model, cut.model, held_out)
