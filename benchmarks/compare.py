@@ -238,7 +238,8 @@ class Row:
     epochs: int
 
     def directory(self, runs: Path) -> Path:
-        return runs / self.phase / self.model / self.method / f"t{self.target:g}-s{self.seed}-lr{self.lr:g}-e{self.epochs}"
+        settings = f"t{self.target:g}-s{self.seed}-lr{self.lr:g}-e{self.epochs}"
+        return runs / self.phase / self.model / self.method / settings
 
 
 def row_config(profile: Profile, row: Row) -> RunConfig:

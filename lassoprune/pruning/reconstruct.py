@@ -16,8 +16,9 @@ only. The normal equations are accumulated in float64 over the calibration
 batches (``X^T X``, ``X^T Y``, ``1^T X``, ``1^T Y``, ``||Y||^2``) and solved in
 closed form, shrunk towards the cut's weights ``W_0``, with ``ridge`` chosen per
 layer by generalised cross-validation (a layer with few rows for its unknowns,
-such as a linear layer with one row per image, stays near ``W_0``); the intercept ``b`` is not penalised and absorbs the mean of what
-the removed channels contributed. Layers are refitted in the order the
+such as a linear layer with one row per image, stays near ``W_0``); the
+intercept ``b`` is not penalised and absorbs the mean of what the removed
+channels contributed. Layers are refitted in the order the
 network runs them, each from the pruned network's inputs *after* the earlier
 refits, so errors of earlier layers are corrected rather than compounded.
 
