@@ -193,33 +193,31 @@ class Profile:
     notes: tuple[str, ...] = ()
 
 
-PROFILES: dict[str, Profile] = {
-    "standard": Profile(
-        name="standard", dataset="fashion-mnist", models=("resnet20", "resnet56"), checkpoints=PRETRAINED,
-        seeds={"resnet20": (0, 1), "resnet56": (0,)}, targets=(0.5, 0.33), methods=tuple(METHODS),
-        finetune_epochs=2, finetune_subset=None, lr_candidates=(0.01, 0.001), select_epochs=1,
-        select_subset=20000, select_target=0.33, pilot_methods=("l1", "hsic-ib-apib", "tp-magnitude"),
-        pilot_epochs=3, validation_size=5000, sparse_epochs=2, sparse_lr=0.01, tp_reg=5e-3,
-        notes=("tp-group-sl uses reg 5e-3, ten times Torch-Pruning's CIFAR value (meant for 100 sparse epochs), "
-               "because its sparse budget here is 2 epochs",),
-    ),
-    "full": Profile(
-        name="full", dataset="fashion-mnist", models=("resnet56",), checkpoints=PRETRAINED,
-        seeds={"resnet56": (0, 1)}, targets=(0.5, 0.33), methods=tuple(METHODS),
-        finetune_epochs=30, finetune_subset=None, lr_candidates=(0.01, 0.001), select_epochs=5,
-        select_subset=None, select_target=0.33, pilot_methods=(), pilot_epochs=1, validation_size=5000,
-        sparse_epochs=10, sparse_lr=0.01, batch_size=128,
-    ),
-    "tiny": Profile(
-        name="tiny", dataset="synthetic", models=("resnet20",), checkpoints={},
-        seeds={"resnet20": (0, 1)}, targets=(0.5,), methods=("l1", "hsic-ib-apib", "dwgl", "tp-group-sl"),
-        finetune_epochs=1, finetune_subset=None, lr_candidates=(0.01, 0.001), select_epochs=1, select_subset=None,
-        select_target=0.5, pilot_methods=("l1",), pilot_epochs=2, validation_size=200, sparse_epochs=1,
-        sparse_lr=0.01, calib_size=100, batch_size=50,
-        notes=("smoke test of every phase on the synthetic dataset, for a model given with --checkpoint; "
-               "numbers mean nothing",),
-    ),
-}  # fmt: skip
+STANDARD = Profile(
+    name="standard", dataset="fashion-mnist", models=("resnet20", "resnet56"), checkpoints=PRETRAINED,
+    seeds={"resnet20": (0, 1), "resnet56": (0,)}, targets=(0.5, 0.33), methods=tuple(METHODS),
+    finetune_epochs=2, finetune_subset=None, lr_candidates=(0.01, 0.001), select_epochs=1,
+    select_subset=20000, select_target=0.33, pilot_methods=("l1", "hsic-ib-apib", "tp-magnitude"),
+    pilot_epochs=3, validation_size=5000, sparse_epochs=2, sparse_lr=0.01, tp_reg=5e-3,
+    notes=("tp-group-sl uses reg 5e-3, ten times Torch-Pruning's CIFAR value (meant for 100 sparse epochs), "
+           "because its sparse budget here is 2 epochs",),
+)  # fmt: skip
+FULL = Profile(
+    name="full", dataset="fashion-mnist", models=("resnet56",), checkpoints=PRETRAINED,
+    seeds={"resnet56": (0, 1)}, targets=(0.5, 0.33), methods=tuple(METHODS),
+    finetune_epochs=30, finetune_subset=None, lr_candidates=(0.01, 0.001), select_epochs=5,
+    select_subset=None, select_target=0.33, pilot_methods=(), pilot_epochs=1, validation_size=5000,
+    sparse_epochs=10, sparse_lr=0.01, batch_size=128,
+)
+TINY = dataclasses.replace(
+    FULL, name="tiny", dataset="synthetic", models=("resnet20",), checkpoints={},
+    seeds={"resnet20": (0, 1)}, targets=(0.5,), methods=("l1", "hsic-ib-apib", "dwgl", "tp-group-sl"),
+    finetune_epochs=1, select_epochs=1, select_target=0.5, pilot_methods=("l1",), pilot_epochs=2,
+    validation_size=200, sparse_epochs=1, calib_size=100, batch_size=50,
+    notes=("the full profile with a smoke-test budget on the synthetic dataset, for a model given with "
+           "--checkpoint; numbers mean nothing",),
+)  # fmt: skip
+PROFILES: dict[str, Profile] = {p.name: p for p in (STANDARD, FULL, TINY)}
 
 
 # -- rows -------------------------------------------------------------------------------------------------
