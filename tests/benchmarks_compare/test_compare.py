@@ -4,35 +4,20 @@ mean ± SE with the two-standard-error marks."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from benchmark_modules import load
 
 import lassoprune as lp
 from lassoprune.pipeline import parse_config
 from lassoprune.training import TrainConfig, fit
 from lassoprune.training.data_setup import make_loaders
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_load("compare_peers")
-compare = _load("compare")
+load("compare_peers")
+compare = load("compare")
 
 
 @pytest.fixture(scope="module")

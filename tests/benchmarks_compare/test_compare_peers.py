@@ -2,34 +2,17 @@
 reports what lassoprune counts; GroupNormPruner's sparse learning really shrinks the group norms."""
 
 import copy
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
+from benchmark_modules import load
 
 import lassoprune as lp
 from lassoprune.errors import LassopruneError, UnknownNameError
 from lassoprune.training import TrainConfig
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    """Import ``benchmarks/<name>.py`` (the folder is not a package) under its own name."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-peers = _load("compare_peers")
-compare = _load("compare")  # imports compare_peers by name, registered above
+peers = load("compare_peers")
+compare = load("compare")  # imports compare_peers by name, registered above
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)
 
