@@ -20,7 +20,7 @@ from lassoprune.pruning.criteria import criterion_spec, resolve_criterion
 from lassoprune.pruning.method import MethodContext, MethodSpec, get_method
 from lassoprune.pruning.reconstruct import LayerRefit
 from lassoprune.pruning.reconstruct import reconstruct as reconstruct_layers
-from lassoprune.pruning.search import check_target, floors
+from lassoprune.pruning.search import TARGET_TOLERANCE, check_target, floors
 from lassoprune.pruning.surgery import remove_channels
 from lassoprune.utils.runtime import get_logger
 
@@ -180,6 +180,7 @@ def prune(
     after = _count_after_surgery(work, single)
     if after.macs != predicted:
         get_logger().warning("cost model predicted %d MACs, the pruned model has %d", predicted, after.macs)
+    _warn_if_target_missed(spec.name, target, cost_model, after)
     refits = ()
     if reconstruct:
         assert batches is not None
@@ -193,6 +194,23 @@ def prune(
         method=spec.name, allocation=allocation_name,
         target=target, details=details, seconds=time.perf_counter() - started, reconstruction=refits,
     )
+
+
+def _warn_if_target_missed(method: str, target: Target | None, cost_model: CostModel, after: Any) -> None:
+    """Log a warning when the cut ended further than :data:`TARGET_TOLERANCE` from the target.
+
+    Width-deciding methods can: e.g. after strong sparse training every zero filter ties at the
+    smallest vote threshold, so ``dwgl-vote`` removes them all at once.
+    """
+    if target is None:
+        return
+    before = cost_model.full_macs if target.kind == "macs" else cost_model.full_params
+    kept = (after.macs if target.kind == "macs" else after.params) / before
+    if abs(kept - target.ratio) > TARGET_TOLERANCE:
+        get_logger().warning(
+            "%s kept %.4f of the %s where the target is %g (tolerance %g): the method could not meet it "
+            "(for dwgl-vote: sparse training left too many all-zero filters; use a smaller lam or target)",
+            method, kept, target.kind, target.ratio, TARGET_TOLERANCE)
 
 
 def _check_keep_sets(

@@ -146,3 +146,4 @@ def test_reconstruction_brings_every_zoo_model_closer_to_the_unpruned_one(name: 
     assert rebuilt.keep == cut.keep and rebuilt.reconstruction
     assert all(r.error_after <= r.error_before + 1e-6 for r in rebuilt.reconstruction)
     assert _held_out_error(model, rebuilt.model, held_out) < _held_out_error(model, cut.model, held_out)
+
