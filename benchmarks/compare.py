@@ -34,11 +34,15 @@ method at each target exceed two standard errors.
 
 Profiles:
 
-``--standard``  2-core CPU, about 2.5 hours a model: resnet20 (seeds 0, 1) and
-                resnet56 (seed 0), targets 0.5 and 0.33, every method.
-``--full``      a GPU: resnet56 and vgg16, tens of fine-tuning epochs (the
-                engine's CUDA defaults: bfloat16 autocast, channels-last).
-``--tiny``      a smoke test of every phase on the CPU in a minute (numbers mean nothing).
+``--standard``  a 2-core CPU: resnet20 (seeds 0, 1) and resnet56 (seed 0), targets
+                0.5 and 0.33, every method, 2 fine-tuning epochs; a resnet20 row takes
+                about 9 minutes (one thread, two shards side by side), so every method
+                is about 5 hours for resnet20 (docs/BENCHMARKS.md).
+``--full``      a GPU: resnet56, seeds 0 and 1, 30 fine-tuning epochs (the engine's
+                CUDA defaults: bfloat16 autocast, channels-last); other models with
+                ``--checkpoint MODEL=FILE``.
+``--tiny``      the full profile with a smoke-test budget on the synthetic dataset, for
+                a baseline given with ``--checkpoint resnet20=FILE`` (numbers mean nothing).
 
     OMP_NUM_THREADS=1 python benchmarks/compare.py --standard --phase select --shard 0/2 &
     OMP_NUM_THREADS=1 python benchmarks/compare.py --standard --phase select --shard 1/2
@@ -60,6 +64,8 @@ from pathlib import Path
 from typing import Any
 
 from compare_peers import DEFAULT_REG, make_pruner, peer_cut
+
+import lassoprune as lp
 from lassoprune.errors import LassopruneError
 from lassoprune.io import atomic_write_json, atomic_write_text, load, save
 from lassoprune.pipeline import (
@@ -147,7 +153,7 @@ class Profile:
         dataset: a registered dataset name (``lassoprune info --datasets``).
         models: the models of the table, in order; the first one also runs ``select`` and ``pilot``.
         checkpoints: model -> model file (``pretrained:NAME`` or a path) of the converged baseline.
-        seeds: model -> seeds of its table rows.
+        seeds: model -> seeds of its table rows (a model not listed: seed 0).
         targets: MACs fractions kept.
         methods: row names (:data:`METHODS`).
         finetune_epochs, finetune_subset: the table's fine-tuning (None = all training images).
@@ -408,7 +414,7 @@ def table_rows(profile: Profile, runs: Path, models: Sequence[str], methods: Seq
         for m in methods:
             lr = chosen_lr(profile, runs, m)
             rows += [Row("table", model, m, t, seed, lr, profile.finetune_epochs)
-                     for seed in profile.seeds[model] for t in targets]
+                     for seed in profile.seeds.get(model, (0,)) for t in targets]
     return rows
 
 
@@ -590,8 +596,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", default=None, help="rows and reports (default: runs/compare-<profile>)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=None, metavar="METHOD",
                    help=f"default: the profile's ({', '.join(METHODS)} available)")
-    p.add_argument("--models", nargs="+", choices=list(PRETRAINED), default=None, metavar="MODEL",
-                   help=f"default: the profile's ({', '.join(PRETRAINED)} available)")
+    p.add_argument("--models", nargs="+", choices=lp.list_models(), default=None, metavar="MODEL",
+                   help=f"default: the profile's (shipped baselines: {', '.join(PRETRAINED)}; any zoo model "
+                        "with --checkpoint MODEL=FILE)")
     p.add_argument("--checkpoint", nargs="+", default=[], metavar="MODEL=FILE",
                    help="start MODEL from FILE (a lassoprune model file) instead of the profile's baseline")
     p.add_argument("--targets", nargs="+", type=float, default=None, help="MACs kept (default: the profile's)")
@@ -607,8 +614,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--shard is I/N with 0 <= I < N, e.g. 0/2; got {args.shard}")
     args.shard_index, args.shard_count = index, count
     pairs = [c.split("=", 1) for c in args.checkpoint]
-    if any(len(pair) != 2 or pair[0] not in PRETRAINED for pair in pairs):
-        p.error(f"--checkpoint takes MODEL=FILE with MODEL one of {', '.join(PRETRAINED)}; got {args.checkpoint}")
+    if any(len(pair) != 2 or pair[0] not in lp.list_models() for pair in pairs):
+        p.error(f"--checkpoint takes MODEL=FILE with MODEL a zoo model (lassoprune info); got {args.checkpoint}")
     args.checkpoints = dict(pairs)
     return args
 

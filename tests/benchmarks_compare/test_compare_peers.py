@@ -70,10 +70,10 @@ def test_cli_rejects_unknown_names_at_once(capsys: pytest.CaptureFixture[str]) -
         compare.parse_args(["--standard", "--methods", "l1", "tp-lamp"])
     assert "tp-magnitude" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        compare.parse_args(["--standard", "--models", "resnet18"])
+        compare.parse_args(["--standard", "--models", "resnet57"])
     assert "resnet56" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        compare.parse_args(["--standard", "--checkpoint", "resnet18=model.pt"])
+        compare.parse_args(["--standard", "--checkpoint", "resnet57=model.pt"])
     assert "MODEL=FILE" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         compare.parse_args(["--standard", "--shard", "2/2"])
