@@ -478,7 +478,7 @@ def model_table(rows: Sequence[dict[str, Any]], model: str, profile: Profile) ->
     if not mine:
         return ""
     dense = Estimate.of([r["dense_top1"] for r in mine])
-    lines = [f"### {model} (`--{profile.name}` profile)", "",
+    lines = [f"#### {model} (`--{profile.name}` profile)", "",
              f"dense top-1 on the whole test split: {dense.mean:.4f}; top-1 / worst class, mean ± SE over seeds "
              "(n = seeds); **bold**: best mean final top-1 at the target; ≈: within two standard errors of it; "
              "<: lower by more than two standard errors; no mark: one seed, no error bar", "",
@@ -552,9 +552,11 @@ def plot_tradeoff(rows: Sequence[dict[str, Any]], model: str) -> Any:
             xs, ys, es = zip(*points)
             ax.errorbar(xs, ys, yerr=es, marker="o", markersize=4, capsize=3, linewidth=1, color=f"C{i % 10}",
                         label=m, linestyle="-" if i < 10 else "--")
-    for ax, title in zip(axes, ("top-1", "worst-class accuracy")):
+    for ax, title, key in zip(axes, ("top-1", "worst-class accuracy"), ("dense_top1", "dense_worst")):
+        ax.axhline(mine[0][key], color="black", linestyle=":", linewidth=1, label="dense")
         ax.set_xlabel("MACs kept (fraction of the dense model)")
-        ax.set_title(f"{model}: {title} after fine-tuning (mean ± SE over seeds)", fontsize=9)
+        ax.set_ylabel(f"{title}, mean ± SE over seeds")
+        ax.set_title(f"{model}: {title} after fine-tuning", fontsize=9)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="lower right", ncols=2)
     return fig
