@@ -184,9 +184,7 @@ def prune(
     refits = ()
     if reconstruct:
         assert batches is not None
-        was_training = original.training
         refits = reconstruct_layers(original, work, analysis.groups, keep, batches, seed=seed)
-        original.train(was_training)
     return PruneResult(
         model=work, keep=dict(keep), groups=analysis.groups, scores=dict(scores),
         macs_before=cost_model.full_macs, macs_after=after.macs,

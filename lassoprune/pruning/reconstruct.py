@@ -159,7 +159,17 @@ def reconstruct(
     plans = kept_positions(original, groups, keep)
     if not plans:
         return ()
-    original, pruned = original.eval(), pruned.eval()
+    was_training = original.training
+    original.eval()
+    try:
+        return _refit_in_order(original, pruned.eval(), plans, images, ridge, positions, seed)
+    finally:
+        original.train(was_training)  # the caller's model is left in the mode it came in
+
+
+def _refit_in_order(original: nn.Module, pruned: nn.Module, plans: Mapping[str, _Plan], images: Sequence[Tensor],
+                    ridge: float | None, positions: int, seed: int) -> tuple[LayerRefit, ...]:  # fmt: skip
+    """The refits of :func:`reconstruct`, both models in eval mode."""
     layers = dict(pruned.named_modules())
     order = [n for n in execution_order(pruned, images[0][:1]) if n in plans]
     norms = following_norms(pruned, images[0][:1], order)
