@@ -3,10 +3,11 @@
 ``StructuredLasso(structure, lambda1, lambda2, nonneg, tol, max_iter).fit_gram(G, R)``
 minimises ``1/2 tr(B^T G B) - tr(B^T R) + lambda1 sum|B| + lambda2 Omega(B)`` with
 Omega the graph-guided fused penalty (:class:`GraphFused`) or the tree-guided group
-penalty (:class:`TreeGroup`).
+penalty (:class:`TreeGroup`); with per-class Grams (``G`` (K, C, C)) the datafit is
+``sum_k 1/2 b_k^T G_k b_k - r_k^T b_k`` (:class:`ClassGrams`).
 """
 
-from lassoprune.lasso.datafit import QuadraticGram
+from lassoprune.lasso.datafit import ClassGrams, QuadraticGram, make_datafit
 from lassoprune.lasso.estimator import StructuredLasso, lambda_max, lasso_path, objective
 from lassoprune.lasso.penalties import (
     L1,
@@ -15,7 +16,7 @@ from lassoprune.lasso.penalties import (
     make_penalty,
     soft_threshold,
 )
-from lassoprune.lasso.solvers import SolverResult, admm, fista, spg
+from lassoprune.lasso.solvers import SolverResult, admm, consensus_admm, fista, spg
 from lassoprune.lasso.structures import (
     GraphFused,
     StructureError,
@@ -25,6 +26,7 @@ from lassoprune.lasso.structures import (
 )
 
 __all__ = [
+    "ClassGrams",
     "GraphFused",
     "GraphFusedPenalty",
     "L1",
@@ -37,9 +39,11 @@ __all__ = [
     "admm",
     "class_graph",
     "class_tree",
+    "consensus_admm",
     "fista",
     "lambda_max",
     "lasso_path",
+    "make_datafit",
     "make_penalty",
     "objective",
     "soft_threshold",

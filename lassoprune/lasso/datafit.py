@@ -1,7 +1,14 @@
-"""The quadratic datafit of the structured HSIC lasso in Gram form (METHODS.md 1.2).
+"""The quadratic datafits of the structured HSIC lasso in Gram form (METHODS.md 1.2-1.3).
 
-``f(B) = 1/2 tr(B^T G B) - tr(B^T R)``, G (C, C) = M M^T, R (C, K) = M T^T. The data
-enter only through G and R (the Gram trick): the solver never sees N.
+- :class:`QuadraticGram`: ``f(B) = 1/2 tr(B^T G B) - tr(B^T R)``, one Gram
+  ``G`` (C, C) = M M^T for every class, R (C, K) = M T^T (the ``block`` and
+  ``label`` class fits and the single ``output`` target);
+- :class:`ClassGrams`: ``f(B) = sum_k 1/2 b_k^T G_k b_k - r_k^T b_k``, one Gram
+  per class (``G`` (K, C, C)), for the ``conditional`` and ``cross`` class fits.
+
+The data enter only through the Grams and R (the Gram trick): the solver never
+sees N. Both expose the same pieces (``matmul``, ``value``, ``gradient``,
+``lipschitz``, ``prox``), so FISTA and the consensus ADMM run on either.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["QuadraticGram"]
+__all__ = ["ClassGrams", "QuadraticGram", "make_datafit"]
 
 
 class QuadraticGram:
@@ -66,3 +73,85 @@ class QuadraticGram:
     def lipschitz(self) -> float:
         """lambda_max(G), the Lipschitz constant of the gradient."""
         return float(max(self.eigh[0][-1], 1e-300))
+
+    def prox(self, V: np.ndarray, rho: float) -> np.ndarray:
+        """``argmin_W f(W) + rho/2 ||W - V||_F^2 = (G + rho I)^{-1} (R + rho V)``, (C, K)."""
+        lam, U = self.eigh
+        return U @ ((U.T @ (self.R + rho * V)) / (lam + rho)[:, None])
+
+
+def _check_symmetric(G: np.ndarray, what: str) -> np.ndarray:
+    scale = max(float(np.abs(G).max(initial=0.0)), 1e-300)
+    if not np.allclose(G, np.swapaxes(G, -1, -2), rtol=0.0, atol=1e-5 * scale):
+        raise ValueError(f"{what} must be symmetric (to 1e-5 of its largest entry)")
+    return 0.5 * (G + np.swapaxes(G, -1, -2))
+
+
+class ClassGrams:
+    """``f(B) = sum_k (1/2 b_k^T G_k b_k - r_k^T b_k)``: one Gram per class (METHODS.md 1.3 b, c).
+
+    Column k of B (``b_k``) is fitted by its own Gram ``G_k``: the gradient is
+    ``[G_1 b_1, ..., G_K b_K] - R`` and its Lipschitz constant ``max_k lambda_max(G_k)``.
+
+    Args:
+        G: (K, C, C) symmetric positive semi-definite Grams, one per class.
+        R: (C, K) cross terms, column k for class k.
+    """
+
+    def __init__(self, G: np.ndarray, R: np.ndarray) -> None:
+        G = np.asarray(G, dtype=np.float64)
+        R = np.asarray(R, dtype=np.float64)
+        if G.ndim != 3 or G.shape[1] != G.shape[2]:
+            raise ValueError(f"per-class Grams must be (K, C, C), got shape {G.shape}")
+        if R.ndim != 2 or R.shape != (G.shape[1], G.shape[0]):
+            raise ValueError(f"R must be (C, K) = {(G.shape[1], G.shape[0])} for these Grams, got shape {R.shape}")
+        if not (np.all(np.isfinite(G)) and np.all(np.isfinite(R))):
+            raise ValueError("G and R must be finite")
+        self.G = _check_symmetric(G, "every per-class Gram")
+        self.R = R
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.R.shape
+
+    def matmul(self, B: np.ndarray) -> np.ndarray:
+        """``[G_1 b_1, ..., G_K b_K]``, (C, K)."""
+        return np.einsum("kcd,dk->ck", self.G, B)
+
+    def value(self, B: np.ndarray, GB: np.ndarray | None = None) -> float:
+        """f(B); pass ``GB = self.matmul(B)`` to save the products."""
+        if GB is None:
+            GB = self.matmul(B)
+        return float(0.5 * np.vdot(B, GB) - np.vdot(B, self.R))
+
+    def gradient(self, B: np.ndarray, GB: np.ndarray | None = None) -> np.ndarray:
+        """``[G_k b_k]_k - R``, (C, K)."""
+        return (self.matmul(B) if GB is None else GB) - self.R
+
+    @cached_property
+    def eigh(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-class eigen-decompositions ``G_k = U_k diag(lam_k) U_k^T``: (K, C) and (K, C, C), lam clipped at 0."""
+        lam, U = np.linalg.eigh(self.G)
+        return np.maximum(lam, 0.0), U
+
+    @cached_property
+    def lipschitz(self) -> float:
+        """``max_k lambda_max(G_k)``, the Lipschitz constant of the gradient."""
+        return float(max(self.eigh[0][:, -1].max(initial=0.0), 1e-300))
+
+    def prox(self, V: np.ndarray, rho: float) -> np.ndarray:
+        """``argmin_W f(W) + rho/2 ||W - V||_F^2``: column k is ``(G_k + rho I)^{-1} (r_k + rho v_k)``."""
+        lam, U = self.eigh
+        q = np.einsum("kdc,dk->kc", U, self.R + rho * V) / (lam + rho)  # (K, C) in each class's eigenbasis
+        return np.einsum("kcd,kd->ck", U, q)
+
+
+Datafit = QuadraticGram | ClassGrams
+
+
+def make_datafit(G: np.ndarray | Datafit, R: np.ndarray | None = None) -> Datafit:
+    """The datafit of ``G``: :class:`QuadraticGram` for one (C, C) Gram, :class:`ClassGrams` for (K, C, C)."""
+    if isinstance(G, QuadraticGram | ClassGrams):
+        return G
+    G = np.asarray(G, dtype=np.float64)
+    return ClassGrams(G, R) if G.ndim == 3 else QuadraticGram(G, R)

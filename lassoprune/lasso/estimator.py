@@ -5,7 +5,10 @@ Minimises, exactly,
     F(B) = 1/2 tr(B^T G B) - tr(B^T R) + lambda1 sum|B| + lambda2 Omega(B),  B >= 0 if nonneg,
 
 with Omega the graph-guided fused penalty (:class:`GraphFused`), the tree-guided
-group penalty (:class:`TreeGroup`) or nothing.
+group penalty (:class:`TreeGroup`) or nothing. With per-class Grams (``G`` of
+shape (K, C, C), the ``conditional`` and ``cross`` class fits of METHODS.md 1.3)
+the datafit is ``sum_k 1/2 b_k^T G_k b_k - r_k^T b_k`` instead
+(:class:`~lassoprune.lasso.ClassGrams`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lassoprune.errors import UnknownNameError
-from lassoprune.lasso.datafit import QuadraticGram
+from lassoprune.lasso.datafit import ClassGrams, Datafit, make_datafit
 from lassoprune.lasso.penalties import make_penalty
 from lassoprune.lasso.solvers import SOLVERS, SolverResult
 from lassoprune.lasso.structures import GraphFused, TreeGroup
@@ -37,21 +40,22 @@ def objective(
     """Exact (unsmoothed) F(B); ``inf`` when ``nonneg`` and B has a negative entry.
 
     Args:
-        B: (C, K) coefficients. G: (C, C) Gram. R: (C, K) cross term.
+        B: (C, K) coefficients. G: (C, C) Gram, or (K, C, C) per-class Grams. R: (C, K) cross term.
     """
     B = np.asarray(B, dtype=np.float64)
-    datafit = QuadraticGram(G, R)
+    datafit = make_datafit(G, R)
     if B.shape != datafit.shape:
         raise ValueError(f"B must have shape {datafit.shape}, got {B.shape}")
     penalty = make_penalty(structure, lambda1, lambda2, B.shape[1], nonneg)
     return datafit.value(B) + penalty.value(B)
 
 
-def lambda_max(G: np.ndarray, R: np.ndarray, nonneg: bool = True) -> float:
+def lambda_max(G: np.ndarray | None, R: np.ndarray, nonneg: bool = True) -> float:
     """Smallest lambda1 for which B = 0 solves the problem (exact for lambda2 = 0).
 
     KKT at B = 0: ``R in lambda1 d||0||_1 (+ normal cone of B >= 0)``, i.e.
-    ``lambda1 >= max(max R, 0)`` (nonneg) or ``lambda1 >= max |R|``. The structured
+    ``lambda1 >= max(max R, 0)`` (nonneg) or ``lambda1 >= max |R|`` (whatever the
+    Gram: one or one per class; ``G`` is not read). The structured
     term has 0 in its subdifferential at 0, so B = 0 stays a solution for every
     lambda2 (the bound is then sufficient, not always the smallest).
     """
@@ -72,7 +76,8 @@ class StructuredLasso:
         tol: tolerance on the solver's optimality measure.
         max_iter: iteration cap.
         solver: ``"auto"`` (FISTA when the penalty has an exact prox -- plain L1 and
-            tree --, ADMM for the graph), ``"fista"``, ``"admm"`` or ``"spg"``.
+            tree --, ADMM for the graph: the Sylvester ADMM on one Gram, the
+            consensus ADMM on per-class Grams), ``"fista"``, ``"admm"``, ``"consensus"`` or ``"spg"``.
         warm_start: start from the previous ``coef_`` (and ADMM duals) when refitting.
 
     Attributes (after :meth:`fit_gram`):
@@ -115,18 +120,20 @@ class StructuredLasso:
         self.warm_start = bool(warm_start)
         self._state: dict = {}
 
-    def _solver_name(self, penalty) -> str:
+    def _solver_name(self, penalty, datafit: Datafit) -> str:
         if self.solver != "auto":
             return self.solver
-        return "fista" if penalty.has_exact_prox else "admm"
+        if penalty.has_exact_prox:
+            return "fista"
+        return "consensus" if isinstance(datafit, ClassGrams) else "admm"
 
-    def fit_gram(self, G: np.ndarray, R: np.ndarray) -> StructuredLasso:
-        """Fit on the (C, C) Gram G and the (C, K) cross term R; sets ``coef_`` (C, K)."""
-        datafit = G if isinstance(G, QuadraticGram) else QuadraticGram(G, R)
+    def fit_gram(self, G: np.ndarray | Datafit, R: np.ndarray | None) -> StructuredLasso:
+        """Fit on the (C, C) Gram G (or (K, C, C) per-class Grams) and the (C, K) cross term R; sets ``coef_``."""
+        datafit = make_datafit(G, R)
         C, K = datafit.shape
         penalty = make_penalty(self.structure, self.lambda1, self.lambda2, K, self.nonneg)
-        name = self._solver_name(penalty)
-        if self.lambda1 >= lambda_max(datafit.G, datafit.R, self.nonneg):
+        name = self._solver_name(penalty, datafit)
+        if self.lambda1 >= lambda_max(None, datafit.R, self.nonneg):
             # B = 0 satisfies the KKT conditions exactly (see lambda_max): no iterations.
             res = SolverResult(np.zeros((C, K)), np.zeros(1), 0.0, 0, True)
         else:
@@ -134,7 +141,7 @@ class StructuredLasso:
             coef = getattr(self, "coef_", None)
             if self.warm_start and coef is not None and coef.shape == (C, K):
                 B0 = coef
-            kwargs = {"state": self._state} if name == "admm" and self.warm_start else {}
+            kwargs = {"state": self._state} if name in ("admm", "consensus") and self.warm_start else {}
             res = SOLVERS[name](datafit, penalty, B0, tol=self.tol, max_iter=self.max_iter, **kwargs)
         self._state = res.state
         self.coef_ = res.coef
@@ -164,7 +171,7 @@ def lasso_path(
     each warm-starting the next) and returned in the order given.
     """
     lambda1s = np.asarray(lambda1s, dtype=np.float64)
-    datafit = QuadraticGram(G, R)
+    datafit = make_datafit(G, R)
     est = StructuredLasso(structure, 0.0, lambda2, nonneg, tol, max_iter, solver, warm_start=True)
     out = np.empty((lambda1s.size, *datafit.shape))
     for i in np.argsort(-lambda1s, kind="stable"):

@@ -1,4 +1,4 @@
-"""Solvers for ``min_B f(B) + P(B)`` with f a :class:`QuadraticGram` and P a penalty.
+"""Solvers for ``min_B f(B) + P(B)`` with f a datafit (:mod:`lassoprune.lasso.datafit`) and P a penalty.
 
 Each solver returns a :class:`SolverResult`: the solution, the exact (unsmoothed)
 objective history, the final value of its stopping criterion, and a state for warm
@@ -14,6 +14,11 @@ starts. Each stops on an optimality measure, not an iteration count:
   of ``I + A^T A`` computed once, so changing rho (residual balancing) is free.
   Optimality measure: the larger of the relative primal and dual residuals
   (Boyd et al. 2011, section 3.3).
+- :func:`consensus_admm`: ADMM on the splitting ``W = B`` (the datafit),
+  ``X = B`` (L1, B >= 0) and ``Z = B A^T`` (structured norm). It needs only the
+  datafit's prox (one eigen-decomposition per class Gram, computed once), so it
+  runs on per-class Grams (:class:`~lassoprune.lasso.ClassGrams`), where the
+  Sylvester step of :func:`admm` (one G for every column) does not apply.
 - :func:`spg`: smoothing proximal gradient (Chen et al. 2012) with FISTA momentum,
   adaptive restart and continuation on mu. Kept as the reference method of
   METHODS.md 1.4; slower to high accuracy (see docs/BENCHMARKS.md).
@@ -23,7 +28,8 @@ for the graph, SPG after 5000 iterations (~1.2 s) is still 2e-4 above the optimu
 while ADMM (+ snap of the fused pairs) reaches it to 1e-8 in ~420 iterations
 (~0.1 s); for the tree, FISTA with the exact prox needs ~600 iterations (~0.1 s).
 :class:`~lassoprune.lasso.StructuredLasso` therefore uses FISTA when the penalty has
-an exact prox (plain L1, tree) and ADMM otherwise (graph).
+an exact prox (plain L1, tree) and ADMM otherwise (graph): :func:`admm` on one
+Gram, :func:`consensus_admm` on per-class Grams.
 """
 
 from __future__ import annotations
@@ -32,10 +38,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lassoprune.lasso.datafit import QuadraticGram
+from lassoprune.lasso.datafit import ClassGrams, Datafit
 from lassoprune.lasso.penalties import L1
 
-__all__ = ["SolverResult", "fista", "admm", "spg", "SOLVERS"]
+__all__ = ["SolverResult", "fista", "admm", "consensus_admm", "spg", "SOLVERS"]
 
 
 @dataclass
@@ -59,12 +65,12 @@ class SolverResult:
     state: dict = field(default_factory=dict)
 
 
-def _scale(datafit: QuadraticGram) -> float:
+def _scale(datafit: Datafit) -> float:
     return max(float(np.linalg.norm(datafit.R)), 1e-300)
 
 
 def fista(
-    datafit: QuadraticGram,
+    datafit: Datafit,
     penalty: L1,
     B0: np.ndarray | None = None,
     tol: float = 1e-5,
@@ -102,7 +108,7 @@ def fista(
 
 
 def admm(
-    datafit: QuadraticGram,
+    datafit: Datafit,
     penalty: L1,
     B0: np.ndarray | None = None,
     tol: float = 1e-5,
@@ -125,6 +131,9 @@ def admm(
     are checked every ``check_every`` iterations (``record_every`` and ``balance_every``
     should be multiples of it).
     """
+    if isinstance(datafit, ClassGrams):
+        raise ValueError("admm's Sylvester step needs one Gram for every class; use consensus_admm "
+                         "for per-class Grams")
     C, K = datafit.shape
     A = penalty.operator
     P = A.shape[0]
@@ -191,8 +200,106 @@ def admm(
     )
 
 
+def _middle_rho(lam: np.ndarray) -> float:
+    """The geometric middle of the positive spectrum ``lam`` (any shape): a starting ADMM penalty."""
+    lam = np.asarray(lam).ravel()
+    top = lam.max(initial=0.0)
+    pos = lam[lam > 1e-12 * top] if top > 0 else np.ones(1)
+    return float(np.sqrt(pos.min() * pos.max()))
+
+
+def consensus_admm(
+    datafit: Datafit,
+    penalty: L1,
+    B0: np.ndarray | None = None,
+    tol: float = 1e-5,
+    max_iter: int = 20000,
+    rho: float | None = None,
+    state: dict | None = None,
+    relax: float = 1.6,
+    balance_every: int = 10,
+    record_every: int = 10,
+    check_every: int = 5,
+) -> SolverResult:
+    """ADMM with the datafit split off: ``min f(W) + h(X) + lambda2 N(Z)`` s.t. ``W = B, X = B, Z = B A^T``.
+
+    B-step: ``B (2 I + A^T A) = (W - U_0) + (X - U_1) + (Z - U_2) A`` (eigen-decomposition
+    of the K x K matrix, once); then, from the over-relaxed B, the separable
+    steps ``W = datafit.prox(., rho)`` (per class: ``(G_k + rho I)^{-1} (r_k + rho v_k)``),
+    ``X = prox(h / rho)`` and ``Z = prox(lambda2 N / rho)``; residual balancing of rho
+    (Boyd et al. 2011, 3.4.1) is free because every factorisation is an eigen-decomposition.
+    Returns X (exact zeros and B >= 0), snapped to the structure Z holds as in :func:`admm`.
+    Optimality measure: the larger of the relative primal and dual residuals, the
+    dual one relative to the size of the three blocks' duals (B has no objective of
+    its own, so the sum of their images, Boyd's scale, is 0 at the optimum).
+    """
+    C, K = datafit.shape
+    A = penalty.operator
+    P = A.shape[0]
+    sig, V = np.linalg.eigh(2.0 * np.eye(K) + A.T @ A)
+    X = np.zeros((C, K)) if B0 is None else np.array(B0, dtype=np.float64)
+    if penalty.nonneg:
+        X = np.maximum(X, 0.0)
+    W, Z = X.copy(), X @ A.T
+    state = dict(state or {})
+    if state.get("U0") is not None and state["U0"].shape == (C, K) and state["U2"].shape == (C, P):
+        U0, U1, U2 = state["U0"].copy(), state["U1"].copy(), state["U2"].copy()
+        rho = state["rho"] if rho is None else rho
+    else:
+        U0, U1, U2 = np.zeros((C, K)), np.zeros((C, K)), np.zeros((C, P))
+    if rho is None:
+        rho = _middle_rho(datafit.eigh[0])
+    tiny = 1e-300
+    hist, crit, it = [], np.inf, 0
+    for it in range(1, max_iter + 1):
+        B = ((((W - U0) + (X - U1) + (Z - U2) @ A) @ V) / sig) @ V.T
+        BA = B @ A.T
+        Bw = relax * B + (1.0 - relax) * W  # over-relaxation, one copy per constraint
+        Bx = relax * B + (1.0 - relax) * X
+        BAh = relax * BA + (1.0 - relax) * Z
+        W_old, X_old, Z_old = W, X, Z
+        W = datafit.prox(Bw + U0, rho)
+        X = penalty.prox_separable(Bx + U1, 1.0 / rho)
+        Z = penalty.prox_norm(BAh + U2, 1.0 / rho)
+        U0 += Bw - W
+        U1 += Bx - X
+        U2 += BAh - Z
+        if it % check_every and it != max_iter:
+            continue
+        r0, r1, r2 = B - W, B - X, BA - Z
+        r = np.sqrt(np.vdot(r0, r0) + np.vdot(r1, r1) + np.vdot(r2, r2))
+        dual_step = (W - W_old) + (X - X_old) + (Z - Z_old) @ A
+        s = rho * np.sqrt(np.vdot(dual_step, dual_step))
+        pri = max(np.sqrt(2.0 * np.vdot(B, B) + np.vdot(BA, BA)),
+                  np.sqrt(np.vdot(W, W) + np.vdot(X, X) + np.vdot(Z, Z)))
+        U2A = U2 @ A  # B-space images of the duals; their sum vanishes at the optimum, so each sets the scale
+        dual = rho * np.sqrt(np.vdot(U0, U0) + np.vdot(U1, U1) + np.vdot(U2A, U2A))
+        rel_r, rel_s = r / (pri + tiny), s / (dual + tiny)
+        crit = float(max(rel_r, rel_s))
+        done = crit <= tol
+        if done or it % record_every == 0 or it == max_iter:
+            hist.append(datafit.value(X) + penalty.value(X))
+        if done:
+            break
+        if it % balance_every == 0 and (rel_r > 10.0 * rel_s or rel_s > 10.0 * rel_r):
+            f = 2.0 if rel_r > rel_s else 0.5
+            rho *= f
+            U0 /= f
+            U1 /= f
+            U2 /= f
+    snapped = penalty.snap(X, Z)
+    if snapped is not X:
+        f_snap = datafit.value(snapped) + penalty.value(snapped)
+        if f_snap < hist[-1]:
+            X = snapped
+            hist.append(f_snap)
+    return SolverResult(
+        X, np.asarray(hist), crit, it, crit <= tol, {"U0": U0, "U1": U1, "U2": U2, "rho": rho}
+    )
+
+
 def spg(
-    datafit: QuadraticGram,
+    datafit: Datafit,
     penalty: L1,
     B0: np.ndarray | None = None,
     tol: float = 1e-5,
@@ -242,4 +349,4 @@ def spg(
     return SolverResult(x, np.asarray(hist), crit, it, crit <= tol)
 
 
-SOLVERS = {"fista": fista, "admm": admm, "spg": spg}
+SOLVERS = {"fista": fista, "admm": admm, "consensus": consensus_admm, "spg": spg}
