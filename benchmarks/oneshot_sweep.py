@@ -37,20 +37,28 @@ from lassoprune.training.data_setup import calibration_batches
 
 #: APIB's kernels and lasso (METHODS.md 1.1): fixed-bandwidth Gaussian 1/D, unnormalised, signed.
 APIB = {"kernel": "gaussian", "normalise": False, "nonneg": False}
+#: APIB's final kernel (Laplace): the lasso methods' defaults.
+LAPLACE = {**APIB, "kernel": "laplace"}
+#: The lasso methods' first defaults: median-bandwidth kernels, normalised, B >= 0.
+FIRST_SPEC = {"kernel": "median", "normalise": True, "nonneg": True}
+CLASS_FITS = ("block", "conditional", "cross", "label")
 
 #: name -> (method, options, prune_residual)
 VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "random-keep-residual": ("random", {}, False),
     "l1": ("l1", {}, True),
     "l1-keep-residual": ("l1", {}, False),
-    "hsic-ib-first-spec": ("hsic-ib", {}, False),
+    "hsic-ib-first-spec": ("hsic-ib", FIRST_SPEC, False),
     "hsic-ib-apib": ("hsic-ib", APIB, False),
-    "hsic-ib-apib-laplace": ("hsic-ib", {**APIB, "kernel": "laplace"}, False),
+    "hsic-ib-apib-laplace": ("hsic-ib", LAPLACE, False),
     "hsic-ib-apib-global": ("hsic-ib", {**APIB, "strength": "global"}, False),
-    "sglp-ib-as-landed": ("sglp-ib", {}, True),
+    "sglp-ib-as-landed": ("sglp-ib", FIRST_SPEC, True),
     "sglp-ib-apib": ("sglp-ib", APIB, False),
     "stlp-ib-apib": ("stlp-ib", APIB, False),
     "class-lasso-apib": ("class-lasso", APIB, False),
+    # the class-wise readings of METHODS.md 1.3 at the defaults (Laplace, unnormalised, signed, residual kept)
+    **{f"{method}-{fit}": (method, {**LAPLACE, "class_fit": fit}, False)
+       for method in ("class-lasso", "sglp-ib", "stlp-ib") for fit in CLASS_FITS},
 }
 
 

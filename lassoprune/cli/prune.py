@@ -66,8 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--round-to", type=int, help="kept widths are multiples of this, e.g. 8")
     group.add_argument("--calib-size", type=int, default=500, help="calibration images (default: 500)")
     group.add_argument("--ignore", nargs="+", default=[], metavar="LAYER", help="module names never pruned")
-    group.add_argument("--keep-residual", action="store_true",
-                       help="keep every residual (eltwise) group whole: cut only the channels no residual add reads")
+    residual = group.add_mutually_exclusive_group()
+    residual.add_argument("--keep-residual", dest="prune_residual", action="store_false", default=None,
+                          help="keep every residual (eltwise) group whole: cut only the channels no residual add "
+                               "reads (default for the lasso methods)")
+    residual.add_argument("--cut-residual", dest="prune_residual", action="store_true",
+                          help="let residual (eltwise) groups be cut too (default for the other methods)")
     group.add_argument("--reconstruct", action="store_true",
                        help="refit the layers that lost input channels by least squares on the calibration images "
                             "(needs --data)")
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     result = prune(
         model, example, method=args.method, target_macs=args.target_macs, target_params=args.target_params,
         data=batches, allocation=args.allocation, ignored_layers=ignored, min_channels=args.min_channels,
-        round_to=args.round_to, inplace=True, seed=args.seed, prune_residual=not args.keep_residual,
+        round_to=args.round_to, inplace=True, seed=args.seed, prune_residual=args.prune_residual,
         reconstruct=args.reconstruct, **_method_options(args),
     )
     report = result.to_dict()
@@ -165,7 +169,8 @@ def _print_methods(as_json: bool) -> None:
     for record in records:
         data = "needs data" if record["needs_data"] else "no data"
         target = "target or --threshold" if record["target"] == "or-threshold" else "target"
-        print(f"{record['name']:<12s} {record['summary']} ({data}; {target})")
+        residual = "" if record["prune_residual"] else "; residual stream kept by default"
+        print(f"{record['name']:<12s} {record['summary']} ({data}; {target}{residual})")
         for option, about in record["options"].items():
             default = "" if "default:" in about["help"] else f" (default: {about['default']})"
             print(f"{'':<14s}--{option.replace('_', '-'):<20s} {about['help']}{default}")

@@ -8,11 +8,13 @@
 
 from lassoprune.hsic.calibration import CalibrationFeatures, classifier_layer, collect_features
 from lassoprune.hsic.kernels import (
+    ClassFit,
     HsicGram,
     KernelKind,
     TargetKind,
     centre_normalise,
     channel_kernels,
+    class_fit_gram,
     class_output_target_kernels,
     class_target_kernels,
     gaussian_kernels,
@@ -24,6 +26,7 @@ from lassoprune.hsic.kernels import (
 
 __all__ = [
     "CalibrationFeatures",
+    "ClassFit",
     "HsicGram",
     "KernelKind",
     "TargetKind",
@@ -31,6 +34,7 @@ __all__ = [
     "channel_kernels",
     "class_output_target_kernels",
     "class_target_kernels",
+    "class_fit_gram",
     "classifier_layer",
     "collect_features",
     "gaussian_kernels",

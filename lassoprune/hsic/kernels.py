@@ -52,6 +52,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -62,12 +63,14 @@ from lassoprune.errors import LassopruneError
 from lassoprune.utils.enums import NamedEnum
 
 __all__ = [
+    "ClassFit",
     "HsicGram",
     "KernelKind",
     "TargetKind",
     "centre_normalise",
     "channel_kernels",
     "class_target_kernels",
+    "class_fit_gram",
     "class_output_target_kernels",
     "gaussian_kernels",
     "hsic_gram",
@@ -105,7 +108,8 @@ class HsicGram:
     """The data of one group's HSIC lasso in Gram form.
 
     Attributes:
-        G: ``(C, C)`` float64, ``G_cd = <Kbar^(c), Kbar^(d)>``.
+        G: ``(C, C)`` float64, ``G_cd = <Kbar^(c), Kbar^(d)>``; ``(K, C, C)`` for the per-class
+            fits of :func:`class_fit_gram`.
         R: ``(C, K)`` float64, ``R_ck = <Kbar^(c), Lbar^(k)>`` (K = 1 for ``output``).
         seconds_kernels: time spent building kernels and ``R``.
         seconds_gram: time spent in ``M M^T``.
@@ -346,6 +350,51 @@ class _Targets:
         return r * self.scale
 
 
+def _sorted_by_class(
+    features: Tensor, labels: Tensor, outputs: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The images in class order (G and R do not depend on the order; class k becomes one contiguous block)."""
+    order = torch.argsort(labels, stable=True)
+    return features[order], labels[order], outputs[order] if outputs is not None else None
+
+
+def _triangle_rows(
+    features: Tensor, dtype: torch.dtype, kernel: KernelKind, normalise: bool,
+    on_chunk: Callable[[slice, Tensor, Tensor], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(N, C, D)`` -> ``M`` ``(C, T)``: each row the upper triangle of one centred channel kernel.
+
+    Off-diagonal entries are scaled by sqrt(2), so ``<M_c, M_d> = <Kbar^(c), Kbar^(d)>``;
+    kernels are built a chunk of channels at a time. ``on_chunk(channels, k, inv_norm)``
+    sees each chunk's centred (not yet normalised) kernels ``(c, N, N)`` and the factors
+    that normalise them (ones without ``normalise``). Returns ``(M, pairs)``, pairs
+    ``(2, T)`` the (i, j) of each column.
+    """
+    n, c = features.shape[0], features.shape[1]
+    pairs = torch.triu_indices(n, n)
+    flat = pairs[0] * n + pairs[1]
+    weight = torch.where(pairs[0] == pairs[1], 1.0, math.sqrt(2.0)).to(dtype)
+    m = torch.empty(c, flat.numel(), dtype=dtype)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, 2 * n * n))
+    per_channel = features.transpose(0, 1)  # (C, N, D)
+    for start in range(0, c, chunk):
+        stop = min(c, start + chunk)
+        k = kernel_matrices(per_channel[start:stop], kernel, dtype)
+        inv_norm = _centre(k)
+        if not normalise:  # centred only: a dead channel is still exactly 0, a weak one small
+            inv_norm = torch.ones_like(inv_norm)
+        if on_chunk is not None:
+            on_chunk(slice(start, stop), k, inv_norm)
+        torch.mul(k.reshape(stop - start, n * n)[:, flat], weight, out=m[start:stop])
+        m[start:stop].mul_(inv_norm.to(dtype).unsqueeze(1))
+        del k
+    return m, pairs
+
+
+def _working_dtype(n: int, dtype: torch.dtype | None) -> torch.dtype:
+    return dtype if dtype is not None else (torch.float64 if n < 256 else torch.float32)
+
+
 def _gram_dense(
     features: Tensor, kind: TargetKind, labels: Tensor, num_classes: int, outputs: Tensor | None,
     dtype: torch.dtype | None, kernel: KernelKind = KernelKind.MEDIAN, normalise: bool = True,
@@ -355,35 +404,141 @@ def _gram_dense(
     ``dtype`` is the working precision of the kernels (None: float64 for N < 256, else float32).
     """
     started = time.perf_counter()
-    order = torch.argsort(labels, stable=True)  # G and R do not depend on the order of the images
-    features, labels = features[order], labels[order]
-    outputs = outputs[order] if outputs is not None else None
-    n, c = features.shape[0], features.shape[1]
-    if dtype is None:
-        dtype = torch.float64 if n < 256 else torch.float32
+    features, labels, outputs = _sorted_by_class(features, labels, outputs)
+    dtype = _working_dtype(features.shape[0], dtype)
     targets = _Targets(kind, labels, num_classes, outputs, dtype, kernel)
-    iu = torch.triu_indices(n, n)
-    flat = iu[0] * n + iu[1]
-    weight = torch.where(iu[0] == iu[1], 1.0, math.sqrt(2.0)).to(dtype)
-    m = torch.empty(c, flat.numel(), dtype=dtype)
-    r = torch.empty(c, targets.width, dtype=torch.float64)
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, 2 * n * n))
-    per_channel = features.transpose(0, 1)  # (C, N, D)
-    for start in range(0, c, chunk):
-        stop = min(c, start + chunk)
-        k = kernel_matrices(per_channel[start:stop], kernel, dtype)
-        inv_norm = _centre(k)
-        if not normalise:  # centred only: a dead channel is still exactly 0, a weak one small
-            inv_norm = torch.ones_like(inv_norm)
-        r[start:stop] = targets.rows(k) * inv_norm.unsqueeze(1)
-        torch.mul(k.reshape(stop - start, n * n)[:, flat], weight, out=m[start:stop])
-        m[start:stop].mul_(inv_norm.to(dtype).unsqueeze(1))
-        del k
+    r = torch.empty(features.shape[1], targets.width, dtype=torch.float64)
+
+    def target_rows(channels: slice, k: Tensor, inv_norm: Tensor) -> None:
+        r[channels] = targets.rows(k) * inv_norm.unsqueeze(1)
+
+    m, _ = _triangle_rows(features, dtype, kernel, normalise, target_rows)
     kernel_seconds = time.perf_counter() - started
     started = time.perf_counter()
     g = (m @ m.T).double()
     g = 0.5 * (g + g.T)
     return g, r, kernel_seconds, time.perf_counter() - started
+
+
+class ClassFit(NamedEnum):
+    """How the class-wise coefficients ``b_k`` are fitted (METHODS.md 1.3).
+
+    - ``block``: the class-k block of the output kernel, fitted by full kernels (``class-output`` targets);
+    - ``conditional``: per class, kernels and output kernel of the class-k images only, centred within it;
+    - ``cross``: per class, the output kernel on every pair that involves a class-k image;
+    - ``label``: the centred one-vs-rest indicator kernel of class k (``class`` targets), by full kernels.
+    """
+
+    BLOCK = "block"
+    CONDITIONAL = "conditional"
+    CROSS = "cross"
+    LABEL = "label"
+
+    @property
+    def per_class(self) -> bool:
+        """Whether the fit has one Gram per class (``G`` (K, C, C)) rather than one Gram for every class."""
+        return self in (ClassFit.CONDITIONAL, ClassFit.CROSS)
+
+    @property
+    def target(self) -> TargetKind:
+        """The target kind of the one-Gram fits; the per-class fits regress on the ``output`` kernel."""
+        return {ClassFit.BLOCK: TargetKind.CLASS_OUTPUT, ClassFit.LABEL: TargetKind.CLASS}.get(self, TargetKind.OUTPUT)
+
+
+def _gram_conditional(
+    features: Tensor, labels: Tensor, num_classes: int, outputs: Tensor, dtype: torch.dtype | None,
+    kernel: KernelKind, normalise: bool,
+) -> tuple[Tensor, Tensor, float, float]:
+    """``G_k``, ``r_k`` of the ``output`` fit on the class-k images alone (centred within the class)."""
+    c = features.shape[1]
+    g = torch.zeros(num_classes, c, c, dtype=torch.float64)
+    r = torch.zeros(c, num_classes, dtype=torch.float64)
+    seconds_k = seconds_g = 0.0
+    for k in range(num_classes):
+        idx = torch.nonzero(labels == k).flatten()
+        if idx.numel() < 2:  # a centred kernel of one image is 0: nothing to fit
+            continue
+        gk, rk, tk, tg = _gram_dense(features[idx], TargetKind.OUTPUT, labels[idx], num_classes, outputs[idx],
+                                     dtype, kernel, normalise)
+        g[k], r[:, k] = gk, rk[:, 0]
+        seconds_k += tk
+        seconds_g += tg
+    return g, r, seconds_k, seconds_g
+
+
+def _gram_cross(
+    features: Tensor, labels: Tensor, num_classes: int, outputs: Tensor, dtype: torch.dtype | None,
+    kernel: KernelKind, normalise: bool,
+) -> tuple[Tensor, Tensor, float, float]:
+    """``G_k = <W^(k) o Kbar^(c), Kbar^(d)>``, ``r_k = <W^(k) o Kbar^(c), Lbar>``, ``W^(k)_ij = [i or j in class k]``.
+
+    Over the stored upper triangles, ``W^(k)`` selects the columns (i, j) with i or
+    j in class k: with the images sorted by class they are the pairs that touch
+    one contiguous block, so all K Grams together read about two triangles.
+    """
+    started = time.perf_counter()
+    features, labels, outputs = _sorted_by_class(features, labels, outputs)
+    dtype = _working_dtype(features.shape[0], dtype)
+    m, pairs = _triangle_rows(features, dtype, kernel, normalise)
+    lbar = centre_normalise(output_target_kernel(outputs, kernel))
+    n = lbar.shape[0]
+    t = (lbar.reshape(-1)[pairs[0] * n + pairs[1]] * torch.where(pairs[0] == pairs[1], 1.0, math.sqrt(2.0))).to(dtype)
+    seconds_k = time.perf_counter() - started
+    started = time.perf_counter()
+    c = features.shape[1]
+    g = torch.zeros(num_classes, c, c, dtype=torch.float64)
+    r = torch.zeros(c, num_classes, dtype=torch.float64)
+    bounds = [0] + torch.cumsum(torch.bincount(labels, minlength=num_classes), 0).tolist()
+    for k in range(num_classes):
+        lo, hi = bounds[k], bounds[k + 1]
+        if hi == lo:
+            continue
+        touches = ((pairs[0] >= lo) & (pairs[0] < hi)) | ((pairs[1] >= lo) & (pairs[1] < hi))
+        cols = torch.nonzero(touches).flatten()
+        mk = m[:, cols]
+        gk = (mk @ mk.T).double()
+        g[k] = 0.5 * (gk + gk.T)
+        r[:, k] = (mk @ t[cols]).double()
+    return g, r, seconds_k, time.perf_counter() - started
+
+
+def class_fit_gram(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    fit: str | ClassFit,
+    outputs: Tensor | None = None,
+    dtype: torch.dtype | None = None,
+    kernel: str | KernelKind = KernelKind.MEDIAN,
+    normalise: bool = True,
+    block: int | None = None,
+    permutations: int = 1,
+    seed: int = 0,
+) -> HsicGram:
+    """The Gram data of one group's class-wise fit (:class:`ClassFit`, METHODS.md 1.3).
+
+    ``block`` and ``label`` are :func:`hsic_gram` with ``class-output`` / ``class``
+    targets (``G`` (C, C)); ``conditional`` and ``cross`` give one Gram per class,
+    ``G`` (K, C, C), and ``R`` (C, K), and need the consumers' ``outputs``
+    ``(N, D_out)``. Other arguments as :func:`hsic_gram` (block HSIC only for the one-Gram fits).
+    """
+    fit = ClassFit.parse(fit, "class fit")
+    family = KernelKind.parse(kernel, "kernel")
+    if not fit.per_class:
+        return hsic_gram(features, labels, num_classes, fit.target, outputs, block, permutations, seed, dtype,
+                         family, normalise)
+    if outputs is None:
+        raise LassopruneError(f"the {fit.value!r} class fit needs the consumers' outputs")
+    if block is not None and block < features.shape[0]:
+        raise LassopruneError(f"block HSIC is not available for the {fit.value!r} class fit (one Gram per class); "
+                              "use block or label, or leave block unset")
+    labels = torch.as_tensor(labels).reshape(-1).long()
+    if labels.numel() != features.shape[0]:
+        raise LassopruneError(f"{labels.numel()} labels for {features.shape[0]} feature rows")
+    outputs = outputs.reshape(features.shape[0], -1)
+    build = _gram_conditional if fit is ClassFit.CONDITIONAL else _gram_cross
+    g, r, tk, tg = build(features, labels, num_classes, outputs, dtype, family, normalise)
+    return HsicGram(g, r, tk, tg)
 
 
 def hsic_gram(

@@ -87,6 +87,7 @@ class PruneSection:
 
     ``reconstruct``: refit the layers that lost input channels by least squares on the calibration images
     (:mod:`lassoprune.pruning.reconstruct`); the stage then reports one-shot accuracy without and with it.
+    ``prune_residual``: whether residual (eltwise) groups may be cut (null: the method's default).
     """
 
     method: str = "sglp-ib"
@@ -97,7 +98,7 @@ class PruneSection:
     min_channels: int = 1
     round_to: int | None = None
     ignore: tuple[str, ...] = ()
-    prune_residual: bool = True
+    prune_residual: bool | None = None
     reconstruct: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 

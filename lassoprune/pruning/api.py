@@ -43,6 +43,7 @@ class PruneResult:
         seconds: wall time of scoring + allocation + surgery (+ reconstruction).
         reconstruction: one record per layer refitted by ``reconstruct=True``
             (:mod:`lassoprune.pruning.reconstruct`), in the network's order; empty otherwise.
+        prune_residual: whether residual (eltwise) groups could be cut (the call's value, or the method's default).
     """
 
     model: nn.Module
@@ -59,6 +60,7 @@ class PruneResult:
     details: dict[str, Any]
     seconds: float
     reconstruction: tuple[LayerRefit, ...] = ()
+    prune_residual: bool = True
 
     @property
     def widths(self) -> dict[str, tuple[int, int]]:
@@ -101,7 +103,7 @@ def prune(
     round_to: int | None = None,
     inplace: bool = False,
     seed: int = 0,
-    prune_residual: bool = True,
+    prune_residual: bool | None = None,
     reconstruct: bool = False,
     **options: Any,
 ) -> PruneResult:
@@ -123,7 +125,10 @@ def prune(
         inplace: prune ``model`` itself instead of a copy.
         prune_residual: False keeps every residual (eltwise) group whole, for
             every method: only channels that no residual add reads are cut
-            (APIB cuts only the inner channel of each ResNet block).
+            (APIB cuts only the inner channel of each ResNet block). None (default):
+            the method's own default (``MethodSpec.prune_residual``: False for the
+            lasso methods, where keeping the stream whole measured better; True
+            otherwise). Recorded in ``PruneResult.prune_residual``.
         reconstruct: after the cut, refit every layer that lost input channels
             by least squares so that it reproduces the unpruned layer's output
             on ``data`` (:func:`lassoprune.pruning.reconstruct.reconstruct`;
@@ -139,6 +144,8 @@ def prune(
     started = time.perf_counter()
     spec = _method_spec(method)
     opts = spec.parse_options(options)
+    if prune_residual is None:
+        prune_residual = spec.prune_residual
     spec.check_target(opts, target_macs is not None or target_params is not None)
     target = None if spec.uses_threshold(opts) else _target(target_macs, target_params)
     allocation_name = ALLOCATIONS.get(allocation).name if not spec.decides_widths else "method"
@@ -191,6 +198,7 @@ def prune(
         params_before=cost_model.full_params, params_after=after.params,
         method=spec.name, allocation=allocation_name,
         target=target, details=details, seconds=time.perf_counter() - started, reconstruction=refits,
+        prune_residual=prune_residual,
     )
 
 

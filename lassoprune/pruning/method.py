@@ -170,6 +170,8 @@ class MethodSpec:
         rounds_widths: a width-deciding method that rounds its widths to
             ``ctx.round_to`` itself; one that does not (the default) only gets
             its floors raised to ``round_to``, with a warning.
+        prune_residual: the method's default for ``lp.prune(prune_residual=None)``:
+            whether residual (eltwise) groups may be cut.
     """
 
     name: str
@@ -180,6 +182,7 @@ class MethodSpec:
     target: TargetUse = TargetUse.REQUIRED
     decides_widths: bool = False
     rounds_widths: bool = False
+    prune_residual: bool = True
 
     def parse_options(self, options: Mapping[str, Any]) -> MethodOptions:
         """This method's validated options (:meth:`MethodOptions.parse`)."""
@@ -220,13 +223,14 @@ def list_methods() -> list[str]:
 
 
 def describe_methods() -> list[dict[str, Any]]:
-    """One JSON-safe record per method: name, summary, needs data, target use, options with defaults."""
+    """One JSON-safe record per method: name, summary, needs data, target use, residual default, options."""
     records = []
     for name, spec in METHODS.items():
         options = {f.name: {"default": _default(f), "help": f.metadata.get("help", "")}
                    for f in dataclasses.fields(spec.options)}
         records.append({"name": name, "summary": spec.summary, "needs_data": spec.needs_data,
-                        "target": spec.target.value, "decides_widths": spec.decides_widths, "options": options})
+                        "target": spec.target.value, "decides_widths": spec.decides_widths,
+                        "prune_residual": spec.prune_residual, "options": options})
     return records
 
 

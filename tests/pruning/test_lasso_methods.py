@@ -15,6 +15,8 @@ from lassoprune.pruning import list_methods, mask_channels, prune
 from lassoprune.pruning.methods.hsic_lasso import LASSO_METHODS
 
 METHODS = ("sglp-ib", "stlp-ib", "hsic-ib", "class-lasso")
+#: The lasso methods' first defaults (median kernels, normalised, B >= 0, residual stream cut), still reachable.
+FIRST_SPEC = {"kernel": "median", "normalise": True, "nonneg": True, "prune_residual": True}
 
 
 def _model(name: str = "resnet20") -> nn.Module:
@@ -78,7 +80,13 @@ def test_details_and_scores(resnet20_results, method):
         assert {c for e in details["structure"]["edges"] for c in e[:2]} == set(range(10))  # every class has an edge
     if kind == "tree":
         assert sorted(details["structure"]["groups"][-1][0]) == list(range(10))  # the root holds every class
-    assert details["target_kind"] == ("output" if method == "hsic-ib" else "class-output")
+    assert details["target_kind"] == "output"  # hsic-ib's one target; the cross fit regresses on the output kernel
+    assert details["class_fit"] == (None if method == "hsic-ib" else "cross")
+    assert (details["kernel"], details["normalise"], details["nonneg"]) == ("laplace", False, False)  # APIB's
+    assert result.prune_residual is False
+    for g in result.groups:  # the residual stream is kept whole by default
+        if g.is_eltwise:
+            assert len(result.keep[g.id]) == g.num_channels
 
 
 def test_params_target_floors_and_class_target():
@@ -137,8 +145,11 @@ def test_planted_channels_are_selected_by_the_lasso():
     ],
 )
 def test_fix_up_paths_meet_the_target(method, ratio, options, adjustment):
+    """The first spec's settings reach both fix-ups on this model (the defaults land without them)."""
     model = _model()
-    result = prune(model, torch.randn(1, 3, 32, 32), method=method, target_macs=ratio, data=_calibration(), **options)
+    first_fit = {} if method == "hsic-ib" else {"class_fit": "block"}
+    result = prune(model, torch.randn(1, 3, 32, 32), method=method, target_macs=ratio, data=_calibration(),
+                   **FIRST_SPEC, **first_fit, **options)
     assert result.details["adjustment"] == adjustment
     assert abs(result.macs_after / result.macs_before - ratio) <= 0.01
     for g in result.groups:  # adjusted sets stay valid channel numbers
@@ -149,8 +160,10 @@ def test_fix_up_paths_meet_the_target(method, ratio, options, adjustment):
 def test_ridge_lets_the_lasso_reach_a_mild_target_on_its_own():
     """hsic-ib at 0.8 needs channels added by relevance without ridge; with ridge the lasso's support is enough."""
     model = _model()
-    plain = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.8, data=_calibration())
-    ridged = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.8, data=_calibration(), ridge=1.0)
+    plain = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.8, data=_calibration(),
+                  **FIRST_SPEC)
+    ridged = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.8, data=_calibration(), ridge=1.0,
+                   **FIRST_SPEC)
     assert plain.details["adjustment"] == "add"
     assert ridged.details["adjustment"] in ("none", "drop") and ridged.details["ridge"] == 1.0
     assert abs(ridged.macs_after / ridged.macs_before - 0.8) <= 0.01
@@ -191,7 +204,8 @@ def test_round_to_gives_multiples_and_still_meets_the_target(method):
     for g in result.groups:
         kept = len(result.keep[g.id])
         assert kept % 8 == 0 or kept == g.num_channels, (g.id, kept)
-    plain = prune(model, torch.randn(1, 3, 32, 32), method=method, target_macs=0.5, data=_calibration())
+    # the same search (round_to raises every floor to 8 channels), without the rounding
+    plain = prune(model, torch.randn(1, 3, 32, 32), method=method, target_macs=0.5, data=_calibration(), min_channels=8)
     # rounding keeps each group's strongest channels: a group that keeps k channels keeps a prefix of its order
     for g in result.groups:
         if len(result.keep[g.id]) <= len(plain.keep[g.id]):
@@ -248,3 +262,58 @@ def test_kernel_and_strength_errors_list_the_choices():
         prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.5, data=data, kernel="rbf")
     with pytest.raises(LassopruneError, match="relative"):
         prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.5, data=data, strength="local")
+
+
+# --------------------------------------------------------------------------- class fits (METHODS.md 1.3)
+
+
+@pytest.fixture(scope="module")
+def class_fit_results():
+    model, data = _model(), _calibration()
+    results = {}
+    for method in ("sglp-ib", "stlp-ib", "class-lasso"):
+        for fit in ("block", "conditional", "cross", "label"):
+            results[method, fit] = prune(model, torch.randn(1, 3, 32, 32), method=method, target_macs=0.5, data=data,
+                                         class_fit=fit, pool=2)
+    return model, results
+
+
+@pytest.mark.parametrize("fit", ["block", "conditional", "cross", "label"])
+def test_every_class_fit_meets_the_target_with_the_lasso_deciding(class_fit_results, fit):
+    _, results = class_fit_results
+    for method in ("sglp-ib", "stlp-ib", "class-lasso"):
+        result = results[method, fit]
+        assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
+        assert result.details["class_fit"] == fit
+        assert result.details["adjustment"] in ("none", "drop"), (method, fit)  # never the relevance fall-back
+
+
+def test_structures_and_fits_give_different_keep_sets(class_fit_results):
+    _, results = class_fit_results
+    for fit in ("block", "cross"):
+        sets = [results[m, fit].keep for m in ("sglp-ib", "stlp-ib", "class-lasso")]
+        assert sets[0] != sets[1] and sets[0] != sets[2] and sets[1] != sets[2], fit
+    assert len({str(sorted(results["class-lasso", f].keep.items())) for f in
+                ("block", "conditional", "cross", "label")}) == 4
+
+
+def test_target_kind_is_the_older_name_of_the_one_gram_fits():
+    model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
+    by_fit = prune(model, x, method="class-lasso", target_macs=0.5, data=data, class_fit="label", pool=2)
+    by_target = prune(model, x, method="class-lasso", target_macs=0.5, data=data, target_kind="class", pool=2)
+    assert by_fit.keep == by_target.keep and by_target.details["class_fit"] == "label"
+    with pytest.raises(LassopruneError, match="disagree"):
+        prune(model, x, method="class-lasso", target_macs=0.5, data=data, class_fit="cross", target_kind="class")
+    with pytest.raises(LassopruneError, match="class_fit is an option"):
+        prune(model, x, method="hsic-ib", target_macs=0.5, data=data, class_fit="cross")
+    with pytest.raises(LassopruneError, match="conditional"):
+        prune(model, x, method="sglp-ib", target_macs=0.5, data=data, class_fit="pairs")
+
+
+def test_residual_default_is_the_methods_and_can_be_overridden():
+    model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
+    cut = prune(model, x, method="hsic-ib", target_macs=0.5, data=data, prune_residual=True, pool=2)
+    assert cut.prune_residual is True
+    assert any(len(cut.keep[g.id]) < g.num_channels for g in cut.groups if g.is_eltwise)
+    l1 = prune(model, x, method="l1", target_macs=0.5)
+    assert l1.prune_residual is True  # the criteria's default: every group may be cut
