@@ -153,3 +153,18 @@ def test_rejects_malformed_grams(problem):
     asym[0, 0, 1] += 1.0
     with pytest.raises(ValueError, match="symmetric"):
         ClassGrams(asym, R)
+
+
+@pytest.mark.parametrize("kind", ["none", "graph", "tree"])
+def test_float32_products_reach_the_float64_optimum(problem, kind):
+    """The lasso methods' setting: products in float32, objective in float64, at their solver tolerance."""
+    G, R, means = problem
+    st = _structure(kind, means)
+    lm = lambda_max(None, R, False)
+    exact = StructuredLasso(st, 0.2 * lm, 0.3 * lm, nonneg=False, tol=1e-8, max_iter=50000).fit_gram(G, R)
+    fast = StructuredLasso(st, 0.2 * lm, 0.3 * lm, nonneg=False, tol=1e-5, max_iter=50000).fit_gram(
+        ClassGrams(G, R, product_dtype=np.float32), None)
+    assert fast.converged_
+    assert abs(fast.objective_ - exact.objective_) <= 1e-4 * abs(exact.objective_)
+    # without precomputed products the value is float64 whatever the product precision
+    assert ClassGrams(G, R, product_dtype=np.float32).value(exact.coef_) == ClassGrams(G, R).value(exact.coef_)

@@ -103,7 +103,16 @@ from lassoprune.hsic import (
     collect_features,
     hsic_gram,
 )
-from lassoprune.lasso import GraphFused, StructuredLasso, TreeGroup, class_graph, class_tree, lambda_max
+from lassoprune.lasso import (
+    ClassGrams,
+    GraphFused,
+    QuadraticGram,
+    StructuredLasso,
+    TreeGroup,
+    class_graph,
+    class_tree,
+    lambda_max,
+)
 from lassoprune.pruning.method import MethodContext, MethodOptions, MethodSpec, Selection, option, register_method
 from lassoprune.pruning.search import (
     CostBand,
@@ -244,7 +253,7 @@ class _GroupProblem:
     """One group's lasso: cached ``G``, ``R``, its estimator and the solutions already computed."""
 
     group: ChannelGroup
-    G: np.ndarray
+    G: QuadraticGram | ClassGrams  # the datafit, built once: its eigen-decompositions serve every solve
     R: np.ndarray
     lam_max: float
     scale: float  # lambda1 = rho * scale: lam_max (relative strength) or the largest lam_max of all groups (global)
@@ -385,6 +394,9 @@ def _problems(
         estimator = StructuredLasso(structure if R.shape[1] > 1 else None, 0.0, 0.0, nonneg=opts.nonneg,
                                     tol=opts.solver_tol, max_iter=opts.max_iter)
         lam_max = lambda_max(G, R, opts.nonneg)
+        # one datafit per group, so its eigen-decompositions serve every solve of the search; per-class
+        # products in float32 (4x faster; the Grams come from float32 kernels for N >= 256)
+        G = ClassGrams(G, R, product_dtype=np.float32) if G.ndim == 3 else QuadraticGram(G, R)
         problems.append(_GroupProblem(
             group=group, G=G, R=R, lam_max=lam_max, scale=lam_max,
             relevance=R.max(axis=1) if opts.nonneg else np.abs(R).max(axis=1),
