@@ -21,6 +21,7 @@ from lassoprune.errors import (
     ModelConfigError,
     UnknownNameError,
 )
+from lassoprune.deploy import DeployResult, deploy, fold_batchnorm
 from lassoprune.io import load, save
 from lassoprune import lasso, pruning
 from lassoprune import regularizers
@@ -33,6 +34,7 @@ __all__ = [
     "ChannelGroup",
     "CheckpointError",
     "CountResult",
+    "DeployResult",
     "DataNotFoundError",
     "EvalResult",
     "FitResult",
@@ -49,8 +51,10 @@ __all__ = [
     "count_params",
     "create_model",
     "dataset_info",
+    "deploy",
     "evaluate",
     "fit",
+    "fold_batchnorm",
     "list_datasets",
     "list_models",
     "load",

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 
 from lassoprune._version import __version__
 from lassoprune.cli import eval as eval_cmd
-from lassoprune.cli import bench, export, fetch, info, prune, sparse_train, train
+from lassoprune.cli import bench, deploy, export, fetch, info, prune, sparse_train, train
 from lassoprune.cli import report
 from lassoprune.cli import finetune
 from lassoprune.cli import run as run_cmd
 from lassoprune.errors import LassopruneError
 
-COMMANDS = (train, finetune, sparse_train, eval_cmd, info, fetch, prune, export, bench, run_cmd, report)
+COMMANDS = (train, finetune, sparse_train, eval_cmd, info, fetch, prune, export, deploy, bench, run_cmd, report)
 
 DESCRIPTION = """\
 lassoprune: make convolutional networks smaller and faster by structured

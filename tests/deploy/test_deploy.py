@@ -1,0 +1,130 @@
+"""Deployment: BatchNorm folding is exact, deployed files reproduce the pruned model, the CLI writes them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import lassoprune as lp
+from lassoprune.cli import main
+from lassoprune.deploy import deploy, fold_batchnorm, load_torchscript
+from lassoprune.errors import LassopruneError
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "pruning"))
+from pruning_helpers import model_with_random_bn  # noqa: E402
+
+SIDE = {"resnet18": 64, "resnet34": 64, "resnet50": 64}
+
+
+def _relative_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) / max(1.0, float(a.abs().max()))
+
+
+@pytest.mark.parametrize("name", lp.list_models())
+def test_folding_changes_no_output_on_every_zoo_model(name):
+    model = model_with_random_bn(name).eval()
+    x = torch.randn(2, 3, SIDE.get(name, 32), SIDE.get(name, 32), generator=torch.Generator().manual_seed(0))
+    result = fold_batchnorm(model)
+    with torch.no_grad():
+        assert _relative_diff(model(x), result.model(x)) <= 1e-4
+    assert result.traced
+    batchnorms = [m for m in result.model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(batchnorms) == len(result.kept)
+    if name != "densenet40":  # pre-activation blocks: a BatchNorm follows a concatenation, not a conv
+        assert result.folded and not result.kept
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+
+
+def test_fold_formula_on_a_bias_free_conv_and_a_non_affine_batchnorm():
+    """``W' = s W``, ``b' = s (b - mu) + beta`` with ``s = gamma / sqrt(var + eps)``; a BN after an add stays."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, bias=False)
+            self.bn = nn.BatchNorm2d(4)
+            self.conv2 = nn.Conv2d(4, 4, 1)
+            self.bn2 = nn.BatchNorm2d(4, affine=False)
+            self.bn3 = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.bn(self.conv(x))
+            z = self.bn2(self.conv2(y))
+            return self.bn3(y + z)
+
+    net = Net()
+    gen = torch.Generator().manual_seed(1)
+    for bn in (net.bn, net.bn2, net.bn3):
+        bn.running_mean.copy_(torch.randn(4, generator=gen))
+        bn.running_var.copy_(torch.rand(4, generator=gen) + 0.5)
+    net.bn.weight.data.copy_(torch.randn(4, generator=gen))
+    net.eval()
+    result = fold_batchnorm(net)
+    assert set(result.folded) == {"bn", "bn2"} and result.kept == ("bn3",)
+    s = net.bn.weight / torch.sqrt(net.bn.running_var + net.bn.eps)
+    folded_conv = result.model.conv
+    assert torch.allclose(folded_conv.weight, net.conv.weight * s.view(-1, 1, 1, 1), atol=1e-6)
+    assert torch.allclose(folded_conv.bias, net.bn.bias - net.bn.running_mean * s, atol=1e-6)
+    x = torch.randn(2, 3, 8, 8, generator=gen)
+    with torch.no_grad():
+        assert _relative_diff(net(x), result.model(x)) <= 1e-5
+
+
+def test_untraceable_model_is_deployed_unfolded():
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+                x = -x
+            return self.bn(self.conv(x))
+
+    result = fold_batchnorm(Branchy().eval())
+    assert not result.traced and result.folded == () and result.kept == ("bn",)
+
+
+@pytest.mark.parametrize("name", lp.list_models())
+def test_deployed_files_reproduce_the_pruned_model(tmp_path, name):
+    model = model_with_random_bn(name)
+    side = SIDE.get(name, 32)
+    pruned = lp.prune(model, torch.zeros(1, 3, side, side), method="l1", target_macs=0.5, round_to=8).model
+    result = deploy(pruned, tmp_path, (1, 3, side, side), latency=False)
+    assert set(result.files) == {"torchscript", "onnx"}
+    assert max(result.max_abs_diff.values()) <= 1e-4
+    x = torch.randn(5, 3, side, side, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert _relative_diff(pruned.eval()(x), load_torchscript(tmp_path / "model.torchscript.pt")(x)) <= 1e-4
+    report = json.loads((tmp_path / "deploy.json").read_text())
+    assert report["max_abs_diff"] == result.max_abs_diff and report["latency"] == []
+
+
+def test_deploy_times_dense_and_deployed_and_rejects_bad_runtimes(tmp_path):
+    dense = lp.create_model("resnet20", num_classes=10)
+    pruned = lp.prune(dense, torch.zeros(1, 3, 32, 32), method="l1", target_macs=0.5).model
+    result = deploy(pruned, tmp_path, (1, 3, 32, 32), dense=dense, batch_sizes=(2,), warmup=1, repeats=2)
+    assert {(r["runtime"], r["batch_size"]) for r in result.latency} == {("torchscript", 2), ("onnx", 2)}
+    for record in result.latency:
+        assert record["speedup"] == pytest.approx(record["dense_ms"] / record["deployed_ms"])
+    with pytest.raises(LassopruneError, match="torchscript, onnx"):
+        deploy(pruned, tmp_path, (1, 3, 32, 32), runtimes=("tensorrt",))
+
+
+def test_cli_deploy(tmp_path, capsys):
+    dense = lp.create_model("resnet20", num_classes=10)
+    pruned = lp.prune(dense, torch.zeros(1, 3, 32, 32), method="l1", target_macs=0.5).model
+    lp.save(pruned, tmp_path / "p.pt")
+    out = tmp_path / "deployed"
+    assert main(["deploy", "--checkpoint", str(tmp_path / "p.pt"), "--out", str(out), "--batch-sizes", "2",
+                 "--warmup", "1", "--repeats", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (out / "model.torchscript.pt").exists() and (out / "model.onnx").exists()
+    assert all(r["speedup"] > 0 for r in report["latency"])  # the dense model came from the file's architecture
+    assert main(["deploy", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) != 0
+    assert main(["deploy", "--checkpoint", str(tmp_path / "p.pt"), "--out", str(out), "--warmup", "-1"]) != 0
