@@ -24,7 +24,8 @@ DIR/model.onnx and DIR/deploy.json (output check and latency). Outputs must matc
 pruned model to 1e-4 (relative to the largest output), or the command fails.
 Latency is measured the way a long-running process sees it: --warmup passes of every
 model first, then dense and deployed interleaved. The dense model is the checkpoint's
-architecture at full width (latency does not depend on the weights), or --dense FILE.
+architecture at full width (latency does not depend on the weights), or --dense FILE,
+deployed the same way in memory, so the speed-up is the pruning's alone.
 """
 
 

@@ -13,8 +13,9 @@ Steps (each checked against the model it came from):
    absolute difference must be <= ``tolerance`` x max(1, largest |output|);
 5. latency in a warm process (``warmup`` forward passes of every runner first,
    then runners interleaved round-robin, :func:`lassoprune.analysis.latency.time_interleaved`):
-   the dense model (when known) and the deployed one, torch and onnxruntime,
-   at every batch size; written to ``deploy.json`` beside the files.
+   the dense model (when known, deployed the same way in memory: folded, frozen /
+   exported, so the speed-up is the pruning's alone) and the deployed one, per
+   runtime and batch size; written to ``deploy.json`` beside the files.
 
 Widths are what the model was pruned to: prune with ``round_to`` for widths the
 CPU kernels like (docs/BENCHMARKS.md).
@@ -31,11 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from lassoprune.analysis.latency import make_runner, time_interleaved, torch_threads
+from lassoprune.analysis.latency import make_runner, time_interleaved
 from lassoprune.deploy.folding import fold_batchnorm
 from lassoprune.errors import LassopruneError
 from lassoprune.io.atomic import atomic_write_json
-from lassoprune.io.onnx_export import check_input_shape, export_onnx, onnx_session
+from lassoprune.io.onnx_export import check_input_shape, export_onnx, onnx_bytes, onnx_session
 
 __all__ = ["DeployResult", "deploy", "load_torchscript", "TORCHSCRIPT_FILE", "ONNX_FILE", "REPORT_FILE"]
 
@@ -91,7 +92,7 @@ def deploy(
         model: the (pruned) model, any module ``torch.fx`` and the exporters can trace.
         out: output directory (created).
         input_shape: one input, batch first, e.g. ``(1, 3, 32, 32)``.
-        dense: the unpruned model, timed beside the deployed one (None: no speed-up).
+        dense: the unpruned model, deployed the same way in memory and timed beside (None: no speed-up).
         runtimes: ``torchscript`` and / or ``onnx``.
         batch_sizes: batch sizes timed.
         threads: intra-op threads while timing.
@@ -178,7 +179,9 @@ def _max_diff(model: nn.Module, runtime: Any, shape: tuple[int, ...]) -> float:
 def _latency(model: nn.Module, dense: nn.Module | None, folded: nn.Module, deployed: dict[str, Any],
              shape: tuple[int, ...], batch_sizes: Sequence[int], threads: int, warmup: int,
              repeats: int) -> list[dict[str, Any]]:  # fmt: skip
-    """Warm, interleaved medians: dense eager vs deployed TorchScript, dense vs deployed onnxruntime."""
+    """Warm, interleaved medians of the deployed model and the dense one deployed the same way."""
+    dense_runtimes = _in_memory_runtimes(dense, list(deployed), shape, threads) if dense is not None else {}
+    dense_folded = fold_batchnorm(dense).model if dense is not None else None
     records = []
     for batch in batch_sizes:
         batch_shape = (batch, *shape[1:])
@@ -186,8 +189,7 @@ def _latency(model: nn.Module, dense: nn.Module | None, folded: nn.Module, deplo
             backend = "torch" if name == "torchscript" else "onnxruntime"
             runners = [_deployed_runner(deployed[name], folded, batch_shape, backend, threads)]
             if dense is not None:
-                with torch_threads(threads):
-                    runners.append(make_runner(dense.eval(), batch_shape, backend, threads))
+                runners.append(_deployed_runner(dense_runtimes[name], dense_folded, batch_shape, backend, threads))
             samples = time_interleaved(runners, warmup, repeats, threads)
             record = {"runtime": name, "batch_size": batch, "threads": threads, "warmup": warmup, "repeats": repeats,
                       "deployed_ms": statistics.median(samples[0])}
@@ -196,6 +198,19 @@ def _latency(model: nn.Module, dense: nn.Module | None, folded: nn.Module, deplo
                 record["speedup"] = record["dense_ms"] / record["deployed_ms"]
             records.append(record)
     return records
+
+
+def _in_memory_runtimes(model: nn.Module, runtimes: Sequence[str], shape: tuple[int, ...],
+                        threads: int) -> dict[str, Any]:  # fmt: skip
+    """``model`` deployed like the files, without writing them (for the dense side of the timing)."""
+    folded = fold_batchnorm(model).model
+    example = torch.zeros(1, *shape[1:])
+    made: dict[str, Any] = {}
+    if "torchscript" in runtimes:
+        made["torchscript"] = torch.jit.optimize_for_inference(_frozen_torchscript(folded, example))
+    if "onnx" in runtimes:
+        made["onnx"] = onnx_session(onnx_bytes(folded, (1, *shape[1:])), threads=threads)
+    return made
 
 
 def _deployed_runner(runtime: Any, folded: nn.Module, shape: tuple[int, ...], backend: str, threads: int):
