@@ -195,6 +195,7 @@ class Profile:
     tp_weight_decay: float = 0.0
     calib_size: int = 500
     batch_size: int = 64
+    test_images: int | None = 10_000  # the test split's size: the SE floor of the report (None: no floor)
     notes: tuple[str, ...] = ()
 
 
@@ -218,7 +219,7 @@ TINY = dataclasses.replace(
     FULL, name="tiny", dataset="synthetic", models=("resnet20",), checkpoints={},
     seeds={"resnet20": (0, 1)}, targets=(0.5,), methods=("l1", "hsic-ib", "dwgl", "tp-group-sl"),
     finetune_epochs=1, select_epochs=1, select_target=0.5, pilot_methods=("l1",), pilot_epochs=2,
-    validation_size=200, sparse_epochs=1, calib_size=100, batch_size=50,
+    validation_size=200, sparse_epochs=1, calib_size=100, batch_size=50, test_images=None,
     notes=("the full profile with a smoke-test budget on the synthetic dataset, for a model given with "
            "--checkpoint; numbers mean nothing",),
 )  # fmt: skip
@@ -464,11 +465,24 @@ class Estimate:
         return f"{self.mean:.{digits}f}" + (f" ± {self.se:.{digits}f}" if self.se is not None else "")
 
 
-def differs(a: Estimate, b: Estimate) -> bool | None:
-    """Whether two means differ by more than two standard errors of their difference (None: no SE)."""
+def differs(a: Estimate, b: Estimate, floor: float = 0.0) -> bool | None:
+    """Whether two means differ by more than two standard errors of their difference (None: no SE).
+
+    Each SE is at least ``floor``: with two seeds that happen to agree the sample SE is about 0,
+    and a difference of a few test images would count as real. The table passes the test split's
+    sampling error of one accuracy, ``sqrt(p (1 - p) / n_test)`` (:func:`sampling_se`).
+    """
     if a.se is None or b.se is None:
         return None
-    return abs(a.mean - b.mean) > 2 * math.sqrt(a.se**2 + b.se**2)
+    se_a, se_b = max(a.se, floor), max(b.se, floor)
+    return abs(a.mean - b.mean) > 2 * math.sqrt(se_a**2 + se_b**2)
+
+
+def sampling_se(accuracy: float, test_images: int | None) -> float:
+    """Standard error of one accuracy measured on ``test_images`` images (binomial); 0 when unknown."""
+    if not test_images:
+        return 0.0
+    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / test_images)
 
 
 def model_table(rows: Sequence[dict[str, Any]], model: str, profile: Profile) -> str:
@@ -477,10 +491,13 @@ def model_table(rows: Sequence[dict[str, Any]], model: str, profile: Profile) ->
     if not mine:
         return ""
     dense = Estimate.of([r["dense_top1"] for r in mine])
+    floor = sampling_se(dense.mean, profile.test_images)
+    floor_text = f"{floor:.4f} at the dense accuracy" if floor else "unknown test size: no floor"
     lines = [f"#### {model} (`--{profile.name}` profile)", "",
              f"dense top-1 on the whole test split: {dense.mean:.4f}; top-1 / worst class, mean ± SE over seeds "
              "(n = seeds); **bold**: best mean final top-1 at the target; ≈: within two standard errors of it; "
-             "<: lower by more than two standard errors; no mark: one seed, no error bar", "",
+             "<: lower by more than two standard errors; no mark: one seed, no error bar; every SE in the "
+             f"comparison is at least the test split's sampling error of one accuracy ({floor_text})", "",
              "| target | method | n | lr | MACs kept | params kept | pruned top-1 | pruned worst | final top-1 "
              "| final worst | vs best |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -493,7 +510,8 @@ def model_table(rows: Sequence[dict[str, Any]], model: str, profile: Profile) ->
         best = max(finals, key=lambda m: finals[m].mean)
         for m in sorted(groups, key=lambda m: -finals[m].mean):
             g = groups[m]
-            mark = "best" if m == best else {True: "<", False: "≈", None: ""}[differs(finals[m], finals[best])]
+            floor = sampling_se(finals[best].mean, profile.test_images)
+            mark = "best" if m == best else {True: "<", False: "≈", None: ""}[differs(finals[m], finals[best], floor)]
             name = f"**{m}**" if m == best else m
             lines.append(
                 f"| {target:g} | {name} | {len(g)} | {g[0]['lr']:g} "

@@ -109,6 +109,14 @@ def test_estimates_and_the_two_standard_error_rule() -> None:
     assert compare.differs(est, far) is True  # 0.05 > 0.0283
     assert compare.differs(est, compare.Estimate.of([0.5])) is None
     assert 2 * math.sqrt(2) * 0.01 == pytest.approx(0.028284, abs=1e-6)
+    # two seeds that agree have an SE of about 0: the floor keeps a few test images from counting as real
+    agree, other = compare.Estimate(0.9404, 0.0, 2), compare.Estimate(0.9399, 0.0, 2)
+    assert compare.differs(agree, other) is True
+    floor = compare.sampling_se(0.94, 10_000)
+    assert floor == pytest.approx(math.sqrt(0.94 * 0.06 / 10_000))  # 0.0024
+    assert compare.differs(agree, other, floor) is False
+    assert compare.differs(compare.Estimate(0.94, 0.0, 2), compare.Estimate(0.93, 0.0, 2), floor) is True
+    assert compare.sampling_se(0.9, None) == 0.0
 
 
 def test_shards_split_whole_units_and_cover_every_row() -> None:
