@@ -57,6 +57,39 @@ def test_removed_channel_that_is_a_combination_of_kept_ones_is_reconstructed_exa
     assert refit.error_before > 0.05 and refit.error_after < 1e-5
 
 
+class ConvThenFlatLinear(nn.Module):
+    """conv -> flatten (4 channels x 4 x 4 positions) -> linear: each channel feeds 16 linear inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1, stride=2, bias=False)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).flatten(1))
+
+
+def test_a_linear_layer_reading_a_flattened_map_is_reconstructed_exactly() -> None:
+    """The removed channel's 16 features are a combination of the kept channels' features at the same positions.
+
+    A linear layer has one row per image (no spatial positions to sample), so it needs more images than inputs.
+    """
+    torch.manual_seed(0)
+    model = ConvThenFlatLinear().eval()
+    with torch.no_grad():
+        w = model.conv.weight
+        w[3] = 0.5 * w[0] - 1.5 * w[1] + 0.25 * w[2]
+    data = _batches(n=20)
+    example = data[0][0][:1]
+    result = lp.prune(model, example, method=_drop_last_channel, target_macs=0.75, data=data, reconstruct=True)
+    assert result.keep["conv"] == (0, 1, 2) and result.model.fc.in_features == 48
+    refit = result.reconstruction[0]
+    assert (refit.name, refit.inputs_kept, refit.inputs_before) == ("fc", 48, 64)
+    x = torch.randn(4, 2, 8, 8)
+    with torch.no_grad():
+        assert (model(x) - result.model(x)).abs().max() <= 1e-4
+
+
 def test_nothing_removed_means_nothing_refitted() -> None:
     torch.manual_seed(0)
     model = TwoConvs().eval()
