@@ -20,7 +20,40 @@ import numpy as np
 __all__ = ["ClassGrams", "QuadraticGram", "make_datafit"]
 
 
-class QuadraticGram:
+class _GramDatafit:
+    """What both datafits share: shape, value, gradient and eigen-decomposition (of one Gram or a stack)."""
+
+    G: np.ndarray
+    R: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.R.shape
+
+    def matmul(self, B: np.ndarray) -> np.ndarray:  # pragma: no cover - every datafit defines it
+        raise NotImplementedError
+
+    def _exact_products(self, B: np.ndarray) -> np.ndarray:
+        return self.matmul(B)
+
+    def value(self, B: np.ndarray, GB: np.ndarray | None = None) -> float:
+        """f(B); pass ``GB = self.matmul(B)`` to save the products (else they are computed in float64)."""
+        if GB is None:
+            GB = self._exact_products(B)
+        return float(0.5 * np.vdot(B, GB) - np.vdot(B, self.R))
+
+    def gradient(self, B: np.ndarray, GB: np.ndarray | None = None) -> np.ndarray:
+        """The products minus R, (C, K)."""
+        return (self.matmul(B) if GB is None else GB) - self.R
+
+    @cached_property
+    def eigh(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eigen-decomposition(s) ``G = U diag(lam) U^T`` (lam clipped at 0), computed once."""
+        lam, U = np.linalg.eigh(self.G)
+        return np.maximum(lam, 0.0), U
+
+
+class QuadraticGram(_GramDatafit):
     """``f(B) = 1/2 tr(B^T G B) - tr(B^T R)`` with gradient ``G B - R``.
 
     Args:
@@ -37,37 +70,13 @@ class QuadraticGram:
             raise ValueError(f"G must be a square (C, C) matrix, got shape {G.shape}")
         if R.ndim != 2 or R.shape[0] != G.shape[0]:
             raise ValueError(f"R must be (C, K) with C = {G.shape[0]}, got shape {R.shape}")
-        if not (np.all(np.isfinite(G)) and np.all(np.isfinite(R))):
-            raise ValueError("G and R must be finite")
-        scale = max(float(np.abs(G).max()), 1e-300)
-        if not np.allclose(G, G.T, rtol=0.0, atol=1e-5 * scale):  # float32-built Grams pass
-            raise ValueError("G must be symmetric (to 1e-5 of its largest entry)")
-        self.G = 0.5 * (G + G.T)
+        _check_finite(G, R)
+        self.G = _check_symmetric(G, "G")
         self.R = R
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.R.shape
 
     def matmul(self, B: np.ndarray) -> np.ndarray:
         """G B, (C, K)."""
         return self.G @ B
-
-    def value(self, B: np.ndarray, GB: np.ndarray | None = None) -> float:
-        """f(B); pass ``GB = G @ B`` to save the product."""
-        if GB is None:
-            GB = self.G @ B
-        return float(0.5 * np.vdot(B, GB) - np.vdot(B, self.R))
-
-    def gradient(self, B: np.ndarray, GB: np.ndarray | None = None) -> np.ndarray:
-        """G B - R, (C, K)."""
-        return (self.G @ B if GB is None else GB) - self.R
-
-    @cached_property
-    def eigh(self) -> tuple[np.ndarray, np.ndarray]:
-        """Eigen-decomposition ``G = U diag(lam) U^T`` (lam clipped at 0), computed once."""
-        lam, U = np.linalg.eigh(self.G)
-        return np.maximum(lam, 0.0), U
 
     @cached_property
     def lipschitz(self) -> float:
@@ -80,6 +89,11 @@ class QuadraticGram:
         return U @ ((U.T @ (self.R + rho * V)) / (lam + rho)[:, None])
 
 
+def _check_finite(G: np.ndarray, R: np.ndarray) -> None:
+    if not (np.all(np.isfinite(G)) and np.all(np.isfinite(R))):
+        raise ValueError("G and R must be finite")
+
+
 def _check_symmetric(G: np.ndarray, what: str) -> np.ndarray:
     scale = max(float(np.abs(G).max(initial=0.0)), 1e-300)
     if not np.allclose(G, np.swapaxes(G, -1, -2), rtol=0.0, atol=1e-5 * scale):
@@ -87,7 +101,7 @@ def _check_symmetric(G: np.ndarray, what: str) -> np.ndarray:
     return 0.5 * (G + np.swapaxes(G, -1, -2))
 
 
-class ClassGrams:
+class ClassGrams(_GramDatafit):
     """``f(B) = sum_k (1/2 b_k^T G_k b_k - r_k^T b_k)``: one Gram per class (METHODS.md 1.3 b, c).
 
     Column k of B (``b_k``) is fitted by its own Gram ``G_k``: the gradient is
@@ -110,36 +124,18 @@ class ClassGrams:
             raise ValueError(f"per-class Grams must be (K, C, C), got shape {G.shape}")
         if R.ndim != 2 or R.shape != (G.shape[1], G.shape[0]):
             raise ValueError(f"R must be (C, K) = {(G.shape[1], G.shape[0])} for these Grams, got shape {R.shape}")
-        if not (np.all(np.isfinite(G)) and np.all(np.isfinite(R))):
-            raise ValueError("G and R must be finite")
+        _check_finite(G, R)
         self.G = _check_symmetric(G, "every per-class Gram")
         self.R = R
         self._G_products = self.G if product_dtype == np.float64 else self.G.astype(product_dtype)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.R.shape
 
     def matmul(self, B: np.ndarray) -> np.ndarray:
         """``[G_1 b_1, ..., G_K b_K]``, (C, K) float64, computed in ``product_dtype`` (one stacked matmul)."""
         products = self._G_products
         return np.matmul(products, B.T.astype(products.dtype, copy=False)[:, :, None])[:, :, 0].T.astype(np.float64)
 
-    def value(self, B: np.ndarray, GB: np.ndarray | None = None) -> float:
-        """f(B), in float64 unless ``GB`` (from :meth:`matmul`) is given to save the products."""
-        if GB is None:
-            GB = np.matmul(self.G, B.T[:, :, None])[:, :, 0].T
-        return float(0.5 * np.vdot(B, GB) - np.vdot(B, self.R))
-
-    def gradient(self, B: np.ndarray, GB: np.ndarray | None = None) -> np.ndarray:
-        """``[G_k b_k]_k - R``, (C, K)."""
-        return (self.matmul(B) if GB is None else GB) - self.R
-
-    @cached_property
-    def eigh(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-class eigen-decompositions ``G_k = U_k diag(lam_k) U_k^T``: (K, C) and (K, C, C), lam clipped at 0."""
-        lam, U = np.linalg.eigh(self.G)
-        return np.maximum(lam, 0.0), U
+    def _exact_products(self, B: np.ndarray) -> np.ndarray:
+        return np.matmul(self.G, B.T[:, :, None])[:, :, 0].T
 
     @cached_property
     def lipschitz(self) -> float:

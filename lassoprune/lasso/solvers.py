@@ -150,9 +150,8 @@ def admm(
         rho = state["rho"] if rho is None else rho
     else:
         U1, U2 = np.zeros((C, K)), np.zeros((C, P))
-    if rho is None:  # geometric middle of the spectrum of G (restricted to its range)
-        pos = lam[lam > 1e-12 * lam[-1]] if lam[-1] > 0 else np.ones(1)
-        rho = float(np.sqrt(pos[0] * pos[-1]))
+    if rho is None:
+        rho = _middle_rho(lam)
     tiny = 1e-300
     denom = lam[:, None] + rho * sig[None, :]
     hist, crit, it = [], np.inf, 0
@@ -189,15 +188,22 @@ def admm(
             U1 /= f
             U2 /= f
             denom = lam[:, None] + rho * sig[None, :]
-    snapped = penalty.snap(X, Z)
-    if snapped is not X:
-        f_snap = datafit.value(snapped) + penalty.value(snapped)
-        if f_snap < hist[-1]:
-            X = snapped
-            hist.append(f_snap)
+    X = _snapped(datafit, penalty, X, Z, hist)
     return SolverResult(
         X, np.asarray(hist), crit, it, crit <= tol, {"U1": U1, "U2": U2, "rho": rho}
     )
+
+
+def _snapped(datafit: Datafit, penalty: L1, X: np.ndarray, Z: np.ndarray, hist: list[float]) -> np.ndarray:
+    """X with the structure Z holds exactly imposed (``penalty.snap``), when that lowers the exact objective."""
+    snapped = penalty.snap(X, Z)
+    if snapped is X:
+        return X
+    f_snap = datafit.value(snapped) + penalty.value(snapped)
+    if f_snap < hist[-1]:
+        hist.append(f_snap)
+        return snapped
+    return X
 
 
 def _middle_rho(lam: np.ndarray) -> float:
@@ -287,12 +293,7 @@ def consensus_admm(
             U0 /= f
             U1 /= f
             U2 /= f
-    snapped = penalty.snap(X, Z)
-    if snapped is not X:
-        f_snap = datafit.value(snapped) + penalty.value(snapped)
-        if f_snap < hist[-1]:
-            X = snapped
-            hist.append(f_snap)
+    X = _snapped(datafit, penalty, X, Z, hist)
     return SolverResult(
         X, np.asarray(hist), crit, it, crit <= tol, {"U0": U0, "U1": U1, "U2": U2, "rho": rho}
     )
