@@ -7,15 +7,22 @@ every runner first runs ``--warmup`` forward passes (a long-running process),
 then dense and deployed run interleaved, ``--repeats`` rounds, medians reported.
 The table compares the latency speed-up with the MAC speed-up (1 / MACs kept).
 
+``--per-layer`` instead times every convolution of the folded eager models
+(dense and pruned, batch 64) with forward hooks and sets each layer's share of
+the time beside its share of the MACs: where the pruned model's time goes.
+
     python benchmarks/deploy_latency.py                      # resnet56 @ 0.5 and vgg16 @ 0.33, about 5 minutes
     python benchmarks/deploy_latency.py --cases resnet56:0.5 --batch-sizes 64 --threads 1
+    python benchmarks/deploy_latency.py --per-layer --cases resnet56:0.5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -36,6 +43,67 @@ def run_case(model_name: str, target: float, batch_sizes: list[int], threads: in
              **record, "of_mac_speedup": record["speedup"] / mac_speedup} for record in result.latency]
 
 
+def conv_times(model: torch.nn.Module, shape: tuple[int, ...], threads: int, warmup: int,
+               repeats: int) -> tuple[dict[str, float], float]:  # fmt: skip
+    """Median ms per convolution (forward hooks) and median ms of the whole forward pass."""
+    torch.set_num_threads(threads)
+    starts: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+    def pre(name: str):
+        def hook(*_: object) -> None:
+            starts[name] = time.perf_counter()
+        return hook
+
+    def post(name: str):
+        def hook(*_: object) -> None:
+            samples.setdefault(name, []).append((time.perf_counter() - starts[name]) * 1e3)
+        return hook
+
+    x = torch.randn(*shape)
+    totals = []
+    with torch.no_grad():
+        for _ in range(warmup):
+            model(x)
+        handles = [m.register_forward_pre_hook(pre(n)) for n, m in convs.items()]
+        handles += [m.register_forward_hook(post(n)) for n, m in convs.items()]
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model(x)
+            totals.append((time.perf_counter() - started) * 1e3)
+        for h in handles:
+            h.remove()
+    return {n: statistics.median(v) for n, v in samples.items()}, statistics.median(totals)
+
+
+def per_layer(model_name: str, target: float, threads: int, warmup: int, repeats: int) -> None:
+    """Per-conv time share vs MAC share of the folded dense and pruned models, batch 64 (markdown)."""
+    dense = lp.create_model(model_name, num_classes=10, in_channels=1).eval()
+    example = torch.zeros(1, 1, 32, 32)
+    pruned = lp.prune(dense, example, method="l1", target_macs=target, round_to=8).model.eval()
+    rows = {}
+    for label, model in (("dense", dense), ("pruned", pruned)):
+        folded = lp.fold_batchnorm(model).model
+        times, total = conv_times(folded, (64, 1, 32, 32), threads, warmup, repeats)
+        macs = {layer.name: layer.macs for layer in lp.count(model, example).layers if layer.kind == "Conv2d"}
+        rows[label] = (times, total, macs)
+    d_times, d_total, d_macs = rows["dense"]
+    p_times, p_total, p_macs = rows["pruned"]
+    print(f"{model_name} @ {target}: forward {d_total:.1f} -> {p_total:.1f} ms (batch 64, {threads} threads); "
+          f"convolutions {sum(d_times.values()):.1f} -> {sum(p_times.values()):.1f} ms")
+    print("| layer | channels in/out (pruned) | MACs kept | time kept | dense ns/MAC | pruned ns/MAC |")
+    print("|---|---|---|---|---|---|")
+    shapes = {n: (m.in_channels, m.out_channels) for n, m in pruned.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    for name in d_times:
+        if name not in p_times:
+            continue
+        d_ns = d_times[name] * 1e6 / (64 * d_macs[name])
+        p_ns = p_times[name] * 1e6 / (64 * p_macs[name])
+        print(f"| {name} | {shapes[name][0]}/{shapes[name][1]} | {p_macs[name] / d_macs[name]:.2f} "
+              f"| {p_times[name] / d_times[name]:.2f} | {d_ns:.3f} | {p_ns:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["resnet56:0.5", "vgg16:0.33"], help="MODEL:TARGET")
@@ -44,7 +112,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", metavar="FILE", help="also write the records here")
+    parser.add_argument("--per-layer", action="store_true", help="per-convolution time vs MACs instead")
     args = parser.parse_args()
+    if args.per_layer:
+        for case in args.cases:
+            name, target = case.split(":")
+            per_layer(name, float(target), args.threads, min(args.warmup, 50), args.repeats)
+        return
     records = []
     for case in args.cases:
         name, target = case.split(":")

@@ -59,6 +59,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     # the class-wise readings of METHODS.md 1.3 at the defaults (Laplace, unnormalised, signed, residual kept)
     **{f"{method}-{fit}": (method, {**LAPLACE, "class_fit": fit}, False)
        for method in ("class-lasso", "sglp-ib", "stlp-ib") for fit in CLASS_FITS},
+    # the structure's weight (lambda2, a fraction of lambda1; default 0.1) with the cross fit
+    **{f"{method}-cross-lambda2-{weight:g}": (method, {**LAPLACE, "class_fit": "cross", "lambda2": weight}, False)
+       for method in ("sglp-ib", "stlp-ib") for weight in (1.0, 10.0)},
 }
 
 
