@@ -21,7 +21,7 @@ from lassoprune.errors import (
     ModelConfigError,
     UnknownNameError,
 )
-from lassoprune.deploy import DeployResult, deploy, fold_batchnorm
+from lassoprune.deployment import DeployResult, deploy, fold_batchnorm
 from lassoprune.io import load, save
 from lassoprune import lasso, pruning
 from lassoprune import regularizers

@@ -9,7 +9,7 @@ from torch import nn
 
 from lassoprune.cli._common import model_image_size, positive, print_json
 from lassoprune.cli.export import model_in_channels
-from lassoprune.deploy import deploy
+from lassoprune.deployment import deploy
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load, read_model_file
 from lassoprune.models import create_model
@@ -19,9 +19,9 @@ EPILOG = """\
 examples:
   lassoprune deploy --checkpoint runs/demo/prune/model.pt --out deployed/
   lassoprune deploy --checkpoint P.pt --out D --runtime onnx --batch-sizes 1 64 --threads 1
-Writes DIR/model.torchscript.pt (frozen; load with lassoprune.deploy.load_torchscript),
+Writes DIR/model.torchscript.pt (frozen; load with lassoprune.deployment.load_torchscript),
 DIR/model.onnx and DIR/deploy.json (output check and latency). Outputs must match the
-pruned model to 1e-4 (relative to the largest output), or the command fails.
+pruned model to 1e-4 x max(1, largest |output|), or the command fails and writes no model file.
 Latency is measured the way a long-running process sees it: --warmup passes of every
 model first, then dense and deployed interleaved. The dense model is the checkpoint's
 architecture at full width (latency does not depend on the weights), or --dense FILE,

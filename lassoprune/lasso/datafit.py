@@ -157,6 +157,8 @@ Datafit = QuadraticGram | ClassGrams
 def make_datafit(G: np.ndarray | Datafit, R: np.ndarray | None = None) -> Datafit:
     """The datafit of ``G``: :class:`QuadraticGram` for one (C, C) Gram, :class:`ClassGrams` for (K, C, C)."""
     if isinstance(G, QuadraticGram | ClassGrams):
+        if R is not None and not np.array_equal(np.asarray(R, dtype=np.float64).reshape(G.R.shape), G.R):
+            raise ValueError("a datafit carries its own R: pass R=None with it (or build a new datafit)")
         return G
     G = np.asarray(G, dtype=np.float64)
     return ClassGrams(G, R) if G.ndim == 3 else QuadraticGram(G, R)

@@ -84,6 +84,7 @@ class PruneResult:
                        "eltwise": g.is_eltwise, **self.details.get("per_group", {}).get(g.id, {})}
                 for g in self.groups
             },
+            "prune_residual": self.prune_residual,
             "seconds": self.seconds,
             "details": self.details,
             "reconstruction": [r.to_dict() for r in self.reconstruction],
@@ -166,7 +167,7 @@ def prune(
     cost_model = CostModel(work, single, analysis.groups)
     floor = floors(analysis.groups, min_channels, round_to, prune_residual)
     if target is not None:
-        check_target(cost_model, target, floor)
+        check_target(cost_model, target, floor, analysis.groups)
     if spec.decides_widths and not spec.rounds_widths and round_to is not None and round_to > 1:
         get_logger().warning(
             "%s decides its own keep sets: round_to=%d raises every group's floor to %d channels, "

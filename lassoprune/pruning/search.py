@@ -149,15 +149,19 @@ def floors(
     )
 
 
-def check_target(cost_model: CostModel, target: Target, floor: np.ndarray) -> None:
-    """Raise a clear error when ``target`` is below what the floors allow."""
+def check_target(cost_model: CostModel, target: Target, floor: np.ndarray,
+                 groups: Sequence[ChannelGroup] = ()) -> None:  # fmt: skip
+    """Raise a clear error when ``target`` is below what the floors allow (``groups``: to name kept residual ones)."""
     smallest = target.cost(cost_model, floor) / target.full(cost_model)
     if target.ratio < smallest:
+        residual_whole = any(g.is_eltwise and int(f) == g.num_channels and g.num_channels > 1
+                             for g, f in zip(groups, floor))
+        hint = (", or let the residual stream be cut (the lasso methods keep it whole by default): "
+                "prune_residual=True, CLI --cut-residual, config prune.prune_residual: true") if residual_whole else ""
         raise LassopruneError(
             f"target_{target.kind}={target.ratio} is unreachable: with every group at its floor the network "
             f"keeps {smallest:.4f} of its {target.kind}; the smallest reachable target is "
-            f"{math.ceil(smallest * 1e4) / 1e4} (lower min_channels / round_to, ignore fewer layers, "
-            "or let the residual stream be cut: prune_residual=True)"
+            f"{math.ceil(smallest * 1e4) / 1e4} (lower min_channels / round_to, ignore fewer layers{hint})"
         )
 
 

@@ -130,6 +130,7 @@ __all__ = ["LassoMethod", "LASSO_METHODS", "LassoOptions", "select_channels"]
 _RHO_MIN = 1e-4  # relative strength: rho x lambda_max(g)
 _RHO_MIN_GLOBAL = 1e-7  # global strength: groups' lambda_max spread over orders of magnitude
 _MAX_STEPS = 30
+_FLOAT32_TOLERANCE = 1e-6  # solver_tol from which per-class products may run in float32
 
 
 class Strength(NamedEnum):
@@ -224,6 +225,9 @@ class LassoOptions(MethodOptions):
             raise LassopruneError(f"solver_tol must be > 0, got {self.solver_tol}")
         if not 0 < self.target_tolerance <= 0.01:
             raise LassopruneError(f"target_tolerance must be in (0, 0.01], got {self.target_tolerance}")
+        if fit is not None and fit.per_class and self.block is not None:
+            raise LassopruneError(f"block HSIC needs one Gram for every class; class_fit {fit.value!r} has one per "
+                                  "class: use class_fit=block or class_fit=label with block, or leave block unset")
         if spec.structure is not ClassStructure.NONE and fit is None:
             raise LassopruneError(
                 f"{method} structures the class-wise coefficients; target_kind 'output' has one target "
@@ -395,8 +399,9 @@ def _problems(
                                     tol=opts.solver_tol, max_iter=opts.max_iter)
         lam_max = lambda_max(G, R, opts.nonneg)
         # one datafit per group, so its eigen-decompositions serve every solve of the search; per-class
-        # products in float32 (4x faster; the Grams come from float32 kernels for N >= 256)
-        G = ClassGrams(G, R, product_dtype=np.float32) if G.ndim == 3 else QuadraticGram(G, R)
+        # products in float32 (4x faster) unless the solver tolerance needs more than float32 resolves
+        products = np.float32 if opts.solver_tol >= _FLOAT32_TOLERANCE else np.float64
+        G = ClassGrams(G, R, product_dtype=products) if G.ndim == 3 else QuadraticGram(G, R)
         problems.append(_GroupProblem(
             group=group, G=G, R=R, lam_max=lam_max, scale=lam_max,
             relevance=R.max(axis=1) if opts.nonneg else np.abs(R).max(axis=1),

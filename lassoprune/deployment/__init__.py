@@ -4,7 +4,7 @@
 - ``package``: :func:`deploy`, the files a runtime loads, checked against the pruned model and timed
 """
 
-from lassoprune.deploy.folding import FoldResult, fold_batchnorm
-from lassoprune.deploy.package import DeployResult, deploy, load_torchscript
+from lassoprune.deployment.folding import FoldResult, fold_batchnorm
+from lassoprune.deployment.package import DeployResult, deploy, load_torchscript
 
 __all__ = ["DeployResult", "FoldResult", "deploy", "fold_batchnorm", "load_torchscript"]

@@ -2,7 +2,7 @@
 
 Steps (each checked against the model it came from):
 
-1. BatchNorm folded into the layers before it (:func:`lassoprune.deploy.folding.fold_batchnorm`);
+1. BatchNorm folded into the layers before it (:func:`lassoprune.deployment.folding.fold_batchnorm`);
 2. TorchScript: traced in eval mode and frozen (``torch.jit.freeze``: weights
    become constants), saved as ``model.torchscript.pt``; :func:`load_torchscript`
    loads it and applies ``torch.jit.optimize_for_inference`` (whose output cannot
@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from lassoprune.analysis.latency import make_runner, time_interleaved
-from lassoprune.deploy.folding import fold_batchnorm
+from lassoprune.deployment.folding import fold_batchnorm
 from lassoprune.errors import LassopruneError
 from lassoprune.io.atomic import atomic_write_json
-from lassoprune.io.onnx_export import check_input_shape, export_onnx, onnx_bytes, onnx_session
+from lassoprune.io.onnx_export import check_input_shape, eval_mode, export_onnx, onnx_bytes, onnx_session
 
 __all__ = ["DeployResult", "deploy", "load_torchscript", "TORCHSCRIPT_FILE", "ONNX_FILE", "REPORT_FILE"]
 
@@ -109,29 +109,47 @@ def deploy(
     shape = check_input_shape(input_shape)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
+    with eval_mode(model):
+        return _deploy(model, out, shape, dense, runtimes, batch_sizes, threads, warmup, repeats, latency, tolerance)
+
+
+_FILES = {"torchscript": TORCHSCRIPT_FILE, "onnx": ONNX_FILE}
+
+
+def _deploy(model: nn.Module, out: Path, shape: tuple[int, ...], dense: nn.Module | None, runtimes: Sequence[str],
+            batch_sizes: Sequence[int], threads: int, warmup: int, repeats: int, latency: bool,
+            tolerance: float) -> DeployResult:  # fmt: skip
+    """:func:`deploy` with ``model`` in eval mode. Files are written under temporary names and renamed only
+    after the output check, so a failed deployment never leaves (or overwrites) a model file."""
     fold = fold_batchnorm(model)
     example = torch.randn(1, *shape[1:], generator=torch.Generator().manual_seed(0))
-    files: dict[str, str] = {}
+    staged: dict[str, Path] = {name: out / (_FILES[name] + ".tmp") for name in runtimes}
     deployed: dict[str, Any] = {}
-    if "torchscript" in runtimes:
-        scripted = _frozen_torchscript(fold.model, example)
-        path = out / TORCHSCRIPT_FILE
-        _save_torchscript(scripted, path)
-        files["torchscript"] = str(path)
-        deployed["torchscript"] = load_torchscript(path)
-    if "onnx" in runtimes:
-        path = out / ONNX_FILE
-        export_onnx(fold.model, path, (1, *shape[1:]))
-        files["onnx"] = str(path)
-        deployed["onnx"] = onnx_session(str(path), threads=threads)
-    diffs = {name: _max_diff(model, runtime, shape) for name, runtime in deployed.items()}
+    try:
+        if "torchscript" in staged:
+            torch.jit.save(_frozen_torchscript(fold.model, example), str(staged["torchscript"]))
+            deployed["torchscript"] = load_torchscript(staged["torchscript"])
+        if "onnx" in staged:
+            export_onnx(fold.model, staged["onnx"], (1, *shape[1:]))
+            deployed["onnx"] = onnx_session(str(staged["onnx"]), threads=threads)
+        diffs = {name: _max_diff(model, runtime, shape) for name, runtime in deployed.items()}
+        bad = {name: d for name, d in diffs.items() if d > tolerance}
+        if bad:
+            raise LassopruneError(f"the deployed model differs from the pruned one ({bad}, allowed {tolerance:g}); "
+                                  f"nothing was written to {out}: report the model to the project")
+    except BaseException:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        raise
+    files = {}
+    for name, path in staged.items():
+        final = out / _FILES[name]
+        path.replace(final)
+        files[name] = str(final)
+    for name, file_name in _FILES.items():  # a file of a runtime not deployed this time is stale
+        if name not in staged and (out / file_name).exists():
+            (out / file_name).unlink()
     result = DeployResult(out, files, fold.folded, fold.kept, diffs, tolerance)
-    bad = {name: d for name, d in diffs.items() if d > tolerance}
-    if bad:
-        atomic_write_json(out / REPORT_FILE, result.to_dict())
-        raise LassopruneError(f"the deployed model differs from the pruned one ({bad}, allowed {tolerance:g}): "
-                              f"do not ship the files in {out}; report the model to the project")
     if latency:
         result.latency = _latency(model, dense, fold.model, deployed, shape, batch_sizes, threads, warmup, repeats)
     atomic_write_json(out / REPORT_FILE, result.to_dict())
@@ -147,13 +165,6 @@ def _frozen_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.Sc
     with torch.no_grad():
         traced = torch.jit.trace(model, example, check_trace=False)
         return torch.jit.freeze(traced.eval())
-
-
-def _save_torchscript(module: torch.jit.ScriptModule, path: Path) -> None:
-    """Written to a temporary name, then renamed: a crash never leaves half a file under ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.jit.save(module, str(tmp))
-    tmp.replace(path)
 
 
 def _outputs(runtime: Any, x: torch.Tensor) -> torch.Tensor:

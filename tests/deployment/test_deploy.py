@@ -12,7 +12,7 @@ from torch import nn
 
 import lassoprune as lp
 from lassoprune.cli import main
-from lassoprune.deploy import deploy, fold_batchnorm, load_torchscript
+from lassoprune.deployment import deploy, fold_batchnorm, load_torchscript
 from lassoprune.errors import LassopruneError
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "pruning"))
@@ -128,3 +128,30 @@ def test_cli_deploy(tmp_path, capsys):
     assert all(r["speedup"] > 0 for r in report["latency"])  # the dense model came from the file's architecture
     assert main(["deploy", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) != 0
     assert main(["deploy", "--checkpoint", str(tmp_path / "p.pt"), "--out", str(out), "--warmup", "-1"]) != 0
+
+
+def test_linear_batchnorm1d_is_left_alone_and_a_failed_check_writes_no_model_file(tmp_path, monkeypatch):
+    """Linear -> BatchNorm1d on a 3-D input normalises another axis: folding it would be wrong, so it stays."""
+    net = nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4)).eval()
+    net[1].running_mean.copy_(torch.randn(4))
+    x = torch.randn(5, 4, 8)
+    result = fold_batchnorm(net)
+    assert result.folded == () and len(result.kept) == 1
+    with torch.no_grad():
+        assert torch.equal(net(x), result.model(x))
+    model = lp.create_model("resnet20", num_classes=10)
+    deploy(model, tmp_path, (1, 3, 32, 32), latency=False)
+    before = (tmp_path / "model.onnx").read_bytes()
+    from lassoprune.deployment import package
+
+    monkeypatch.setattr(package, "_max_diff", lambda *args: 1.0)
+    with pytest.raises(LassopruneError, match="nothing was written"):
+        deploy(model, tmp_path, (1, 3, 32, 32), latency=False)
+    assert (tmp_path / "model.onnx").read_bytes() == before  # the earlier good file is untouched
+    assert not list(tmp_path.glob("*.tmp"))
+    monkeypatch.undo()
+    deploy(model, tmp_path, (1, 3, 32, 32), runtimes=("onnx",), latency=False)
+    assert not (tmp_path / "model.torchscript.pt").exists()  # stale: not deployed this time
+    model.train()
+    deploy(model, tmp_path, (1, 3, 32, 32), runtimes=("onnx",), latency=False)
+    assert model.training

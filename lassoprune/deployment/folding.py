@@ -7,7 +7,8 @@ so it can be absorbed by the layer that produced ``z = W x + b``:
     W' = s * W   (scaled along the output channels),     b' = s * (b - mu) + beta.
 
 The network is traced with ``torch.fx``; a BatchNorm is folded when its only
-input is a Conv / Linear module called once whose output nothing else reads.
+input is a convolution of its dimension (Conv2d for BatchNorm2d, ...) with as
+many output channels, called once, whose output nothing else reads.
 Everything else (a BatchNorm after an add, a module that cannot be traced) stays
 as it is, and the count of folded layers says what happened.
 """
@@ -23,7 +24,9 @@ from torch import fx, nn
 __all__ = ["FoldResult", "fold_batchnorm"]
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: A BatchNorm of each kind folds into a convolution of the same dimension. Linear -> BatchNorm1d is left
+#: alone: on a 3-D input (N, L, F) BatchNorm1d normalises L, not the linear layer's outputs.
+_PAIRS = {nn.BatchNorm1d: nn.Conv1d, nn.BatchNorm2d: nn.Conv2d, nn.BatchNorm3d: nn.Conv3d}
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,10 @@ class FoldResult:
 
 
 def fold_batchnorm(model: nn.Module) -> FoldResult:
-    """An eval-mode copy of ``model`` with every foldable BatchNorm absorbed (module docstring)."""
+    """An eval-mode copy of ``model`` with every foldable BatchNorm absorbed (module docstring).
+
+    ``model`` itself is not changed (not even its train / eval mode).
+    """
     work = copy.deepcopy(model).eval()
     try:
         graph_module = fx.symbolic_trace(work)
@@ -61,7 +67,7 @@ def fold_batchnorm(model: nn.Module) -> FoldResult:
         if node.op != "call_module" or not isinstance(modules[node.target], _BATCHNORMS):
             continue
         producer = node.args[0] if node.args else None
-        if not _foldable(producer, modules, calls) or not _has_statistics(modules[node.target]):
+        if not _foldable(producer, modules[node.target], modules, calls) or not _has_statistics(modules[node.target]):
             kept.append(node.target)
             continue
         _absorb(modules[producer.target], modules[node.target])
@@ -74,12 +80,14 @@ def fold_batchnorm(model: nn.Module) -> FoldResult:
     return FoldResult(graph_module.eval(), tuple(folded), tuple(kept), traced=True)
 
 
-def _foldable(producer: object, modules: dict[str, nn.Module], calls: dict[str, int]) -> bool:
-    """A Conv / Linear module node, called once, whose output only this BatchNorm reads."""
+def _foldable(producer: object, bn: nn.Module, modules: dict[str, nn.Module], calls: dict[str, int]) -> bool:
+    """A convolution node of ``bn``'s dimension and width, called once, whose output only ``bn`` reads."""
+    if not (isinstance(producer, fx.Node) and producer.op == "call_module"):
+        return False
+    layer = modules[producer.target]
     return (
-        isinstance(producer, fx.Node)
-        and producer.op == "call_module"
-        and isinstance(modules[producer.target], _FOLDABLE)
+        type(layer) is _PAIRS.get(type(bn))
+        and layer.out_channels == bn.num_features
         and calls.get(producer.target, 0) == 1
         and len(producer.users) == 1
     )
