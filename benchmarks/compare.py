@@ -497,7 +497,8 @@ def model_table(rows: Sequence[dict[str, Any]], model: str, profile: Profile) ->
              f"dense top-1 on the whole test split: {dense.mean:.4f}; top-1 / worst class, mean ± SE over seeds "
              "(n = seeds); **bold**: best mean final top-1 at the target; ≈: within two standard errors of it; "
              "<: lower by more than two standard errors; no mark: one seed, no error bar; every SE in the "
-             f"comparison is at least the test split's sampling error of one accuracy ({floor_text})", "",
+             "comparison is at least the test split's sampling error of one accuracy at the best method's top-1 "
+             f"({floor_text})", "",
              "| target | method | n | lr | MACs kept | params kept | pruned top-1 | pruned worst | final top-1 "
              "| final worst | vs best |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
