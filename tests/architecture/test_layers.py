@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("analysis",),
     ("channels",),
     ("hsic", "regularizers", "training"),
-    ("pruning",),
+    ("pruning", "deployment"),
     ("report",),
     ("pipeline",),
     ("cli", "__main__"),
