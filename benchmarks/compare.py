@@ -264,6 +264,7 @@ def row_config(profile: Profile, row: Row) -> RunConfig:
         pretrain=PretrainSection(checkpoint=profile.checkpoints[row.model]),
         sparse=sparse,
         prune=PruneSection(method=method.method, target_macs=row.target, calib_size=profile.calib_size,
+                           round_to=None,  # free widths: the rows compare the methods' choices of channels
                            prune_residual=method.prune_residual, reconstruct=method.reconstruct,
                            options=dict(method.options)),
         finetune=FinetuneSection(epochs=row.epochs, lr=row.lr,
@@ -322,7 +323,7 @@ def shared_sparse_stage(profile: Profile, runs: Path, row: Row, progress: bool) 
         shared = runs / "sparse" / row.model / f"{row.method}-s{row.seed}"
         config = dataclasses.replace(
             row_config(profile, dataclasses.replace(row, phase="table")),
-            finetune=FinetuneSection(epochs=0), prune=PruneSection(target_macs=0.5),
+            finetune=FinetuneSection(epochs=0), prune=PruneSection(target_macs=0.5, round_to=None),
         )
         replace = {"sparse": tp_sparse_stage(profile)} if method.sparse == "tp-group-sl" else {}
         run, _, _ = run_stages(config, shared, progress=progress, replace=replace, stop_after="sparse",

@@ -7,6 +7,13 @@ every runner first runs ``--warmup`` forward passes (a long-running process),
 then dense and deployed run interleaved, ``--repeats`` rounds, medians reported.
 The table compares the latency speed-up with the MAC speed-up (1 / MACs kept).
 
+``--options`` times what the runtimes offer, dense and pruned interleaved in one
+warm process: eager PyTorch, frozen TorchScript with contiguous and with
+channels-last weights and activations, ``torch.compile`` (inductor, when a C++
+compiler is present; compile time reported) and onnxruntime.
+``--round-to`` prunes the same model with several ``round_to`` values and times
+each deployed model against the dense one: the width rounding this CPU likes.
+
 ``--per-layer`` instead times every convolution of the folded eager models
 (dense and pruned, batch 64) with forward hooks and sets each layer's share of
 the time beside its share of the MACs: where the pruned model's time goes.
@@ -14,6 +21,8 @@ the time beside its share of the MACs: where the pruned model's time goes.
     python benchmarks/deploy_latency.py                      # resnet56 @ 0.5 and vgg16 @ 0.33, about 5 minutes
     python benchmarks/deploy_latency.py --cases resnet56:0.5 --batch-sizes 64 --threads 1
     python benchmarks/deploy_latency.py --per-layer --cases resnet56:0.5
+    python benchmarks/deploy_latency.py --options --cases resnet56:0.5 vgg16:0.33
+    python benchmarks/deploy_latency.py --round-to 1 4 8 16 32 --cases resnet56:0.5 vgg16:0.33
 """
 
 from __future__ import annotations
@@ -30,17 +39,20 @@ import torch
 import lassoprune as lp
 
 
+SHAPE = (1, 1, 32, 32)
+
+
 def run_case(model_name: str, target: float, batch_sizes: list[int], threads: int, warmup: int,
-             repeats: int) -> list[dict]:  # fmt: skip
+             repeats: int, round_to: int | None = 8) -> list[dict]:  # fmt: skip
     dense = lp.create_model(model_name, num_classes=10, in_channels=1).eval()
-    example = torch.zeros(1, 1, 32, 32)
-    pruned = lp.prune(dense, example, method="l1", target_macs=target, round_to=8)
+    example = torch.zeros(*SHAPE)
+    pruned = lp.prune(dense, example, method="l1", target_macs=target, round_to=round_to)
     mac_speedup = pruned.macs_before / pruned.macs_after
     with tempfile.TemporaryDirectory() as out:
         result = lp.deploy(pruned.model, Path(out), (1, 1, 32, 32), dense=dense, batch_sizes=batch_sizes,
                            threads=threads, warmup=warmup, repeats=repeats)
-    return [{"model": model_name, "target": target, "macs_kept": 1 / mac_speedup, "mac_speedup": mac_speedup,
-             **record, "of_mac_speedup": record["speedup"] / mac_speedup} for record in result.latency]
+    return [{"model": model_name, "target": target, "round_to": round_to, "macs_kept": 1 / mac_speedup,
+             "mac_speedup": mac_speedup, **record, "of_mac_speedup": record["speedup"] / mac_speedup} for record in result.latency]
 
 
 def conv_times(model: torch.nn.Module, shape: tuple[int, ...], threads: int, warmup: int,
@@ -104,6 +116,87 @@ def per_layer(model_name: str, target: float, threads: int, warmup: int, repeats
               f"| {p_times[name] / d_times[name]:.2f} | {d_ns:.3f} | {p_ns:.3f} |")
 
 
+def _torch_call(module, x: torch.Tensor):
+    def run() -> None:
+        with torch.no_grad():
+            module(x)
+    return run
+
+
+def option_runners(model: torch.nn.Module, batch: int, threads: int) -> tuple[dict, dict]:
+    """Runner per deployment option of ``model`` (folded, eval) at ``batch``; seconds spent building each."""
+    import io
+    import shutil
+
+    from lassoprune.io.onnx_export import onnx_bytes, onnx_session
+
+    folded = lp.fold_batchnorm(model).model.eval()
+    x = torch.randn(batch, *SHAPE[1:])
+    example = torch.randn(*SHAPE)
+    runners, build = {}, {}
+
+    def timed(name: str, make) -> None:
+        started = time.perf_counter()
+        runners[name] = make()
+        build[name] = time.perf_counter() - started
+
+    timed("eager", lambda: _torch_call(folded, x))
+
+    def script(memory_format: torch.memory_format):
+        source = folded.to(memory_format=memory_format)
+        with torch.no_grad():
+            frozen = torch.jit.freeze(torch.jit.trace(source, example.to(memory_format=memory_format)).eval())
+        buffer = io.BytesIO()
+        torch.jit.save(frozen, buffer)
+        buffer.seek(0)
+        loaded = torch.jit.optimize_for_inference(torch.jit.load(buffer).eval())
+        return _torch_call(loaded, x.contiguous(memory_format=memory_format))
+
+    timed("torchscript", lambda: script(torch.contiguous_format))
+    timed("torchscript channels-last", lambda: script(torch.channels_last))
+    folded = lp.fold_batchnorm(model).model.eval()  # .to(memory_format) above changed it in place
+    if shutil.which("g++") or shutil.which("c++"):
+        def compiled():
+            fn = torch.compile(folded, dynamic=False)
+            run = _torch_call(fn, x)
+            run()  # compiles here, so the build time holds it
+            return run
+        timed("torch.compile", compiled)
+    session = onnx_session(onnx_bytes(folded, SHAPE), threads=threads)
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    timed("onnxruntime", lambda: (lambda: session.run(None, feed)))
+    return runners, build
+
+
+def options(model_name: str, target: float, batch_sizes: list[int], threads: int, warmup: int,
+            repeats: int) -> list[dict]:  # fmt: skip
+    """Median ms of every deployment option, dense and pruned (l1, round_to 8) interleaved per batch size."""
+    from lassoprune.analysis.latency import time_interleaved
+
+    dense = lp.create_model(model_name, num_classes=10, in_channels=1).eval()
+    pruned = lp.prune(dense, torch.zeros(*SHAPE), method="l1", target_macs=target, round_to=8)
+    mac_speedup = pruned.macs_before / pruned.macs_after
+    records = []
+    for batch in batch_sizes:
+        d_runs, d_build = option_runners(dense, batch, threads)
+        p_runs, p_build = option_runners(pruned.model.eval(), batch, threads)
+        names = list(d_runs)
+        samples = time_interleaved([d_runs[n] for n in names] + [p_runs[n] for n in names], warmup, repeats, threads)
+        for i, name in enumerate(names):
+            dense_ms, pruned_ms = statistics.median(samples[i]), statistics.median(samples[len(names) + i])
+            records.append({"model": model_name, "target": target, "option": name, "batch_size": batch,
+                            "threads": threads, "dense_ms": dense_ms, "deployed_ms": pruned_ms,
+                            "speedup": dense_ms / pruned_ms, "mac_speedup": mac_speedup,
+                            "of_mac_speedup": dense_ms / pruned_ms / mac_speedup,
+                            "build_s": d_build[name] + p_build[name]})
+    print("| model | option | batch | dense ms | pruned ms | speed-up | of MAC speed-up | build s (both) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in records:
+        print(f"| {r['model']} @ {r['target']} | {r['option']} | {r['batch_size']} | {r['dense_ms']:.2f} | "
+              f"{r['deployed_ms']:.2f} | {r['speedup']:.2f}x | {r['of_mac_speedup']:.2f} | {r['build_s']:.1f} |")
+    return records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["resnet56:0.5", "vgg16:0.33"], help="MODEL:TARGET")
@@ -113,7 +206,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", metavar="FILE", help="also write the records here")
     parser.add_argument("--per-layer", action="store_true", help="per-convolution time vs MACs instead")
+    parser.add_argument("--options", action="store_true", help="time every deployment option instead")
+    parser.add_argument("--round-to", type=int, nargs="+", metavar="N",
+                        help="prune with each round_to (1: no rounding) and time each deployed model")
     args = parser.parse_args()
+    if args.options:
+        records = []
+        for case in args.cases:
+            name, target = case.split(":")
+            records += options(name, float(target), args.batch_sizes, args.threads, args.warmup, args.repeats)
+        if args.json:
+            Path(args.json).write_text(json.dumps(records, indent=1))
+        return
     if args.per_layer:
         for case in args.cases:
             name, target = case.split(":")
@@ -122,11 +226,13 @@ def main() -> None:
     records = []
     for case in args.cases:
         name, target = case.split(":")
-        records += run_case(name, float(target), args.batch_sizes, args.threads, args.warmup, args.repeats)
-    print("| model | MACs kept | runtime | batch | dense ms | deployed ms | speed-up | MAC speed-up | of MAC speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|")
+        for round_to in args.round_to or [8]:
+            records += run_case(name, float(target), args.batch_sizes, args.threads, args.warmup, args.repeats,
+                                round_to if round_to > 1 else None)
+    print("| model | round_to | MACs kept | runtime | batch | dense ms | deployed ms | speed-up | MAC speed-up | of MAC speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in records:
-        print(f"| {r['model']} | {r['macs_kept']:.3f} | {r['runtime']} | {r['batch_size']} | {r['dense_ms']:.2f} | "
+        print(f"| {r['model']} | {r['round_to'] or 1} | {r['macs_kept']:.3f} | {r['runtime']} | {r['batch_size']} | {r['dense_ms']:.2f} | "
               f"{r['deployed_ms']:.2f} | {r['speedup']:.2f}x | {r['mac_speedup']:.2f}x | {r['of_mac_speedup']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))

@@ -4,9 +4,12 @@ For each case a dense zoo model is pruned with ``l1`` to the MAC target
 (global allocation, and global with widths rounded to multiples of 8); the
 dense model and the pruned ones are timed round-robin in one process, so the
 ratios share the machine's noise. Target: latency speed-up >= 0.8 x MAC speed-up.
+By default every model first runs 200 untimed calls (a long-running process);
+``--fresh`` uses 3, as the first tables of docs/BENCHMARKS.md did (optimistic).
 
     python benchmarks/latency.py                      # resnet56 @ 1/2, vgg16 @ 1/3 MACs, batch 64 and 1
     python benchmarks/latency.py --repeats 10 --batch-sizes 64
+    python benchmarks/latency.py --fresh              # the fresh-process regime
 """
 
 from __future__ import annotations
@@ -65,9 +68,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 1])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, help="untimed calls per model first (default: 200, --fresh: 3)")
+    parser.add_argument("--fresh", action="store_true", help="time as a freshly started process does")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
+    if args.warmup is None:
+        args.warmup = 3 if args.fresh else 200
     rows = []
     for name, ratio in CASES:
         rows += run_case(name, ratio, args.batch_sizes, args.threads, args.warmup, args.repeats)

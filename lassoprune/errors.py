@@ -39,6 +39,10 @@ class DuplicateNameError(LassopruneError, ValueError):
     """A name registered twice (a model, dataset, method, ... plug-in that would shadow another)."""
 
 
+class UnreachableTargetError(LassopruneError, ValueError):
+    """A MACs / parameter target below what the channel floors (min_channels, round_to, kept groups) allow."""
+
+
 class ModelConfigError(LassopruneError, ValueError):
     """A model option or model spec that is out of range or malformed."""
 

@@ -88,6 +88,9 @@ class PruneSection:
     ``reconstruct``: refit the layers that lost input channels by least squares on the calibration images
     (:mod:`lassoprune.pruning.reconstruct`); the stage then reports one-shot accuracy without and with it.
     ``prune_residual``: whether residual (eltwise) groups may be cut (null: the method's default).
+    ``round_to``: kept widths in multiples of this (null or 1: free widths); ``auto`` (the default) uses
+    the widest of :data:`AUTO_ROUND_TO` that still reaches the target: 16 measured fastest on CPU
+    (docs/BENCHMARKS.md, "Deployed latency"), smaller steps only where 16 cannot reach the target.
     """
 
     method: str = "sglp-ib"
@@ -96,11 +99,15 @@ class PruneSection:
     calib_size: int = 500
     allocation: str = "global"
     min_channels: int = 1
-    round_to: int | None = None
+    round_to: int | str | None = "auto"
     ignore: tuple[str, ...] = ()
     prune_residual: bool | None = None
     reconstruct: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+
+
+#: The widths ``round_to: auto`` tries, widest first (None: free widths, the last resort).
+AUTO_ROUND_TO: tuple[int | None, ...] = (16, 8, 4, None)
 
 
 @dataclass(frozen=True)
@@ -317,6 +324,11 @@ def _check_values(config: RunConfig) -> None:
     for name, value in positives.items():
         if value < 1:
             raise LassopruneError(f"{name} must be >= 1, got {value}")
+    if isinstance(prune.round_to, str) and prune.round_to != "auto":
+        raise LassopruneError(f"prune.round_to must be a width step (e.g. 8), null (free widths) or auto, "
+                              f"got {prune.round_to!r}")
+    if isinstance(prune.round_to, int) and prune.round_to < 1:
+        raise LassopruneError(f"prune.round_to must be >= 1 (1 or null: free widths), got {prune.round_to}")
     if config.evaluate.split not in EVAL_SPLITS:
         raise UnknownNameError("evaluate.split", config.evaluate.split, EVAL_SPLITS)
     if config.data.validation_size < 0:

@@ -33,13 +33,13 @@ from torch import nn
 from lassoprune.analysis.latency import make_runner, summarize, time_interleaved
 from lassoprune.data import dataset_info
 from lassoprune.data.loader import BatchLoader
-from lassoprune.errors import LassopruneError
+from lassoprune.errors import LassopruneError, UnreachableTargetError
 from lassoprune.io import atomic_write_json, load, read_model_file, save
 from lassoprune.models import create_model, model_entry
-from lassoprune.pipeline.config import RunConfig
+from lassoprune.pipeline.config import AUTO_ROUND_TO, RunConfig
 from lassoprune.pipeline.run_dir import RunDirectory
 from lassoprune.pretrained import resolve_model_path
-from lassoprune.pruning import prune
+from lassoprune.pruning import PruneResult, prune
 from lassoprune.pruning.api import modules_named
 from lassoprune.pruning.reconstruct import reconstruct
 from lassoprune.regularizers import create_regularizer
@@ -195,12 +195,7 @@ def run_prune(ctx: StageContext) -> dict[str, Any]:
     model = load(ctx.run.path(source))
     ignored = modules_named(model, p.ignore, "prune.ignore")
     started = time.perf_counter()
-    result = prune(
-        model, ctx.example, method=p.method, target_macs=p.target_macs, target_params=p.target_params,
-        data=ctx.calibration, allocation=p.allocation, ignored_layers=ignored,
-        min_channels=p.min_channels, round_to=p.round_to, seed=ctx.config.seed, prune_residual=p.prune_residual,
-        **p.options,
-    )
+    result, round_to = _prune_rounded(ctx, model, ignored)
     seconds = time.perf_counter() - started
     unreconstructed = None
     if p.reconstruct:
@@ -221,8 +216,31 @@ def run_prune(ctx: StageContext) -> dict[str, Any]:
          extra=ctx.model_extra(pruning={k: record[k] for k in ("method", "target", "macs_before", "macs_after",
                                                                "params_before", "params_after")}))
     return {"model": f"prune/{MODEL_FILE}", "source": source, "metrics": metrics, "method_seconds": seconds,
-            "unreconstructed": unreconstructed,
+            "unreconstructed": unreconstructed, "round_to": round_to,
             **{k: record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")}}
+
+
+def _prune_rounded(ctx: StageContext, model: nn.Module, ignored: list[nn.Module]) -> tuple[PruneResult, int | None]:
+    """:func:`prune` with the configured ``round_to``; ``auto`` tries :data:`AUTO_ROUND_TO`, widest first, and
+    takes the first step whose floors reach the target (the check comes before any scoring, so a refused step
+    costs one graph analysis). Returns the result and the step used."""
+    p = ctx.config.prune
+    steps = AUTO_ROUND_TO if p.round_to == "auto" else (p.round_to,)
+    for step in steps:
+        try:
+            result = prune(
+                model, ctx.example, method=p.method, target_macs=p.target_macs, target_params=p.target_params,
+                data=ctx.calibration, allocation=p.allocation, ignored_layers=ignored,
+                min_channels=p.min_channels, round_to=step, seed=ctx.config.seed, prune_residual=p.prune_residual,
+                **p.options,
+            )  # fmt: skip
+        except UnreachableTargetError:
+            if step is steps[-1]:
+                raise
+            get_logger().info("round_to %s cannot reach the target; trying %s", step, steps[steps.index(step) + 1])
+            continue
+        return result, step
+    raise AssertionError("unreachable: the last step re-raises")
 
 
 def run_finetune(ctx: StageContext) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from lassoprune.channels import ChannelGroup, CostModel, Target
-from lassoprune.errors import LassopruneError
+from lassoprune.errors import LassopruneError, UnreachableTargetError
 
 S = TypeVar("S")
 
@@ -158,7 +158,7 @@ def check_target(cost_model: CostModel, target: Target, floor: np.ndarray,
                              for g, f in zip(groups, floor))
         hint = (", or let the residual stream be cut (the lasso methods keep it whole by default): "
                 "prune_residual=True, CLI --cut-residual, config prune.prune_residual: true") if residual_whole else ""
-        raise LassopruneError(
+        raise UnreachableTargetError(
             f"target_{target.kind}={target.ratio} is unreachable: with every group at its floor the network "
             f"keeps {smallest:.4f} of its {target.kind}; the smallest reachable target is "
             f"{math.ceil(smallest * 1e4) / 1e4} (lower min_channels / round_to, ignore fewer layers{hint})"

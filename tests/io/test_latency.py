@@ -106,6 +106,15 @@ def test_bench_single_model_and_text_table(model_files, capsys):
     assert main([*args, "--backends", "onnxruntime"]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime" in out and "A ms" in out and "B ms" not in out
+    assert "after 200 warm-up" in out and "(warm process)" in out
+
+
+def test_bench_fresh_regime_on_request(model_files, capsys):
+    dense, _ = model_files
+    args = ["bench", "--checkpoint", str(dense), "--batch-sizes", "1", "--threads", "1", "--repeats", "2", "--json"]
+    assert main([*args, "--backends", "torch", "--fresh"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["regime"] == "fresh" and report["warmup"] == 3
 
 
 def test_bench_needs_exactly_one_model_a(model_files, capsys):

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import lassoprune as lp
@@ -82,6 +83,8 @@ def test_unknown_names_fail_with_the_valid_choices(patch: dict, kind: str, valid
         {"data": "fashion-mnist"},
         {"prune": {"method": "l1", "target_macs": 0.5, "options": {"pool": 2}}},
         {"pretrain": {"checkpoint": "no/such/model.pt"}},
+        {"prune": {"method": "l1", "target_macs": 0.5, "round_to": "wide"}},
+        {"prune": {"method": "l1", "target_macs": 0.5, "round_to": 0}},
     ],
 )
 def test_bad_values_fail_before_any_compute(patch: dict) -> None:
@@ -143,6 +146,27 @@ def test_summary_agrees_with_the_model_files(finished_run: tuple[Path, dict]) ->
     assert len(summary["metrics"]["final"]["per_class"]) == 10
     assert summary["latency"]["speedup"] == pytest.approx(
         summary["latency"]["before_ms"] / summary["latency"]["after_ms"])
+
+
+def test_auto_round_to_is_the_widest_step_that_reaches_the_target(finished_run: tuple[Path, dict]) -> None:
+    """``round_to: auto`` (default): the widest of 16, 8, 4, free that reaches the target; widths follow it."""
+    from lassoprune.errors import UnreachableTargetError
+    from lassoprune.pipeline.config import AUTO_ROUND_TO
+
+    root, _ = finished_run
+    step = json.loads((root / "state.json").read_text())["stages"]["prune"]["round_to"]
+    assert step in AUTO_ROUND_TO
+    dense = lp.load(root / "pretrain" / "model.pt")
+    example = torch.zeros(1, 3, 32, 32)
+    for wider in AUTO_ROUND_TO[: AUTO_ROUND_TO.index(step)]:  # every wider step cannot reach 0.4
+        with pytest.raises(UnreachableTargetError):
+            lp.prune(dense, example, method="l1", target_macs=SMALL["prune"]["target_macs"], round_to=wider,
+                     prune_residual=False)
+    pruned = lp.load(root / "prune" / "model.pt")
+    full = {n: m.out_channels for n, m in dense.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    for name, module in pruned.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and module.out_channels < full[name]:
+            assert module.out_channels % (step or 1) == 0, (name, module.out_channels, step)
 
 
 def test_rerun_of_a_finished_run_does_nothing(finished_run: tuple[Path, dict]) -> None:
