@@ -9,7 +9,7 @@ from torch import nn
 
 from lassoprune.cli._common import model_image_size, positive, print_json
 from lassoprune.cli.export import model_in_channels
-from lassoprune.deployment import deploy
+from lassoprune.deployment import RUNTIMES, deploy
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load, read_model_file
 from lassoprune.models import create_model
@@ -19,8 +19,12 @@ EPILOG = """\
 examples:
   lassoprune deploy --checkpoint runs/demo/prune/model.pt --out deployed/
   lassoprune deploy --checkpoint P.pt --out D --runtime onnx --batch-sizes 1 64 --threads 1
+  lassoprune deploy --checkpoint P.pt --out D --runtime torchscript onnx aoti
 Writes DIR/model.torchscript.pt (frozen; load with lassoprune.deployment.load_torchscript),
-DIR/model.onnx and DIR/deploy.json (output check and latency). Outputs must match the
+DIR/model.onnx, with --runtime aoti DIR/model.pt2 (torch.export compiled ahead of time by
+Inductor: needs a C++ compiler, about a minute per model; load with
+lassoprune.deployment.load_aoti), and DIR/deploy.json (output check, latency, the fastest
+runtime per batch size). Outputs must match the
 pruned model to 1e-4 x max(1, largest |output|), or the command fails and writes no model file.
 Latency is measured the way a long-running process sees it: --warmup passes of every
 model first, then dense and deployed interleaved. The dense model is the checkpoint's
@@ -35,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--checkpoint", required=True, metavar="FILE", help="the model file to deploy")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    parser.add_argument("--runtime", nargs="+", choices=("torchscript", "onnx"), default=["torchscript", "onnx"])
+    parser.add_argument("--runtime", nargs="+", choices=RUNTIMES, default=["torchscript", "onnx"],
+                        help="runtimes to deploy for (default: torchscript onnx)")
     parser.add_argument("--dense", metavar="FILE", help="the unpruned model to time against (default: the "
                                                         "checkpoint's architecture at full width)")
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: the file's, else the model's)")
@@ -84,3 +89,5 @@ def _print_report(report: dict[str, Any]) -> None:
         dense = f"dense {rec['dense_ms']:.2f} ms -> " if "dense_ms" in rec else ""
         speed = f"  ({rec['speedup']:.2f}x)" if "speedup" in rec else ""
         print(f"  {rec['runtime']:<11s} batch {rec['batch_size']:<3d} {dense}deployed {rec['deployed_ms']:.2f} ms{speed}")
+    for batch, runtime in report["fastest"].items():
+        print(f"  fastest at batch {batch}: {runtime}")

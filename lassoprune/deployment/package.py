@@ -9,22 +9,30 @@ Steps (each checked against the model it came from):
    be saved: it holds oneDNN-specific nodes that ``torch.jit.load`` rejects);
 3. ONNX (dynamic batch, :func:`lassoprune.io.onnx_export.export_onnx`), saved as
    ``model.onnx``; onnxruntime applies its own graph optimisations when it loads it;
-4. outputs of both compared with the pruned model on random batches: the largest
+   on request (``aoti``, needs a C++ compiler): ``torch.export`` with a dynamic batch
+   dimension compiled ahead of time by Inductor (the compiler behind ``torch.compile``),
+   saved as ``model.pt2``; :func:`load_aoti` loads it. On this project's CPU it was the
+   fastest PyTorch runtime for ResNet-56 at batch 64 (docs/BENCHMARKS.md, "Deployed latency");
+4. outputs of every runtime compared with the pruned model on random batches: the largest
    absolute difference must be <= ``tolerance`` x max(1, largest |output|);
 5. latency in a warm process (``warmup`` forward passes of every runner first,
    then runners interleaved round-robin, :func:`lassoprune.analysis.latency.time_interleaved`):
    the dense model (when known, deployed the same way in memory: folded, frozen /
    exported, so the speed-up is the pruning's alone) and the deployed one, per
-   runtime and batch size; written to ``deploy.json`` beside the files.
+   runtime and batch size, and the fastest runtime per batch size; written to
+   ``deploy.json`` beside the files.
 
-Widths are what the model was pruned to: prune with ``round_to`` for widths the
-CPU kernels like (docs/BENCHMARKS.md).
+Widths are what the model was pruned to: prune with ``round_to`` (16 measured
+fastest here) for widths the CPU kernels like (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +46,18 @@ from lassoprune.errors import LassopruneError
 from lassoprune.io.atomic import atomic_write_json
 from lassoprune.io.onnx_export import check_input_shape, eval_mode, export_onnx, onnx_bytes, onnx_session
 
-__all__ = ["DeployResult", "deploy", "load_torchscript", "TORCHSCRIPT_FILE", "ONNX_FILE", "REPORT_FILE"]
+__all__ = ["DeployResult", "deploy", "load_torchscript", "load_aoti", "RUNTIMES", "TORCHSCRIPT_FILE", "ONNX_FILE",
+           "AOTI_FILE", "REPORT_FILE"]
 
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
+AOTI_FILE = "model.pt2"
 REPORT_FILE = "deploy.json"
+_FILES = {"torchscript": TORCHSCRIPT_FILE, "onnx": ONNX_FILE, "aoti": AOTI_FILE}
+#: Every runtime :func:`deploy` knows (``aoti`` compiles C++: on request only).
+RUNTIMES: tuple[str, ...] = tuple(_FILES)
+#: The largest batch an ``aoti`` package accepts (its batch dimension is dynamic up to this).
+AOTI_MAX_BATCH = 4096
 
 
 @dataclass
@@ -57,6 +72,7 @@ class DeployResult:
         tolerance: the allowed difference (absolute, relative to max(1, largest |output|)).
         latency: one record per (runtime, batch size): ``deployed_ms`` and, with a dense
             model, ``dense_ms`` and ``speedup`` (medians of the interleaved warm runs).
+        fastest: batch size -> the runtime with the lowest ``deployed_ms`` (empty without timing).
     """
 
     out: Path
@@ -66,11 +82,13 @@ class DeployResult:
     max_abs_diff: dict[str, float]
     tolerance: float
     latency: list[dict[str, Any]] = field(default_factory=list)
+    fastest: dict[int, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"out": str(self.out), "files": self.files, "folded_batchnorm": list(self.folded),
                 "kept_batchnorm": list(self.kept_batchnorm), "max_abs_diff": self.max_abs_diff,
-                "tolerance": self.tolerance, "latency": self.latency}
+                "tolerance": self.tolerance, "latency": self.latency,
+                "fastest": {str(batch): name for batch, name in self.fastest.items()}}
 
 
 def deploy(
@@ -93,7 +111,7 @@ def deploy(
         out: output directory (created).
         input_shape: one input, batch first, e.g. ``(1, 3, 32, 32)``.
         dense: the unpruned model, deployed the same way in memory and timed beside (None: no speed-up).
-        runtimes: ``torchscript`` and / or ``onnx``.
+        runtimes: any of :data:`RUNTIMES` (``aoti`` needs a C++ compiler and compiles for a minute or so).
         batch_sizes: batch sizes timed.
         threads: intra-op threads while timing.
         warmup, repeats: untimed passes of every runner first, then timed rounds.
@@ -101,19 +119,19 @@ def deploy(
         tolerance: allowed max |deployed - pruned| relative to max(1, max |pruned output|).
 
     Raises:
-        LassopruneError: an unknown runtime, or a deployed model that differs from ``model``.
+        LassopruneError: an unknown runtime, ``aoti`` without a C++ compiler or on a model
+            ``torch.export`` cannot capture, or a deployed model that differs from ``model``.
     """
-    unknown = sorted(set(runtimes) - {"torchscript", "onnx"})
+    unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown or not runtimes:
-        raise LassopruneError(f"unknown runtime(s) {unknown or list(runtimes)}: choose from torchscript, onnx")
+        raise LassopruneError(f"unknown runtime(s) {unknown or list(runtimes)}: choose from {', '.join(RUNTIMES)}")
+    if "aoti" in runtimes:
+        check_cxx_compiler()
     shape = check_input_shape(input_shape)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with eval_mode(model):
         return _deploy(model, out, shape, dense, runtimes, batch_sizes, threads, warmup, repeats, latency, tolerance)
-
-
-_FILES = {"torchscript": TORCHSCRIPT_FILE, "onnx": ONNX_FILE}
 
 
 def _deploy(model: nn.Module, out: Path, shape: tuple[int, ...], dense: nn.Module | None, runtimes: Sequence[str],
@@ -123,7 +141,7 @@ def _deploy(model: nn.Module, out: Path, shape: tuple[int, ...], dense: nn.Modul
     after the output check, so a failed deployment never leaves (or overwrites) a model file."""
     fold = fold_batchnorm(model)
     example = torch.randn(1, *shape[1:], generator=torch.Generator().manual_seed(0))
-    staged: dict[str, Path] = {name: out / (_FILES[name] + ".tmp") for name in runtimes}
+    staged: dict[str, Path] = {name: _staged_path(out / _FILES[name]) for name in runtimes}
     deployed: dict[str, Any] = {}
     try:
         if "torchscript" in staged:
@@ -132,6 +150,9 @@ def _deploy(model: nn.Module, out: Path, shape: tuple[int, ...], dense: nn.Modul
         if "onnx" in staged:
             export_onnx(fold.model, staged["onnx"], (1, *shape[1:]))
             deployed["onnx"] = onnx_session(str(staged["onnx"]), threads=threads)
+        if "aoti" in staged:
+            _aoti_package(fold.model, shape, staged["aoti"])
+            deployed["aoti"] = load_aoti(staged["aoti"])
         diffs = {name: _max_diff(model, runtime, shape) for name, runtime in deployed.items()}
         bad = {name: d for name, d in diffs.items() if d > tolerance}
         if bad:
@@ -152,6 +173,7 @@ def _deploy(model: nn.Module, out: Path, shape: tuple[int, ...], dense: nn.Modul
     result = DeployResult(out, files, fold.folded, fold.kept, diffs, tolerance)
     if latency:
         result.latency = _latency(model, dense, fold.model, deployed, shape, batch_sizes, threads, warmup, repeats)
+        result.fastest = _fastest(result.latency)
     atomic_write_json(out / REPORT_FILE, result.to_dict())
     return result
 
@@ -161,17 +183,55 @@ def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
     return torch.jit.optimize_for_inference(torch.jit.load(str(path)).eval())
 
 
+def load_aoti(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A deployed ``model.pt2`` (AOTInductor package): a callable from a batch to the outputs."""
+    return torch._inductor.aoti_load_package(str(path))
+
+
+def check_cxx_compiler() -> str:
+    """The C++ compiler Inductor will use (``$CXX``, else g++ / clang++); a clear error when there is none."""
+    for candidate in (os.environ.get("CXX"), "g++", "clang++", "c++"):
+        if candidate and shutil.which(candidate):
+            return candidate
+    raise LassopruneError("runtime aoti compiles the model to C++ and no C++ compiler was found (g++, clang++ or "
+                          "$CXX): install one (Debian: apt install g++) or deploy with --runtime torchscript onnx")
+
+
+def _staged_path(final: Path) -> Path:
+    """Where a file is written before the check: ``model.tmp.onnx`` for ``model.onnx`` (AOTInductor insists on
+    the ``.pt2`` suffix, so the marker goes before it)."""
+    return final.with_name(f"{final.stem}.tmp{final.suffix}")
+
+
+def _aoti_package(model: nn.Module, shape: tuple[int, ...], path: Path) -> None:
+    """``torch.export`` with a dynamic batch dimension, compiled by AOTInductor into the package ``path``."""
+    example = torch.randn(2, *shape[1:], generator=torch.Generator().manual_seed(0))  # 2: batch 1 would specialise
+    batch = torch.export.Dim("batch", min=1, max=AOTI_MAX_BATCH)
+    try:
+        with torch.no_grad():
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    except Exception as exc:  # torch.export's errors are many and internal; the advice is the same
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise LassopruneError(f"runtime aoti: torch.export cannot capture this model ({type(exc).__name__}: "
+                              f"{first[:200]}); deploy it with --runtime torchscript onnx") from exc
+    torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+
+
 def _frozen_torchscript(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     with torch.no_grad():
         traced = torch.jit.trace(model, example, check_trace=False)
         return torch.jit.freeze(traced.eval())
 
 
+def _is_onnx_session(runtime: Any) -> bool:
+    return hasattr(runtime, "get_inputs") and hasattr(runtime, "run")
+
+
 def _outputs(runtime: Any, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(runtime, torch.jit.ScriptModule | nn.Module):
-        with torch.no_grad():
-            return runtime(x)
-    return torch.from_numpy(runtime.run(None, {runtime.get_inputs()[0].name: x.numpy()})[0])
+    if _is_onnx_session(runtime):
+        return torch.from_numpy(runtime.run(None, {runtime.get_inputs()[0].name: x.numpy()})[0])
+    with torch.no_grad():
+        return runtime(x)
 
 
 def _max_diff(model: nn.Module, runtime: Any, shape: tuple[int, ...]) -> float:
@@ -197,7 +257,7 @@ def _latency(model: nn.Module, dense: nn.Module | None, folded: nn.Module, deplo
     for batch in batch_sizes:
         batch_shape = (batch, *shape[1:])
         for name in deployed:
-            backend = "torch" if name == "torchscript" else "onnxruntime"
+            backend = "onnxruntime" if name == "onnx" else "torch"
             runners = [_deployed_runner(deployed[name], folded, batch_shape, backend, threads)]
             if dense is not None:
                 runners.append(_deployed_runner(dense_runtimes[name], dense_folded, batch_shape, backend, threads))
@@ -211,6 +271,16 @@ def _latency(model: nn.Module, dense: nn.Module | None, folded: nn.Module, deplo
     return records
 
 
+def _fastest(records: list[dict[str, Any]]) -> dict[int, str]:
+    """Batch size -> the runtime with the lowest median deployed latency."""
+    best: dict[int, dict[str, Any]] = {}
+    for record in records:
+        batch = record["batch_size"]
+        if batch not in best or record["deployed_ms"] < best[batch]["deployed_ms"]:
+            best[batch] = record
+    return {batch: record["runtime"] for batch, record in best.items()}
+
+
 def _in_memory_runtimes(model: nn.Module, runtimes: Sequence[str], shape: tuple[int, ...],
                         threads: int) -> dict[str, Any]:  # fmt: skip
     """``model`` deployed like the files, without writing them (for the dense side of the timing)."""
@@ -221,6 +291,11 @@ def _in_memory_runtimes(model: nn.Module, runtimes: Sequence[str], shape: tuple[
         made["torchscript"] = torch.jit.optimize_for_inference(_frozen_torchscript(folded, example))
     if "onnx" in runtimes:
         made["onnx"] = onnx_session(onnx_bytes(folded, (1, *shape[1:])), threads=threads)
+    if "aoti" in runtimes:
+        with tempfile.TemporaryDirectory() as scratch:  # the loaded package keeps its code in memory
+            package = Path(scratch) / AOTI_FILE
+            _aoti_package(folded, shape, package)
+            made["aoti"] = load_aoti(package)
     return made
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import lassoprune as lp
 from lassoprune.cli import main
-from lassoprune.deployment import deploy, fold_batchnorm, load_torchscript
+from lassoprune.deployment import deploy, fold_batchnorm, load_aoti, load_torchscript
 from lassoprune.errors import LassopruneError
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "pruning"))
@@ -112,7 +112,9 @@ def test_deploy_times_dense_and_deployed_and_rejects_bad_runtimes(tmp_path):
     assert {(r["runtime"], r["batch_size"]) for r in result.latency} == {("torchscript", 2), ("onnx", 2)}
     for record in result.latency:
         assert record["speedup"] == pytest.approx(record["dense_ms"] / record["deployed_ms"])
-    with pytest.raises(LassopruneError, match="torchscript, onnx"):
+    assert result.fastest == {2: min(result.latency, key=lambda r: r["deployed_ms"])["runtime"]}
+    assert json.loads((tmp_path / "deploy.json").read_text())["fastest"] == {"2": result.fastest[2]}
+    with pytest.raises(LassopruneError, match="torchscript, onnx, aoti"):
         deploy(pruned, tmp_path, (1, 3, 32, 32), runtimes=("tensorrt",))
 
 
@@ -148,10 +150,42 @@ def test_linear_batchnorm1d_is_left_alone_and_a_failed_check_writes_no_model_fil
     with pytest.raises(LassopruneError, match="nothing was written"):
         deploy(model, tmp_path, (1, 3, 32, 32), latency=False)
     assert (tmp_path / "model.onnx").read_bytes() == before  # the earlier good file is untouched
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp*"))
     monkeypatch.undo()
     deploy(model, tmp_path, (1, 3, 32, 32), runtimes=("onnx",), latency=False)
     assert not (tmp_path / "model.torchscript.pt").exists()  # stale: not deployed this time
     model.train()
     deploy(model, tmp_path, (1, 3, 32, 32), runtimes=("onnx",), latency=False)
     assert model.training
+
+
+def test_aoti_package_reproduces_the_pruned_model_at_any_batch(tmp_path):
+    """``aoti``: torch.export with a dynamic batch, compiled by AOTInductor; needs a C++ compiler."""
+    from lassoprune.deployment.package import check_cxx_compiler
+
+    try:
+        check_cxx_compiler()
+    except LassopruneError:
+        pytest.skip("no C++ compiler on this machine")
+    dense = model_with_random_bn("resnet20")
+    pruned = lp.prune(dense, torch.zeros(1, 3, 16, 16), method="l1", target_macs=0.5, round_to=8).model
+    result = deploy(pruned, tmp_path, (1, 3, 16, 16), dense=dense, runtimes=("aoti",), batch_sizes=(3,), warmup=1,
+                    repeats=2)
+    assert set(result.files) == {"aoti"} and result.max_abs_diff["aoti"] <= 1e-4
+    assert [(r["runtime"], r["batch_size"]) for r in result.latency] == [("aoti", 3)] and result.fastest == {3: "aoti"}
+    runner = load_aoti(tmp_path / "model.pt2")
+    for batch in (1, 7):
+        x = torch.randn(batch, 3, 16, 16, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            assert _relative_diff(pruned.eval()(x), runner(x)) <= 1e-4
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_aoti_without_a_compiler_is_a_clear_error_before_any_file(tmp_path, monkeypatch):
+    from lassoprune.deployment import package
+
+    monkeypatch.setattr(package.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(LassopruneError, match="no C\\+\\+ compiler"):
+        deploy(lp.create_model("resnet20", num_classes=10), tmp_path, (1, 3, 32, 32), runtimes=("aoti",))
+    assert list(tmp_path.iterdir()) == []
