@@ -20,6 +20,7 @@ the time beside its share of the MACs: where the pruned model's time goes.
 
     python benchmarks/deploy_latency.py                      # resnet56 @ 0.5 and vgg16 @ 0.33, about 5 minutes
     python benchmarks/deploy_latency.py --cases resnet56:0.5 --batch-sizes 64 --threads 1
+    python benchmarks/deploy_latency.py --round-to 16 --runtimes torchscript onnx aoti
     python benchmarks/deploy_latency.py --per-layer --cases resnet56:0.5
     python benchmarks/deploy_latency.py --options --cases resnet56:0.5 vgg16:0.33
     python benchmarks/deploy_latency.py --round-to 1 4 8 16 32 --cases resnet56:0.5 vgg16:0.33
@@ -43,14 +44,15 @@ SHAPE = (1, 1, 32, 32)
 
 
 def run_case(model_name: str, target: float, batch_sizes: list[int], threads: int, warmup: int,
-             repeats: int, round_to: int | None = 8) -> list[dict]:  # fmt: skip
+             repeats: int, round_to: int | None = 8,
+             runtimes: tuple[str, ...] = ("torchscript", "onnx")) -> list[dict]:  # fmt: skip
     dense = lp.create_model(model_name, num_classes=10, in_channels=1).eval()
     example = torch.zeros(*SHAPE)
     pruned = lp.prune(dense, example, method="l1", target_macs=target, round_to=round_to)
     mac_speedup = pruned.macs_before / pruned.macs_after
     with tempfile.TemporaryDirectory() as out:
-        result = lp.deploy(pruned.model, Path(out), (1, 1, 32, 32), dense=dense, batch_sizes=batch_sizes,
-                           threads=threads, warmup=warmup, repeats=repeats)
+        result = lp.deploy(pruned.model, Path(out), (1, 1, 32, 32), dense=dense, runtimes=runtimes,
+                           batch_sizes=batch_sizes, threads=threads, warmup=warmup, repeats=repeats)
     return [{"model": model_name, "target": target, "round_to": round_to, "macs_kept": 1 / mac_speedup,
              "mac_speedup": mac_speedup, **record, "of_mac_speedup": record["speedup"] / mac_speedup} for record in result.latency]
 
@@ -207,6 +209,8 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the records here")
     parser.add_argument("--per-layer", action="store_true", help="per-convolution time vs MACs instead")
     parser.add_argument("--options", action="store_true", help="time every deployment option instead")
+    parser.add_argument("--runtimes", nargs="+", default=["torchscript", "onnx"], choices=lp.deployment.RUNTIMES,
+                        help="runtimes deployed and timed (aoti: compiled ahead of time, about a minute a model)")
     parser.add_argument("--round-to", type=int, nargs="+", metavar="N",
                         help="prune with each round_to (1: no rounding) and time each deployed model")
     args = parser.parse_args()
@@ -228,7 +232,7 @@ def main() -> None:
         name, target = case.split(":")
         for round_to in args.round_to or [8]:
             records += run_case(name, float(target), args.batch_sizes, args.threads, args.warmup, args.repeats,
-                                round_to if round_to > 1 else None)
+                                round_to if round_to > 1 else None, tuple(args.runtimes))
     print("| model | round_to | MACs kept | runtime | batch | dense ms | deployed ms | speed-up | MAC speed-up | of MAC speed-up |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in records:
