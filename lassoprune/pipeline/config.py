@@ -88,9 +88,9 @@ class PruneSection:
     ``reconstruct``: refit the layers that lost input channels by least squares on the calibration images
     (:mod:`lassoprune.pruning.reconstruct`); the stage then reports one-shot accuracy without and with it.
     ``prune_residual``: whether residual (eltwise) groups may be cut (null: the method's default).
-    ``round_to``: kept widths in multiples of this (null or 1: free widths); ``auto`` (the default) uses
-    the widest of :data:`AUTO_ROUND_TO` that still reaches the target: 16 measured fastest on CPU
-    (docs/BENCHMARKS.md, "Deployed latency"), smaller steps only where 16 cannot reach the target.
+    ``round_to``: kept widths in multiples of this (null, the default, or 1: free widths); ``auto`` uses
+    the widest of :data:`AUTO_ROUND_TO` that still reaches the target: 16 measured fastest on CPU, but
+    it can cost much accuracy on narrow networks (docs/BENCHMARKS.md, "Deployed latency"), hence opt-in.
     """
 
     method: str = "sglp-ib"
@@ -99,7 +99,7 @@ class PruneSection:
     calib_size: int = 500
     allocation: str = "global"
     min_channels: int = 1
-    round_to: int | str | None = "auto"
+    round_to: int | str | None = None
     ignore: tuple[str, ...] = ()
     prune_residual: bool | None = None
     reconstruct: bool = False

@@ -23,7 +23,7 @@ SMALL = {
     "model": "resnet20",
     "data": {"name": "synthetic", "batch_size": 50},
     "pretrain": {"epochs": 1, "train_subset": 500},
-    "prune": {"method": "stlp-ib", "target_macs": 0.4, "calib_size": 100},
+    "prune": {"method": "stlp-ib", "target_macs": 0.4, "calib_size": 100, "round_to": "auto"},
     "finetune": {"epochs": 1, "train_subset": 300},
     "evaluate": {"latency": True, "latency_batch": 4},
 }
@@ -149,7 +149,7 @@ def test_summary_agrees_with_the_model_files(finished_run: tuple[Path, dict]) ->
 
 
 def test_auto_round_to_is_the_widest_step_that_reaches_the_target(finished_run: tuple[Path, dict]) -> None:
-    """``round_to: auto`` (default): the widest of 16, 8, 4, free that reaches the target; widths follow it."""
+    """``round_to: auto``: the widest of 16, 8, 4, free that reaches the target; widths follow it."""
     from lassoprune.errors import UnreachableTargetError
     from lassoprune.pipeline.config import AUTO_ROUND_TO
 
