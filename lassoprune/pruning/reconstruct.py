@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,7 @@ from torch import Tensor, nn
 
 from lassoprune.channels.groups import ChannelGroup
 from lassoprune.errors import LassopruneError
+from lassoprune.pruning.prefix_cache import FinishedModuleCache
 
 Batch = tuple[Tensor, Tensor]
 
@@ -135,6 +137,7 @@ def reconstruct(
     ridge: float | None = None,
     positions: int = DEFAULT_POSITIONS,
     seed: int = 0,
+    cache_finished: bool = True,
 ) -> tuple[LayerRefit, ...]:
     """Refit, in place, every layer of ``pruned`` whose input channels were removed.
 
@@ -147,6 +150,10 @@ def reconstruct(
             group) by generalised cross-validation from :data:`RIDGE_GRID`, so a layer with few rows
             for its unknowns (a linear layer: one row per image) stays near the cut's weights.
         positions: output positions sampled per image (seeded by ``seed``).
+        cache_finished: keep the outputs of the modules whose refits are all written and serve them
+            from memory in the later passes (:mod:`lassoprune.pruning.prefix_cache`; same results, the
+            network's prefix is not run again for every layer; costs about one activation per finished
+            module on the frontier). False: run the whole prefix before every layer.
 
     Returns:
         one :class:`LayerRefit` per refitted layer, in the order the network runs them.
@@ -162,24 +169,31 @@ def reconstruct(
     was_training = original.training
     original.eval()
     try:
-        return _refit_in_order(original, pruned.eval(), plans, images, ridge, positions, seed)
+        return _refit_in_order(original, pruned.eval(), plans, images, ridge, positions, seed, cache_finished)
     finally:
         original.train(was_training)  # the caller's model is left in the mode it came in
 
 
 def _refit_in_order(original: nn.Module, pruned: nn.Module, plans: Mapping[str, _Plan], images: Sequence[Tensor],
-                    ridge: float | None, positions: int, seed: int) -> tuple[LayerRefit, ...]:  # fmt: skip
+                    ridge: float | None, positions: int, seed: int,
+                    cache_finished: bool) -> tuple[LayerRefit, ...]:  # fmt: skip
     """The refits of :func:`reconstruct`, both models in eval mode."""
     layers = dict(pruned.named_modules())
+    names = {module: name for name, module in layers.items()}
     order = [n for n in execution_order(pruned, images[0][:1]) if n in plans]
     norms = following_norms(pruned, images[0][:1], order)
+    writes = {n: (n, names[norms[n]]) if n in norms else (n,) for n in order}  # what each refit changes
+    cache = FinishedModuleCache(pruned, [m for n in order for m in writes[n]])
     targets = _original_outputs(original, images, order, plans, positions, seed)
     refits = []
-    for name in order:
-        layer = layers[name]
-        stats = _accumulate(pruned, layer, images, targets[name])
-        refits.append(_refit(name, layer, plans[name], stats, ridge, norms.get(name)))
-        del targets[name]
+    with cache.installed() if cache_finished else nullcontext(cache):
+        for name in order:
+            layer = layers[name]
+            stats = _accumulate(pruned, layer, images, targets[name], cache)
+            refits.append(_refit(name, layer, plans[name], stats, ridge, norms.get(name)))
+            for written in writes[name]:
+                cache.finish(written)
+            del targets[name]
     return tuple(refits)
 
 
@@ -317,8 +331,9 @@ class _Stats:
 
 @torch.no_grad()
 def _accumulate(pruned: nn.Module, layer: nn.Module, images: Sequence[Tensor],
-                targets: Sequence[tuple[Tensor, Tensor | None]]) -> _Stats:  # fmt: skip
-    """Run ``pruned`` up to ``layer`` on every batch and accumulate the moments of its fit."""
+                targets: Sequence[tuple[Tensor, Tensor | None]], cache: FinishedModuleCache) -> _Stats:  # fmt: skip
+    """Run ``pruned`` up to ``layer`` on every batch (``cache`` told which batch it is) and accumulate the
+    moments of its fit."""
     captured: list[Tensor] = []
 
     def grab(_m: nn.Module, inputs: tuple[Tensor, ...]) -> None:
@@ -328,7 +343,8 @@ def _accumulate(pruned: nn.Module, layer: nn.Module, images: Sequence[Tensor],
     handle = layer.register_forward_pre_hook(grab)
     stats: _Stats | None = None
     try:
-        for x, (y_rows, where) in zip(images, targets):
+        for batch, (x, (y_rows, where)) in enumerate(zip(images, targets)):
+            cache.batch = batch
             try:
                 pruned(x)
             except _Stop:
@@ -383,6 +399,28 @@ def _inverse(d: Tensor, lam: Tensor) -> Tensor:
     return torch.where(total > 1e-12 * d.amax(-1, keepdim=True).clamp_min(1e-300), 1.0 / total, 0.0)
 
 
+def eigh_psd(a: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigen-decomposition of symmetric positive semi-definite ``a`` (``(G, D, D)``), eigenvalues clamped at 0.
+
+    LAPACK's divide-and-conquer ``eigh`` can fail to converge on a rank-deficient Gram with many
+    (near-)zero eigenvalues (seen on ResNet-18 at 32x32: 3,231 unknowns, 1,600 rows). Then a jitter of
+    ``1e-10 * trace / D`` separates them (it shifts every eigenvalue by that, far below any ridge of
+    :data:`RIDGE_GRID`, and is subtracted again), and an SVD is the last resort (for a PSD matrix its
+    singular vectors are eigenvectors).
+    """
+    try:
+        d, v = torch.linalg.eigh(a)
+    except torch.linalg.LinAlgError:
+        jitter = 1e-10 * a.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)  # (G,)
+        eye = torch.eye(a.shape[-1], dtype=a.dtype)
+        try:
+            d, v = torch.linalg.eigh(a + jitter[:, None, None] * eye)
+            d = d - jitter[:, None]
+        except torch.linalg.LinAlgError:
+            v, d, _ = torch.linalg.svd(a)
+    return d.clamp_min(0.0), v
+
+
 def solve_ridge(
     stats: _Stats, ridge: float | Sequence[float] | None, intercept: bool, prior: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -405,8 +443,7 @@ def solve_ridge(
     """
     a, b_mat, syy = _centred(stats, intercept)
     prior = torch.zeros_like(b_mat) if prior is None else prior
-    d, v = torch.linalg.eigh(a)
-    d = d.clamp_min(0.0)  # (G, D)
+    d, v = eigh_psd(a)  # (G, D), (G, D, D)
     scale = d.mean(-1, keepdim=True)  # trace / D
     q_mat = v.transpose(1, 2) @ (b_mat - a @ prior)  # (G, D, C)
     grid = RIDGE_GRID if ridge is None else (ridge,) if isinstance(ridge, (int, float)) else tuple(ridge)

@@ -180,3 +180,24 @@ def test_reconstruction_brings_every_zoo_model_closer_to_the_unpruned_one(name: 
     assert all(r.error_after <= r.error_before + 1e-6 for r in rebuilt.reconstruction)
     assert _held_out_error(model, rebuilt.model, held_out) < _held_out_error(model, cut.model, held_out)
 
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_eigh_falls_back_when_lapack_does_not_converge(monkeypatch: pytest.MonkeyPatch, failures: int) -> None:
+    """A rank-deficient Gram is decomposed exactly by the jitter or SVD fall-back (V diag(d) V^T = A)."""
+    from lassoprune.pruning import reconstruct as module
+
+    x = torch.randn(2, 5, 9, dtype=torch.float64)
+    a = x.transpose(1, 2) @ x  # (2, 9, 9), rank 5
+    real, calls = torch.linalg.eigh, []
+
+    def flaky(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(1)
+        if len(calls) <= failures:
+            raise torch.linalg.LinAlgError("did not converge")
+        return real(m)
+
+    monkeypatch.setattr(torch.linalg, "eigh", flaky)
+    d, v = module.eigh_psd(a)
+    assert (d >= 0).all()
+    assert torch.allclose(v @ torch.diag_embed(d) @ v.transpose(1, 2), a, atol=1e-8)

@@ -1,0 +1,187 @@
+"""Serve the finished part of a network from memory while later layers are refitted.
+
+Reconstruction (:mod:`lassoprune.pruning.reconstruct`) refits layers one after
+another, and before each refit it runs the pruned network on every calibration
+batch up to the layer being refitted. Without help, refitting the L layers of a
+deep network runs its prefix L times (ResNet-56: 57 prefix passes, most of the
+cost). Once every layer inside a module has been refitted, that module can no
+longer change, so its output on a batch is a pure function of its input: this
+cache keeps that output and returns it whenever the module sees the same input
+values again.
+
+Two kinds of entries, both per calibration batch:
+
+- a *finished module* (no pending refit inside it, its parent still pending, and
+  not a child of an ``nn.Sequential``) keeps ``(inputs, output)``;
+- an ``nn.Sequential`` whose first children are finished keeps the output of the
+  last finished child of that prefix, and runs only the children after it.
+
+An entry is used only when the module's inputs equal the stored ones
+(``torch.equal``, identity first), so a cached output is exactly what running
+the module would give (eval mode, deterministic kernels). Modules without
+parameters or buffers are never cached (recomputing them costs nothing). A
+module shared by several call sites simply misses its entry when its inputs
+differ. Memory: about one activation per finished module on the frontier of
+the refits, per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+_NO_ENTRY = object()
+
+
+@dataclass
+class _PrefixEntry:
+    """The input of an ``nn.Sequential`` on one batch and the output of its child ``last``."""
+
+    inputs: Tensor
+    last: int
+    output: Tensor
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two call arguments are the same values (tensors compared exactly)."""
+    if a is b:
+        return True
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.dtype == b.dtype and torch.equal(a, b)
+    return False
+
+
+def _ancestors(name: str) -> Iterator[str]:
+    """``name`` and every enclosing module name, the root ``""`` last (``a.b.c`` -> ``a.b.c, a.b, a, ""``)."""
+    parts = name.split(".") if name else []
+    for end in range(len(parts), -1, -1):
+        yield ".".join(parts[:end])
+
+
+class FinishedModuleCache:
+    """Outputs of the modules of ``model`` that no pending refit can change (module docstring).
+
+    Args:
+        model: the network whose forward passes are served (its modules are wrapped only inside
+            :meth:`installed`).
+        pending: names of the modules the remaining refits will change (a refitted layer and the
+            BatchNorm that takes its intercept, for instance).
+
+    Usage: ``with cache.installed(): for b, x in enumerate(batches): cache.batch = b; model(x)``, and
+    :meth:`finish` once a module's refit is written.
+    """
+
+    def __init__(self, model: nn.Module, pending: Iterable[str]) -> None:
+        self.model = model
+        self.batch = 0
+        self._modules = dict(model.named_modules())
+        self._parent = {name: name.rpartition(".")[0] for name in self._modules if name}
+        self._stateful = {name for name, m in self._modules.items()
+                          if next(m.parameters(), None) is not None or next(m.buffers(), None) is not None}
+        self._pending_inside: dict[str, int] = dict.fromkeys(self._modules, 0)
+        for name in pending:  # with multiplicity: finish() is called once per pending write
+            for outer in _ancestors(name):
+                self._pending_inside[outer] += 1
+        self._whole: dict[str, dict[int, tuple[tuple[Any, ...], Any]]] = {}
+        self._prefix: dict[str, dict[int, _PrefixEntry]] = {}
+        self.hits = 0
+
+    def finish(self, name: str) -> None:
+        """Record that module ``name`` will not change again (its refit has been written)."""
+        for outer in _ancestors(name):
+            self._pending_inside[outer] -= 1
+
+    def finished(self, name: str) -> bool:
+        return self._pending_inside[name] == 0
+
+    @contextmanager
+    def installed(self) -> Iterator[FinishedModuleCache]:
+        """Wrap the modules' ``forward`` for the duration of the block; entries are freed afterwards."""
+        wrapped = []
+        try:
+            for name, module in self._modules.items():
+                if isinstance(module, nn.Sequential):
+                    module.forward = self._sequential_forward(name, module)
+                elif name and name in self._stateful and not isinstance(self._modules[self._parent[name]],
+                                                                       nn.Sequential):
+                    module.forward = self._module_forward(name, module.forward)
+                else:
+                    continue
+                wrapped.append(module)
+            yield self
+        finally:
+            for module in wrapped:
+                del module.forward  # back to the class's forward
+            self._whole.clear()
+            self._prefix.clear()
+
+    # -- the wrappers ---------------------------------------------------------------------------------------
+
+    def _cacheable(self, name: str) -> bool:
+        """Finished while its parent is not (the root never is): the outermost finished module on this path."""
+        return self.finished(name) and (not name or not self.finished(self._parent[name]))
+
+    def _module_forward(self, name: str, forward: Any) -> Any:
+        def cached(*inputs: Any, **kwargs: Any) -> Any:
+            if kwargs or not self._cacheable(name):
+                self._whole.pop(name, None)
+                return forward(*inputs, **kwargs)
+            entries = self._whole.setdefault(name, {})
+            stored = entries.get(self.batch, _NO_ENTRY)
+            if stored is not _NO_ENTRY and len(stored[0]) == len(inputs) and all(
+                    _same(a, b) for a, b in zip(stored[0], inputs)):  # fmt: skip
+                self.hits += 1
+                return stored[1]
+            output = forward(*inputs)
+            entries[self.batch] = (inputs, output)
+            self._drop_inside(name)
+            return output
+
+        return cached
+
+    def _sequential_forward(self, name: str, sequential: nn.Sequential) -> Any:
+        children = list(sequential.named_children())
+        prefix = f"{name}." if name else ""
+
+        def cached(x: Any) -> Any:
+            last = -1
+            while last + 1 < len(children) and self.finished(prefix + children[last + 1][0]):
+                last += 1
+            if last < 0 or (self.finished(name) and not self._cacheable(name)):  # nothing finished / parent serves
+                self._prefix.pop(name, None)
+                return nn.Sequential.forward(sequential, x)
+            entries = self._prefix.setdefault(name, {})
+            entry = entries.get(self.batch)
+            start, y = 0, x
+            if entry is not None and _same(entry.inputs, x):
+                start, y = entry.last + 1, entry.output
+                self.hits += entry.last >= 0
+            for i in range(start, len(children)):
+                y = children[i][1](y)
+                if i == last:
+                    entries[self.batch] = _PrefixEntry(x, last, y)
+                    self._drop_inside(name, below=last)
+            return y
+
+        return cached
+
+    def _drop_inside(self, name: str, below: int | None = None) -> None:
+        """Free the entries of modules inside ``name`` (inside its first ``below + 1`` children only, for a
+        Sequential's prefix): the outer entry now serves them."""
+        inside = f"{name}." if name else ""
+        for table in (self._whole, self._prefix):
+            for key in [k for k in table if k.startswith(inside) and k != name]:
+                if below is None or _child_index(self._modules[name], key[len(inside):]) <= below:
+                    table[key].pop(self.batch, None)
+
+
+def _child_index(parent: nn.Module, relative: str) -> int:
+    """Position, among ``parent``'s children, of the child that contains module ``relative``."""
+    head = relative.split(".", 1)[0]
+    return [n for n, _ in parent.named_children()].index(head)
+

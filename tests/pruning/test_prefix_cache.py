@@ -1,0 +1,85 @@
+"""The finished-module cache of reconstruction: same results, prefix not run again."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import lassoprune as lp
+from lassoprune.pruning.prefix_cache import FinishedModuleCache
+from lassoprune.pruning.reconstruct import reconstruct
+
+
+class CountedConv(nn.Conv2d):
+    """A conv that counts how often it really computes."""
+
+    def __init__(self, *args: int) -> None:
+        super().__init__(*args, padding=1)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().forward(x)
+
+
+def _chain() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(CountedConv(3, 4, 3), nn.ReLU(), CountedConv(4, 4, 3), nn.ReLU(), CountedConv(4, 2, 3)).eval()
+
+
+@torch.no_grad()
+def test_a_finished_prefix_is_served_from_memory_with_the_same_outputs() -> None:
+    model = _chain()
+    batches = [torch.randn(2, 3, 6, 6), torch.randn(2, 3, 6, 6)]
+    cache = FinishedModuleCache(model, pending=["2", "4"])
+    seen = []
+    with cache.installed():
+        for finished in (None, "2", "4"):
+            if finished:
+                cache.finish(finished)
+            for b, x in enumerate(batches):
+                cache.batch = b
+                seen.append(model(x))
+    plain = [model(x) for x in batches] * 3
+    assert all(torch.equal(a, b) for a, b in zip(seen, plain))
+    # pass 1 runs everything; pass 2 resumes after the finished "0", "1"; pass 3 after "0".."3"
+    assert [model[i].calls for i in (0, 2, 4)] == [2 + 2, 4 + 2, 6 + 2]  # the last +2: the plain passes
+    assert "forward" not in vars(model[0])  # the wrappers are gone
+
+
+@torch.no_grad()
+def test_a_cached_module_recomputes_when_its_input_changes() -> None:
+    model = _chain()
+    cache = FinishedModuleCache(model, pending=["4"])
+    x, other = torch.randn(2, 3, 6, 6), torch.randn(2, 3, 6, 6)
+    with cache.installed():
+        first = model(x)
+        again = model(x.clone())  # equal values, another tensor: served
+        second = model(other)  # same batch index, new values: computed
+    assert torch.equal(second, _chain()(other)) and torch.equal(first, again)
+    assert model[0].calls == 2
+
+
+FAST = ("resnet20", "mobilenetv2", "vgg11")
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in lp.list_models()])
+def test_reconstruction_with_the_cache_equals_reconstruction_without(name: str) -> None:
+    from lassoprune.training.data_setup import calibration_batches
+
+    torch.manual_seed(0)
+    model = lp.create_model(name, num_classes=10, in_channels=3).eval()
+    calib = calibration_batches("synthetic", image_size=32, size=48, batch_size=16)
+    cut = lp.prune(model, calib[0][0][:1], method="l1", target_macs=0.5)
+    results = []
+    for cache_finished in (True, False):
+        pruned = copy.deepcopy(cut.model)
+        refits = reconstruct(model, pruned, cut.groups, cut.keep, calib, cache_finished=cache_finished)
+        results.append((pruned.state_dict(), refits))
+    (cached, refits_cached), (plain, refits_plain) = results
+    assert refits_cached == refits_plain and refits_cached
+    assert all(torch.equal(cached[k], plain[k]) for k in plain)
