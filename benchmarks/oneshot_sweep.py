@@ -63,6 +63,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     # the structure's weight (lambda2, a fraction of lambda1; default 0.1) with the cross fit
     **{f"{method}-cross-lambda2-{weight:g}": (method, {**LAPLACE, "class_fit": "cross", "lambda2": weight}, False)
        for method in ("sglp-ib", "stlp-ib") for weight in (1.0, 10.0)},
+    # the class graph / tree from each group's own features instead of the penultimate ones
+    **{f"{method}-cross-layer-structure": (method, {**LAPLACE, "class_fit": "cross", "structure_from": "layer"},
+                                           False) for method in ("sglp-ib", "stlp-ib")},
     # widths in multiples of 16 / 8 (the pipeline's round_to: auto): the accuracy cost of rounding
     "l1-round16": ("l1", {"round_to": 16}, True),
     "l1-round8": ("l1", {"round_to": 8}, True),

@@ -226,6 +226,38 @@ def test_edge_threshold_sets_the_class_graph_and_an_empty_graph_is_class_lasso()
         prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.5)
 
 
+@pytest.mark.parametrize("method", ["sglp-ib", "stlp-ib"])
+def test_structure_from_each_layer_meets_the_target_and_reports_its_source(method):
+    model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
+    per_layer = prune(model, x, method=method, target_macs=0.5, data=data, structure_from="layer")
+    assert abs(per_layer.macs_after / per_layer.macs_before - 0.5) <= 0.01
+    assert per_layer.details["structure"] == {"kind": per_layer.details["structure"]["kind"], "from": "layer"}
+    with pytest.raises(LassopruneError, match="structure_from"):
+        prune(model, x, method=method, target_macs=0.5, data=data, structure_from="penultimate")
+
+
+def test_per_layer_graphs_without_edges_are_class_lasso():
+    model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
+    empty = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.0,
+                  structure_from="layer", target_tolerance=0.005)
+    plain = prune(model, x, method="class-lasso", target_macs=0.3, data=data, target_tolerance=0.005)
+    assert empty.keep == plain.keep
+
+
+def test_layer_class_means_are_the_means_of_each_class_features():
+    from lassoprune.hsic import CalibrationFeatures
+    from lassoprune.pruning.methods.hsic_lasso import _layer_class_means
+
+    feats = torch.randn(6, 2, 3)  # (N, C, D)
+    labels = torch.tensor([0, 1, 0, 2, 1, 2])
+    features = CalibrationFeatures(inputs={"g": feats}, outputs={}, labels=labels, class_means=torch.zeros(3, 1),
+                                   num_classes=3, classifier=None, seconds=0.0)
+    group = type("G", (), {"id": "g"})()
+    means = _layer_class_means(features, group)
+    assert means.shape == (3, 6)
+    assert np.allclose(means[1], feats[[1, 4]].double().mean(0).flatten().numpy())
+
+
 # --------------------------------------------------------------------------- APIB's settings as options
 
 

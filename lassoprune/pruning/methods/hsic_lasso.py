@@ -56,6 +56,9 @@ Options (``lp.prune(..., method=..., **options)``):
 - ``lambda2``: structured weight as a fraction of lambda1 (default 0.1; ignored without structure)
 - ``edge_threshold``: class-graph edge threshold on ``|r|`` between class means, in [0, 1]
   (default: the largest that leaves every class with at least one edge)
+- ``structure_from``: ``output`` (default: one graph / tree from the class means of the
+  penultimate features, METHODS.md 1.3) | ``layer`` (one per group, from the class means of
+  that group's own pooled features: how the classes relate where the channels are chosen)
 - ``block``, ``permutations``: block HSIC for large calibration sets (default off, 1)
 - ``nonneg``: constrain B >= 0 (default False, APIB's signed lasso: the non-negative fit of
   near-collinear kernels saturates, so a fall-back decided the widths)
@@ -131,6 +134,8 @@ _RHO_MIN = 1e-4  # relative strength: rho x lambda_max(g)
 _RHO_MIN_GLOBAL = 1e-7  # global strength: groups' lambda_max spread over orders of magnitude
 _MAX_STEPS = 30
 _FLOAT32_TOLERANCE = 1e-6  # solver_tol from which per-class products may run in float32
+STRUCTURE_SOURCES = ("output", "layer")
+"""Where the class graph / tree comes from (option ``structure_from``)."""
 
 
 class Strength(NamedEnum):
@@ -187,6 +192,8 @@ class LassoOptions(MethodOptions):
     lambda2: float = option(0.1, "structured penalty weight, a fraction of lambda1 (>= 0)")
     edge_threshold: float | None = option(
         None, "class-graph edge threshold on |Pearson r| of class means, in [0, 1] (default: every class keeps an edge)")
+    structure_from: str = option("output", "class means the graph / tree is built from: output (penultimate "
+                                           "features, one structure) | layer (each group's own features)")
     block: int | None = option(None, "block HSIC block size in images (null: exact)")
     permutations: int = option(1, "block HSIC permutations (>= 1)")
     nonneg: bool = option(False, "constrain the coefficients to be >= 0 (default: signed, as APIB)")
@@ -212,6 +219,9 @@ class LassoOptions(MethodOptions):
             raise LassopruneError(f"pool must be a positive side length or None, got {self.pool}")
         if not self.lambda2 >= 0:
             raise LassopruneError(f"lambda2 (a fraction of lambda1) must be >= 0, got {self.lambda2}")
+        if self.structure_from not in STRUCTURE_SOURCES:
+            raise LassopruneError(f"structure_from must be one of {', '.join(STRUCTURE_SOURCES)}, "
+                                  f"got {self.structure_from!r}")
         if self.edge_threshold is not None and not 0 <= self.edge_threshold <= 1:
             raise LassopruneError("edge_threshold (a threshold on |Pearson r| between class means) must be in "
                                   f"[0, 1], got {self.edge_threshold}")
@@ -313,8 +323,15 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
     times: dict[str, float] = {}
     features = collect_features(ctx.model, groups, ctx.batches, pool=opts.pool, outputs=opts.target_kind.needs_output)
     times["features"] = features.seconds
-    structure, structure_info = _structure(method, features, opts.edge_threshold)
-    problems, times["kernels"], times["gram"] = _problems(groups, features, opts, structure, ctx.seed)
+    if opts.structure_from == "layer" and method.structure is not ClassStructure.NONE:
+        structure_info = {"kind": method.structure.value, "from": "layer"}
+        layer_structures = {g.id: _structure(method, _layer_class_means(features, g), opts.edge_threshold)
+                            for g in groups}  # fmt: skip
+        structures = {gid: s for gid, (s, _) in layer_structures.items()}
+    else:
+        structure, structure_info = _structure(method, features.class_means.numpy(), opts.edge_threshold)
+        structures = dict.fromkeys((g.id for g in groups), structure)
+    problems, times["kernels"], times["gram"] = _problems(groups, features, opts, structures, ctx.seed)
 
     started = time.perf_counter()
     rho_min = _RHO_MIN_GLOBAL if opts.strength is Strength.GLOBAL else _RHO_MIN
@@ -364,11 +381,18 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
                      details=details)
 
 
+def _layer_class_means(features: CalibrationFeatures, group: ChannelGroup) -> np.ndarray:
+    """``(K, C * D)`` class means of one group's pooled features (``features.inputs[id]``: ``(N, C, D)``)."""
+    x = features.inputs[group.id].double().flatten(1)  # (N, C * D)
+    labels = features.labels
+    return torch.stack([x[labels == k].mean(0) for k in range(features.num_classes)]).numpy()
+
+
 def _structure(
-    method: LassoMethod, features: CalibrationFeatures, edge_threshold: float | None = None
+    method: LassoMethod, means: np.ndarray, edge_threshold: float | None = None
 ) -> tuple[GraphFused | TreeGroup | None, Any]:
-    """The class graph (edges with |r_ml| >= edge_threshold) / tree from the class means, described JSON-safe."""
-    means = features.class_means.numpy()
+    """The class graph (edges with |r_ml| >= edge_threshold) / tree from ``(K, D)`` class means, described
+    JSON-safe."""
     if method.structure is ClassStructure.GRAPH:
         graph = class_graph(means, tau=edge_threshold)
         return graph, {"kind": "graph", "edges": [[int(m), int(l), float(w)]
@@ -382,7 +406,7 @@ def _structure(
 
 def _problems(
     groups: tuple[ChannelGroup, ...], features: CalibrationFeatures, opts: LassoOptions,
-    structure: GraphFused | TreeGroup | None, seed: int,
+    structures: dict[str, GraphFused | TreeGroup | None], seed: int,
 ) -> tuple[list[_GroupProblem], float, float]:
     problems, seconds_kernels, seconds_gram = [], 0.0, 0.0
     for group in groups:
@@ -395,6 +419,7 @@ def _problems(
             G = G + opts.ridge * np.asarray(top)[..., None, None] * np.eye(G.shape[-1])
         if opts.magnitude:
             G, R = _magnitude_weighted(G, R, features.inputs[group.id])
+        structure = structures[group.id]
         estimator = StructuredLasso(structure if R.shape[1] > 1 else None, 0.0, 0.0, nonneg=opts.nonneg,
                                     tol=opts.solver_tol, max_iter=opts.max_iter)
         lam_max = lambda_max(G, R, opts.nonneg)
