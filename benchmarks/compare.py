@@ -477,11 +477,13 @@ def differs(a: Estimate, b: Estimate, floor: float = 0.0) -> bool | None:
 
     Each SE is at least ``floor``: with two seeds that happen to agree the sample SE is about 0,
     and a difference of a few test images would count as real. The table passes the test split's
-    sampling error of one accuracy, ``sqrt(p (1 - p) / n_test)`` (:func:`sampling_se`).
+    sampling error of one accuracy, ``sqrt(p (1 - p) / n_test)`` (:func:`sampling_se`). A single
+    seed (no SE) is compared with the floor alone when there is one: the test-sampling part of
+    the error only (the seed-to-seed part is unknown); None without a floor.
     """
-    if a.se is None or b.se is None:
+    if (a.se is None or b.se is None) and floor <= 0:
         return None
-    se_a, se_b = max(a.se, floor), max(b.se, floor)
+    se_a, se_b = max(a.se or 0.0, floor), max(b.se or 0.0, floor)
     return abs(a.mean - b.mean) > 2 * math.sqrt(se_a**2 + se_b**2)
 
 
@@ -503,9 +505,10 @@ def model_table(rows: Sequence[dict[str, Any]], model: str, profile: Profile) ->
     lines = [f"#### {model} (`--{profile.name}` profile)", "",
              f"dense top-1 on the whole test split: {dense.mean:.4f}; top-1 / worst class, mean ± SE over seeds "
              "(n = seeds); **bold**: best mean final top-1 at the target; ≈: within two standard errors of it; "
-             "<: lower by more than two standard errors; no mark: one seed, no error bar; every SE in the "
-             "comparison is at least the test split's sampling error of one accuracy at the best method's top-1 "
-             f"({floor_text})", "",
+             "<: lower by more than two standard errors; every SE in the comparison is at least the test split's "
+             "sampling error of one accuracy at the best method's top-1 "
+             f"({floor_text}); ¹: one seed on a side, compared by that sampling error alone (seed-to-seed "
+             "variation unknown)", "",
              "| target | method | n | lr | MACs kept | params kept | pruned top-1 | pruned worst | final top-1 "
              "| final worst | vs best |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -520,6 +523,8 @@ def model_table(rows: Sequence[dict[str, Any]], model: str, profile: Profile) ->
             g = groups[m]
             floor = sampling_se(finals[best].mean, profile.test_images)
             mark = "best" if m == best else {True: "<", False: "≈", None: ""}[differs(finals[m], finals[best], floor)]
+            if mark in ("<", "≈") and min(finals[m].n, finals[best].n) == 1:
+                mark += "¹"
             name = f"**{m}**" if m == best else m
             lines.append(
                 f"| {target:g} | {name} | {len(g)} | {g[0]['lr']:g} "

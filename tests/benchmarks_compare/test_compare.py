@@ -117,6 +117,9 @@ def test_estimates_and_the_two_standard_error_rule() -> None:
     assert compare.differs(agree, other, floor) is False
     assert compare.differs(compare.Estimate(0.94, 0.0, 2), compare.Estimate(0.93, 0.0, 2), floor) is True
     assert compare.sampling_se(0.9, None) == 0.0
+    one_seed = compare.Estimate.of([0.9448])
+    assert compare.differs(one_seed, compare.Estimate.of([0.9437]), floor) is False  # 0.0011 < 2 sqrt(2) 0.0024
+    assert compare.differs(one_seed, compare.Estimate.of([0.9371]), floor) is True  # 0.0077 > 0.0067
 
 
 def test_shards_split_whole_units_and_cover_every_row() -> None:
