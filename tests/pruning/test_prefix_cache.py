@@ -63,7 +63,7 @@ def test_a_cached_module_recomputes_when_its_input_changes() -> None:
     assert model[0].calls == 2
 
 
-FAST = ("resnet20", "mobilenetv2", "vgg11")
+FAST = ("resnet20", "mobilenetv2")  # vgg* (4,608-unknown solves) and the others run with -m slow
 
 
 @pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
