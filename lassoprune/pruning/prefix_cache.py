@@ -35,25 +35,35 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-_NO_ENTRY = object()
-
 
 @dataclass
-class _PrefixEntry:
-    """The input of an ``nn.Sequential`` on one batch and the output of its child ``last``."""
+class _Entry:
+    """What a module (or an ``nn.Sequential``'s finished prefix, up to child ``last``) gave on one batch.
 
-    inputs: Tensor
-    last: int
+    ``output`` is a private copy and every use gets a clone, so in-place operations of the caller (a
+    residual ``out += x``, ``ReLU(inplace=True)``) cannot reach it; ``versions`` are the inputs' in-place
+    version counters when stored, so an input the caller changed in place afterwards is never matched.
+    """
+
+    inputs: tuple[Tensor, ...]
+    versions: tuple[int, ...]
     output: Tensor
+    last: int = -1
+
+    @classmethod
+    def of(cls, inputs: tuple[Tensor, ...], output: Tensor, last: int = -1) -> _Entry:
+        return cls(inputs, tuple(x._version for x in inputs), output.detach().clone(), last)
+
+    def serves(self, inputs: tuple[Any, ...]) -> bool:
+        """Whether ``inputs`` are the stored inputs' values (and those were not changed in place since)."""
+        return (len(inputs) == len(self.inputs)
+                and all(x._version == v for x, v in zip(self.inputs, self.versions))
+                and all(_same(a, b) for a, b in zip(self.inputs, inputs)))  # fmt: skip
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Whether two call arguments are the same values (tensors compared exactly)."""
-    if a is b:
-        return True
-    if isinstance(a, Tensor) and isinstance(b, Tensor):
-        return a.dtype == b.dtype and torch.equal(a, b)
-    return False
+def _same(a: Tensor, b: Any) -> bool:
+    """Whether a call argument has the stored tensor's values (identity first, then exact equality)."""
+    return a is b or (isinstance(b, Tensor) and a.dtype == b.dtype and torch.equal(a, b))
 
 
 def _ancestors(name: str) -> Iterator[str]:
@@ -87,8 +97,8 @@ class FinishedModuleCache:
         for name in pending:  # with multiplicity: finish() is called once per pending write
             for outer in _ancestors(name):
                 self._pending_inside[outer] += 1
-        self._whole: dict[str, dict[int, tuple[tuple[Any, ...], Any]]] = {}
-        self._prefix: dict[str, dict[int, _PrefixEntry]] = {}
+        self._whole: dict[str, dict[int, _Entry]] = {}
+        self._prefix: dict[str, dict[int, _Entry]] = {}
         self.hits = 0
 
     def finish(self, name: str) -> None:
@@ -128,18 +138,18 @@ class FinishedModuleCache:
 
     def _module_forward(self, name: str, forward: Any) -> Any:
         def cached(*inputs: Any, **kwargs: Any) -> Any:
-            if kwargs or not self._cacheable(name):
+            if kwargs or not self._cacheable(name) or not all(isinstance(x, Tensor) for x in inputs):
                 self._whole.pop(name, None)
                 return forward(*inputs, **kwargs)
             entries = self._whole.setdefault(name, {})
-            stored = entries.get(self.batch, _NO_ENTRY)
-            if stored is not _NO_ENTRY and len(stored[0]) == len(inputs) and all(
-                    _same(a, b) for a, b in zip(stored[0], inputs)):  # fmt: skip
+            entry = entries.get(self.batch)
+            if entry is not None and entry.serves(inputs):
                 self.hits += 1
-                return stored[1]
+                return entry.output.clone()
             output = forward(*inputs)
-            entries[self.batch] = (inputs, output)
-            self._drop_inside(name)
+            if isinstance(output, Tensor):
+                entries[self.batch] = _Entry.of(inputs, output)
+                self._drop_inside(name)
             return output
 
         return cached
@@ -152,19 +162,20 @@ class FinishedModuleCache:
             last = -1
             while last + 1 < len(children) and self.finished(prefix + children[last + 1][0]):
                 last += 1
-            if last < 0 or (self.finished(name) and not self._cacheable(name)):  # nothing finished / parent serves
+            if (last < 0 or (self.finished(name) and not self._cacheable(name))  # nothing finished / parent serves
+                    or not isinstance(x, Tensor)):  # fmt: skip
                 self._prefix.pop(name, None)
                 return nn.Sequential.forward(sequential, x)
             entries = self._prefix.setdefault(name, {})
             entry = entries.get(self.batch)
             start, y = 0, x
-            if entry is not None and _same(entry.inputs, x):
-                start, y = entry.last + 1, entry.output
-                self.hits += entry.last >= 0
+            if entry is not None and entry.serves((x,)):
+                start, y = entry.last + 1, entry.output.clone()
+                self.hits += 1
             for i in range(start, len(children)):
                 y = children[i][1](y)
-                if i == last:
-                    entries[self.batch] = _PrefixEntry(x, last, y)
+                if i == last and isinstance(y, Tensor):
+                    entries[self.batch] = _Entry.of((x,), y, last)
                     self._drop_inside(name, below=last)
             return y
 

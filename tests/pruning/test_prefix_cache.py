@@ -63,6 +63,55 @@ def test_a_cached_module_recomputes_when_its_input_changes() -> None:
     assert model[0].calls == 2
 
 
+class InPlaceBlock(nn.Module):
+    """A residual block written the torchvision way: ``out += x`` and an in-place ReLU after cached modules."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn(self.conv(x))
+        out += x
+        return self.relu(out)
+
+
+class InPlaceNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.block = InPlaceBlock(4)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        y.relu_()  # changes the stem's output in place after the call
+        return self.head(self.block(y))
+
+
+@torch.no_grad()
+def test_in_place_operations_after_a_cached_module_do_not_corrupt_its_entry() -> None:
+    torch.manual_seed(0)
+    model = InPlaceNet().eval()
+    for p in model.block.bn.parameters():
+        p.data.uniform_(0.5, 1.5)
+    batches = [torch.randn(2, 3, 6, 6) for _ in range(2)]
+    expected = [model(x) for x in batches]
+    cache = FinishedModuleCache(model, pending=["block.conv", "head"])
+    with cache.installed():
+        seen = []
+        for finished in (None, None, "block.conv", None):  # pass 2: bn served inside the pending block
+            if finished:
+                cache.finish(finished)
+            for b, x in enumerate(batches):
+                cache.batch = b
+                seen.append(model(x))
+    assert cache.hits > 0  # the stem and then the block were served
+    assert all(torch.equal(got, expected[i % 2]) for i, got in enumerate(seen))
+
+
 FAST = ("resnet20", "mobilenetv2")  # vgg* (4,608-unknown solves) and the others run with -m slow
 
 
