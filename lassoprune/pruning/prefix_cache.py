@@ -87,7 +87,6 @@ class FinishedModuleCache:
     """
 
     def __init__(self, model: nn.Module, pending: Iterable[str]) -> None:
-        self.model = model
         self.batch = 0
         self._modules = dict(model.named_modules())
         self._parent = {name: name.rpartition(".")[0] for name in self._modules if name}
@@ -149,7 +148,7 @@ class FinishedModuleCache:
             output = forward(*inputs)
             if isinstance(output, Tensor):
                 entries[self.batch] = _Entry.of(inputs, output)
-                self._drop_inside(name)
+                self._drop_within(f"{name}.{child}" for child, _ in self._modules[name].named_children())
             return output
 
         return cached
@@ -176,23 +175,15 @@ class FinishedModuleCache:
                 y = children[i][1](y)
                 if i == last and isinstance(y, Tensor):
                     entries[self.batch] = _Entry.of((x,), y, last)
-                    self._drop_inside(name, below=last)
+                    self._drop_within(prefix + child for child, _ in children[: last + 1])
             return y
 
         return cached
 
-    def _drop_inside(self, name: str, below: int | None = None) -> None:
-        """Free the entries of modules inside ``name`` (inside its first ``below + 1`` children only, for a
-        Sequential's prefix): the outer entry now serves them."""
-        inside = f"{name}." if name else ""
+    def _drop_within(self, roots: Iterable[str]) -> None:
+        """Free this batch's entries of the modules ``roots`` and everything inside them: an outer entry
+        now serves them."""
+        roots = tuple(roots)
         for table in (self._whole, self._prefix):
-            for key in [k for k in table if k.startswith(inside) and k != name]:
-                if below is None or _child_index(self._modules[name], key[len(inside):]) <= below:
-                    table[key].pop(self.batch, None)
-
-
-def _child_index(parent: nn.Module, relative: str) -> int:
-    """Position, among ``parent``'s children, of the child that contains module ``relative``."""
-    head = relative.split(".", 1)[0]
-    return [n for n, _ in parent.named_children()].index(head)
-
+            for key in [k for k in table if any(k == r or k.startswith(f"{r}.") for r in roots)]:
+                table[key].pop(self.batch, None)

@@ -325,9 +325,8 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
     times["features"] = features.seconds
     if opts.structure_from == "layer" and method.structure is not ClassStructure.NONE:
         structure_info = {"kind": method.structure.value, "from": "layer"}
-        layer_structures = {g.id: _structure(method, _layer_class_means(features, g), opts.edge_threshold)
-                            for g in groups}  # fmt: skip
-        structures = {gid: s for gid, (s, _) in layer_structures.items()}
+        structures = {g.id: _structure(method, _layer_class_means(features, g), opts.edge_threshold)[0]
+                      for g in groups}  # fmt: skip
     else:
         structure, structure_info = _structure(method, features.class_means.numpy(), opts.edge_threshold)
         structures = dict.fromkeys((g.id for g in groups), structure)
