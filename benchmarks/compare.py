@@ -173,6 +173,8 @@ class Profile:
         tp_weight_decay: SGD weight decay during Torch-Pruning's sparse learning (its benchmark turns it off).
         calib_size: class-balanced calibration images (scoring and BatchNorm re-estimation).
         batch_size: training batch size.
+        select_from: another profile whose ``select`` phase (the same candidates, budget and target) gives
+            this one's learning rates, read from that profile's runs directory (``--select-runs``); None: its own.
         notes: lines printed above the tables.
     """
 
@@ -202,6 +204,7 @@ class Profile:
     calib_size: int = 500
     batch_size: int = 64
     test_images: int | None = 10_000  # the test split's size: the SE floor of the report (None: no floor)
+    select_from: str | None = None
     notes: tuple[str, ...] = ()
 
 
@@ -229,7 +232,15 @@ TINY = dataclasses.replace(
     notes=("the full profile with a smoke-test budget on the synthetic dataset, for a model given with "
            "--checkpoint; numbers mean nothing",),
 )  # fmt: skip
-PROFILES: dict[str, Profile] = {p.name: p for p in (STANDARD, FULL, TINY)}
+SHORT = dataclasses.replace(
+    STANDARD, name="short", seeds={"resnet20": (0, 1, 2), "resnet56": (0, 1)},
+    methods=("l1", "hsic-ib", "sglp-ib", "stlp-ib", "class-lasso", "tp-magnitude", "random", "l1-rc",
+             "sglp-ib-rc"),
+    finetune_epochs=1, finetune_subset=6000, pilot_methods=(), select_from="standard",
+    notes=(("a fine-tuning budget of 1 epoch on 6,000 training images (1/20 of the standard's): what a user "
+            "with little compute for fine-tuning sees; learning rates from the standard profile's select phase"),),
+)  # fmt: skip
+PROFILES: dict[str, Profile] = {p.name: p for p in (STANDARD, FULL, TINY, SHORT)}
 
 
 # -- rows -------------------------------------------------------------------------------------------------
@@ -413,13 +424,14 @@ def pilot_rows(profile: Profile, runs: Path, methods: Sequence[str]) -> list[Row
 
 
 def table_rows(profile: Profile, runs: Path, models: Sequence[str], methods: Sequence[str],
-               targets: Sequence[float]) -> list[Row]:  # fmt: skip
+               targets: Sequence[float], select_runs: Path | None = None) -> list[Row]:  # fmt: skip
     """Method-major order (:data:`METHODS`' order), every seed of a method before the next method, so that an
-    interrupted study has error bars for its first methods rather than one seed of every method."""
+    interrupted study has error bars for its first methods rather than one seed of every method. Learning
+    rates come from the ``select`` phase under ``select_runs`` (default: ``runs``)."""
     rows = []
     for model in models:
         for m in methods:
-            lr = chosen_lr(profile, runs, m)
+            lr = chosen_lr(profile, select_runs or runs, m)
             rows += [Row("table", model, m, t, seed, lr, profile.finetune_epochs)
                      for seed in profile.seeds.get(model, (0,)) for t in targets]
     return rows
@@ -626,6 +638,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--phase", choices=(*PHASES, "all"), default="all", help="which phase to run (default: all)")
     p.add_argument("--report", action="store_true", help="only write the tables and plots of the finished rows")
     p.add_argument("--runs", default=None, help="rows and reports (default: runs/compare-<profile>)")
+    p.add_argument("--select-runs", default=None,
+                   help="where the learning rates' select phase is (default: --runs, or runs/compare-<profile> "
+                        "of the profile's select_from)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=None, metavar="METHOD",
                    help=f"default: the profile's ({', '.join(METHODS)} available)")
     p.add_argument("--models", nargs="+", choices=lp.list_models(), default=None, metavar="MODEL",
@@ -658,16 +673,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     profile = PROFILES[args.profile]
     profile = dataclasses.replace(profile, checkpoints={**profile.checkpoints, **args.checkpoints})
     runs = Path(args.runs or f"runs/compare-{profile.name}")
+    select_runs = Path(args.select_runs or (f"runs/compare-{profile.select_from}" if profile.select_from else runs))
     methods = args.methods or list(profile.methods)
     models = args.models or list(profile.models)
     targets = args.targets or list(profile.targets)
     phases = [] if args.report else PHASES if args.phase == "all" else (args.phase,)
+    if profile.select_from:  # the learning rates come from another study: nothing to select or pilot here
+        phases = [phase for phase in phases if phase == "table"]
     started = time.perf_counter()
     try:
         for phase in phases:
             rows = {"select": lambda: select_rows(profile, methods),
-                    "pilot": lambda: pilot_rows(profile, runs, methods),
-                    "table": lambda: table_rows(profile, runs, models, methods, targets)}[phase]()
+                    "pilot": lambda: pilot_rows(profile, select_runs, methods),
+                    "table": lambda: table_rows(profile, runs, models, methods, targets, select_runs)}[phase]()
             rows = shard(rows, args.shard_index, args.shard_count)
             log.info("%s: %d rows in this shard", phase, len(rows))
             run_rows(profile, runs, rows, progress=not args.no_progress)

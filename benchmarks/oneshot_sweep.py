@@ -66,6 +66,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     # the class graph / tree from each group's own features instead of the penultimate ones
     **{f"{method}-cross-layer-structure": (method, {**LAPLACE, "class_fit": "cross", "structure_from": "layer"},
                                            False) for method in ("sglp-ib", "stlp-ib")},
+    # class k's term of the cross fit weighted by how much its class mean resembles the others'
+    **{f"{method}-cross-confusable": (method, {**LAPLACE, "class_fit": "cross", "class_weight": "confusable"},
+                                      False) for method in ("sglp-ib", "stlp-ib", "class-lasso")},
     # widths in multiples of 16 / 8 (the pipeline's round_to: auto): the accuracy cost of rounding
     "l1-round16": ("l1", {"round_to": 16}, True),
     "l1-round8": ("l1", {"round_to": 8}, True),

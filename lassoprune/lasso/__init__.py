@@ -23,6 +23,7 @@ from lassoprune.lasso.structures import (
     TreeGroup,
     class_graph,
     class_tree,
+    confusable_class_weights,
 )
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "admm",
     "class_graph",
     "class_tree",
+    "confusable_class_weights",
     "consensus_admm",
     "fista",
     "lambda_max",

@@ -21,7 +21,7 @@ from scipy.spatial.distance import squareform
 
 from lassoprune.errors import LassopruneError
 
-__all__ = ["StructureError", "GraphFused", "TreeGroup", "class_graph", "class_tree"]
+__all__ = ["StructureError", "GraphFused", "TreeGroup", "class_graph", "class_tree", "confusable_class_weights"]
 
 
 class StructureError(LassopruneError, ValueError):
@@ -210,6 +210,26 @@ def class_graph(class_means: np.ndarray, tau: float | None = None) -> GraphFused
     m, l = np.triu_indices(K, k=1)
     keep = a[m, l] >= tau
     return GraphFused(np.stack([m[keep], l[keep]], axis=1), r[m[keep], l[keep]])
+
+
+def confusable_class_weights(class_means: np.ndarray) -> np.ndarray:
+    """Per-class weights that grow with how much a class looks like the others (our choice).
+
+    ``w_k = 1 + sum_{l != k} max(r_kl, 0)`` over the Pearson correlations of the class
+    means, divided by their mean (so ``mean_k w_k = 1``): a class whose mean resembles
+    several others' (shirt, T-shirt, pullover, coat in Fashion-MNIST) weighs up to twice
+    as much as one that resembles none (trouser, bag).
+
+    Args:
+        class_means: (K, D) one mean feature vector per class.
+
+    Returns:
+        (K,) positive weights with mean 1.
+    """
+    r = _class_correlation(class_means)
+    np.fill_diagonal(r, 0.0)
+    w = 1.0 + np.maximum(r, 0.0).sum(axis=1)
+    return w / w.mean()
 
 
 def class_tree(class_means: np.ndarray, root_weight: float | None = None) -> TreeGroup:

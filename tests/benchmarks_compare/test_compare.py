@@ -131,8 +131,27 @@ def test_shards_split_whole_units_and_cover_every_row() -> None:
     assert not units[0] & units[1]
 
 
+def test_a_table_can_take_its_learning_rates_from_another_studys_select_phase(
+        tiny_run: Path, baseline: Path, tmp_path: Path) -> None:
+    compare.main(["--tiny", "--phase", "table", "--runs", str(tmp_path), "--select-runs", str(tiny_run),
+                  "--checkpoint", f"resnet20={baseline}", "--no-progress", "--methods", "l1"])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert not (tmp_path / "select").exists()
+    assert {r["lr"] for r in results["table"]} == {compare.chosen_lr(compare.PROFILES["tiny"], tiny_run, "l1")}
+    assert len(results["table"]) == 2
+
+
+def test_the_short_profile_differs_from_the_standard_only_in_its_fine_tuning_and_rows() -> None:
+    short, standard = compare.PROFILES["short"], compare.PROFILES["standard"]
+    assert short.select_from == "standard"
+    for field in ("lr_candidates", "select_epochs", "select_subset", "select_target", "validation_size",
+                  "calib_size", "batch_size", "checkpoints", "dataset"):
+        assert getattr(short, field) == getattr(standard, field), field
+    assert short.finetune_epochs * (short.finetune_subset or 60_000) < standard.finetune_epochs * 60_000 / 10
+
+
 def test_every_profile_row_is_a_valid_pipeline_config(tmp_path: Path) -> None:
-    for name in ("standard", "full"):
+    for name in ("standard", "full", "short"):
         profile = compare.PROFILES[name]
         for model in profile.models:
             for method in profile.methods:

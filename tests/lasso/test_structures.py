@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lassoprune.lasso import GraphFused, StructureError, TreeGroup, class_graph, class_tree
+from lassoprune.lasso import (
+    GraphFused,
+    StructureError,
+    TreeGroup,
+    class_graph,
+    class_tree,
+    confusable_class_weights,
+)
 
 
 def _planted_means(seed: int = 0) -> np.ndarray:
@@ -146,3 +153,22 @@ def test_class_tree_root_weight_override():
     assert t.weights[-1] == 0.7
     with pytest.raises(StructureError, match="root_weight"):
         class_tree(_planted_means(), root_weight=-1.0)
+
+
+def test_confusable_weights_are_one_plus_the_positive_correlations_normalised_to_mean_one():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(2, 50))
+    # classes 0, 1, 2 share a pattern; class 3 has its own; class 4 is its negative (r = -1 adds nothing)
+    means = np.stack([base[0] + 0.3 * rng.normal(size=50) for _ in range(3)] + [base[1], -base[1]])
+    w = confusable_class_weights(means)
+    r = np.corrcoef(means)
+    np.fill_diagonal(r, 0.0)
+    raw = 1.0 + np.clip(r, 0.0, None).sum(axis=1)
+    assert np.allclose(w, raw / raw.mean())
+    assert w.mean() == pytest.approx(1.0)
+    assert min(w[:3]) > max(w[3:])  # the look-alike classes weigh more
+
+
+def test_confusable_weights_reject_bad_class_means():
+    with pytest.raises(StructureError, match="constant"):
+        confusable_class_weights(np.ones((3, 4)))

@@ -236,6 +236,50 @@ def test_structure_from_each_layer_meets_the_target_and_reports_its_source(metho
         prune(model, x, method=method, target_macs=0.5, data=data, structure_from="penultimate")
 
 
+@pytest.mark.parametrize("method", ["sglp-ib", "class-lasso"])
+def test_confusable_class_weights_meet_the_target_and_are_reported(method):
+    model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
+    weighted = prune(model, x, method=method, target_macs=0.5, data=data, class_weight="confusable")
+    assert abs(weighted.macs_after / weighted.macs_before - 0.5) <= 0.01
+    w = np.asarray(weighted.details["class_weights"])
+    assert w.shape == (10,) and w.mean() == pytest.approx(1.0) and w.std() > 0
+    assert prune(model, x, method=method, target_macs=0.5, data=data).details["class_weights"] is None
+
+
+def test_class_weights_scale_each_class_term_and_a_common_scale_changes_nothing():
+    """``w_k`` multiplies class k's G_k and r_k; with relative strength (lambda1 = rho lambda_max) a
+    common factor scales the whole objective and leaves every solution unchanged."""
+    from lassoprune.channels import analyse_groups
+    from lassoprune.hsic import collect_features
+    from lassoprune.pruning.methods.hsic_lasso import LassoOptions, _problems
+
+    model, data = _model(), _calibration()
+    analysis = analyse_groups(model, torch.randn(1, 3, 32, 32))
+    groups = analysis.groups[:3]
+    opts = LassoOptions(); opts.validate("class-lasso")
+    features = collect_features(model, groups, data, pool=opts.pool, outputs=True)
+    plain, _, _ = _problems(groups, features, opts, dict.fromkeys(g.id for g in groups), seed=0)
+    w = np.linspace(0.5, 1.5, 10)
+    weighted, _, _ = _problems(groups, features, opts, dict.fromkeys(g.id for g in groups), 0, w)
+    scaled, _, _ = _problems(groups, features, opts, dict.fromkeys(g.id for g in groups), 0, np.full(10, 3.0))
+    for a, b, c in zip(plain, weighted, scaled):
+        assert np.allclose(b.R, a.R * w[None, :])
+        B = np.random.default_rng(0).normal(size=a.R.shape)
+        expected = a.G.matmul(B) * w[None, :]  # per-class products run in float32
+        assert np.allclose(b.G.matmul(B), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+        assert c.lam_max == pytest.approx(3.0 * a.lam_max)
+        assert np.allclose(c.solve(0.3), a.solve(0.3), atol=1e-6)
+
+
+def test_class_weights_need_a_per_class_fit():
+    model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
+    for method, options in (("hsic-ib", {}), ("sglp-ib", {"class_fit": "block"})):
+        with pytest.raises(LassopruneError, match="class_weight"):
+            prune(model, x, method=method, target_macs=0.5, data=data, class_weight="confusable", **options)
+    with pytest.raises(LassopruneError, match="class_weight"):
+        prune(model, x, method="sglp-ib", target_macs=0.5, data=data, class_weight="inverse")
+
+
 def test_per_layer_graphs_without_edges_are_class_lasso():
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
     empty = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.0,

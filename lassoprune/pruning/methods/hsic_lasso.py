@@ -59,6 +59,10 @@ Options (``lp.prune(..., method=..., **options)``):
 - ``structure_from``: ``output`` (default: one graph / tree from the class means of the
   penultimate features, METHODS.md 1.3) | ``layer`` (one per group, from the class means of
   that group's own pooled features: how the classes relate where the channels are chosen)
+- ``class_weight``: ``uniform`` (default) | ``confusable``: class k's term of a per-class fit
+  (``cross``, ``conditional``) weighted by :func:`lassoprune.lasso.confusable_class_weights`
+  (1 + the positive correlations of its penultimate class mean with the others', mean 1):
+  the classes that look alike, which pruning hurts first, weigh more in the fit
 - ``block``, ``permutations``: block HSIC for large calibration sets (default off, 1)
 - ``nonneg``: constrain B >= 0 (default False, APIB's signed lasso: the non-negative fit of
   near-collinear kernels saturates, so a fall-back decided the widths)
@@ -114,6 +118,7 @@ from lassoprune.lasso import (
     TreeGroup,
     class_graph,
     class_tree,
+    confusable_class_weights,
     lambda_max,
 )
 from lassoprune.pruning.method import MethodContext, MethodOptions, MethodSpec, Selection, option, register_method
@@ -136,6 +141,8 @@ _MAX_STEPS = 30
 _FLOAT32_TOLERANCE = 1e-6  # solver_tol from which per-class products may run in float32
 STRUCTURE_SOURCES = ("output", "layer")
 """Where the class graph / tree comes from (option ``structure_from``)."""
+CLASS_WEIGHTS = ("uniform", "confusable")
+"""How the per-class fits' terms are weighted (option ``class_weight``)."""
 
 
 class Strength(NamedEnum):
@@ -194,6 +201,8 @@ class LassoOptions(MethodOptions):
         None, "class-graph edge threshold on |Pearson r| of class means, in [0, 1] (default: every class keeps an edge)")
     structure_from: str = option("output", "class means the graph / tree is built from: output (penultimate "
                                            "features, one structure) | layer (each group's own features)")
+    class_weight: str = option("uniform", "weights of the per-class fits' terms: uniform | confusable (classes "
+                                          "whose penultimate class means resemble others' weigh more)")
     block: int | None = option(None, "block HSIC block size in images (null: exact)")
     permutations: int = option(1, "block HSIC permutations (>= 1)")
     nonneg: bool = option(False, "constrain the coefficients to be >= 0 (default: signed, as APIB)")
@@ -222,6 +231,11 @@ class LassoOptions(MethodOptions):
         if self.structure_from not in STRUCTURE_SOURCES:
             raise LassopruneError(f"structure_from must be one of {', '.join(STRUCTURE_SOURCES)}, "
                                   f"got {self.structure_from!r}")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise LassopruneError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}")
+        if self.class_weight != "uniform" and (fit is None or not fit.per_class):
+            raise LassopruneError(f"class_weight {self.class_weight!r} weights the terms of a per-class fit: use "
+                                  "class_fit cross or conditional (sglp-ib, stlp-ib, class-lasso)")
         if self.edge_threshold is not None and not 0 <= self.edge_threshold <= 1:
             raise LassopruneError("edge_threshold (a threshold on |Pearson r| between class means) must be in "
                                   f"[0, 1], got {self.edge_threshold}")
@@ -330,7 +344,8 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
     else:
         structure, structure_info = _structure(method, features.class_means.numpy(), opts.edge_threshold)
         structures = dict.fromkeys((g.id for g in groups), structure)
-    problems, times["kernels"], times["gram"] = _problems(groups, features, opts, structures, ctx.seed)
+    weights = confusable_class_weights(features.class_means.numpy()) if opts.class_weight == "confusable" else None
+    problems, times["kernels"], times["gram"] = _problems(groups, features, opts, structures, ctx.seed, weights)
 
     started = time.perf_counter()
     rho_min = _RHO_MIN_GLOBAL if opts.strength is Strength.GLOBAL else _RHO_MIN
@@ -359,6 +374,7 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
         "class_fit": opts.class_fit.value if opts.class_fit is not None else None,
         "target_kind": opts.target_kind.value,
         "structure": structure_info,
+        "class_weights": weights.tolist() if weights is not None else None,
         "pool": opts.pool,
         "lambda2_fraction": opts.lambda2 if method.structure is not ClassStructure.NONE else 0.0,
         "nonneg": opts.nonneg,
@@ -405,14 +421,18 @@ def _structure(
 
 def _problems(
     groups: tuple[ChannelGroup, ...], features: CalibrationFeatures, opts: LassoOptions,
-    structures: dict[str, GraphFused | TreeGroup | None], seed: int,
+    structures: dict[str, GraphFused | TreeGroup | None], seed: int, class_weights: np.ndarray | None = None,
 ) -> tuple[list[_GroupProblem], float, float]:
+    """One :class:`_GroupProblem` per group; ``class_weights`` ``(K,)`` scale the per-class fits' terms
+    (``w_k (1/2 b_k^T G_k b_k - r_k^T b_k)``: ``G_k`` and ``r_k`` times ``w_k``)."""
     problems, seconds_kernels, seconds_gram = [], 0.0, 0.0
     for group in groups:
         gram = _group_gram(group, features, opts, seed)
         seconds_kernels += gram.seconds_kernels
         seconds_gram += gram.seconds_gram
         G, R = gram.G.numpy(), gram.R.numpy()  # G: (C, C), or (K, C, C) for the per-class fits
+        if class_weights is not None:
+            G, R = G * class_weights[:, None, None], R * class_weights[None, :]
         if opts.ridge > 0:  # + ridge ||G_k||_2 I for every Gram
             top = np.maximum(np.linalg.eigvalsh(G)[..., -1], 1e-12)
             G = G + opts.ridge * np.asarray(top)[..., None, None] * np.eye(G.shape[-1])
