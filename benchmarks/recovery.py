@@ -1,0 +1,148 @@
+"""How fast fine-tuning erases the differences between pruning criteria: accuracy against fine-tuning steps.
+
+One-shot accuracy (after the cut and BatchNorm re-estimation) separates the
+criteria by tens of points; after the protocol's fine-tuning (2 epochs on all
+training images) nothing separates them (docs/BENCHMARKS.md). Between the two
+lies the question users with little compute ask: after how many steps does the
+choice of criterion stop mattering?
+
+Every (method, target, seed) prunes the shipped converged model once (the
+library's ``lp.prune`` with the method's defaults, 500 class-balanced
+calibration images drawn with the seed, BatchNorm re-estimated on them); then,
+for every budget of N training images, a copy of the pruned model is
+fine-tuned for one pass over a class-stratified subset of N images (seeded by
+the seed) with the pipeline's fine-tuning settings (SGD, lr 0.01 cosine to 0,
+momentum 0.9, weight decay 5e-4, batch 64, the dataset's augmentation) and
+evaluated on the whole Fashion-MNIST test split. Budget 0 is the one-shot
+accuracy. Each budget is its own schedule, not a checkpoint of a longer one.
+
+Rows are appended to RUNS/results.json as they finish (atomically); a rerun
+skips finished rows.
+
+    OMP_NUM_THREADS=1 python benchmarks/recovery.py --methods l1 hsic-ib sglp-ib --seeds 0 1 2
+    python benchmarks/recovery.py --report            # the table of the finished rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import lassoprune as lp
+from lassoprune.data import BatchLoader, load_dataset
+from lassoprune.io import atomic_write_json
+from lassoprune.pruning import list_methods
+from lassoprune.training import TrainConfig, fit
+from lassoprune.training.bn_recalibration import recalibrate_batchnorm
+from lassoprune.training.data_setup import calibration_batches, make_loaders
+
+DATASET = "fashion-mnist"
+BATCH_SIZE = 64  # the benchmark protocol's
+LR = 0.01  # chosen for every one-shot method by the protocol's select phase
+BUDGETS = (0, 640, 1920, 6400, 19200)  # training images: 0, 10, 30, 100 and 300 steps of 64
+
+
+def prune_once(model_file: str, method: str, target: float, seed: int, calib_size: int,
+               image_size: int) -> torch.nn.Module:  # fmt: skip
+    """The method's cut at ``target`` of the MACs, BatchNorm re-estimated on the calibration images."""
+    model = lp.load(model_file)
+    calib = calibration_batches(DATASET, image_size=image_size, size=calib_size, seed=seed)
+    in_channels = model.lp_spec.kwargs.get("in_channels", 1)
+    example = torch.zeros(1, in_channels, image_size, image_size)
+    result = lp.prune(model, example, method=method, target_macs=target, data=calib, seed=seed)
+    recalibrate_batchnorm(result.model, calib)
+    return result.model
+
+
+def fine_tuned(pruned: torch.nn.Module, budget: int, seed: int, image_size: int,
+               test: BatchLoader) -> lp.EvalResult:  # fmt: skip
+    """Top-1 of a copy of ``pruned`` after one cosine pass over ``budget`` training images (0: as it is)."""
+    model = copy.deepcopy(pruned)
+    if budget == 0:
+        return lp.evaluate(model, test, 10)
+    loaders = make_loaders(DATASET, image_size=image_size, batch_size=BATCH_SIZE, train_subset=budget, seed=seed)
+    lp.seed_everything(seed)
+    result = fit(model, loaders.train, test, TrainConfig(epochs=1, lr=LR, seed=seed), num_classes=10,
+                 progress=False)
+    return result.final
+
+
+def mean_se(values: list[float]) -> tuple[float, float | None]:
+    """Mean and standard error (None for a single value)."""
+    if len(values) < 2:
+        return values[0], None
+    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
+
+
+def table(rows: list[dict[str, Any]], budgets: tuple[int, ...]) -> str:
+    """Markdown: per target, one line per method, top-1 mean ± SE over seeds for every budget."""
+    lines = []
+    for target in sorted({r["target_macs"] for r in rows}, reverse=True):
+        lines += [f"**{target:g} of the MACs** (top-1, mean ± SE over seeds; n = seeds)", "",
+                  "| method | n | " + " | ".join(f"{b // BATCH_SIZE} steps" for b in budgets) + " |",
+                  "|---|---|" + "---|" * len(budgets)]
+        for method in dict.fromkeys(r["method"] for r in rows if r["target_macs"] == target):
+            mine = [r for r in rows if r["method"] == method and r["target_macs"] == target]
+            cells = []
+            for budget in budgets:
+                values = [r["top1"][str(budget)] for r in mine if str(budget) in r["top1"]]
+                mean, se = mean_se(values) if values else (math.nan, None)
+                cells.append(f"{mean:.4f}" + (f" ± {se:.4f}" if se is not None else ""))
+            lines.append(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="pretrained:resnet20-fashion-mnist", help="model file or pretrained:NAME")
+    parser.add_argument("--methods", nargs="+", default=["l1", "hsic-ib", "sglp-ib", "stlp-ib", "random"],
+                        choices=list_methods())
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.33])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--calib-size", type=int, default=500)
+    parser.add_argument("--runs", default="runs/recovery", help="results directory (resumed)")
+    parser.add_argument("--report", action="store_true", help="only print the table of the finished rows")
+    args = parser.parse_args()
+    out = Path(args.runs)
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.json"
+    settings = {"model": args.model, "calib_size": args.calib_size, "budgets": list(BUDGETS), "lr": LR,
+                "batch_size": BATCH_SIZE}
+    data = json.loads(results_file.read_text()) if results_file.exists() else {"settings": settings, "rows": []}
+    if data["settings"] != settings:
+        raise SystemExit(f"{results_file} holds rows of other settings {data['settings']}; use another --runs")
+    if not args.report:
+        image_size = int(lp.load(args.model).lp_extra.get("image_size", 32))
+        test = BatchLoader(load_dataset(DATASET, split="test"), 500, image_size=image_size)
+        done = {(r["method"], r["target_macs"], r["seed"]) for r in data["rows"]}
+        for method in args.methods:
+            for target in args.targets:
+                for seed in args.seeds:
+                    if (method, target, seed) in done:
+                        continue
+                    started = time.perf_counter()
+                    pruned = prune_once(args.model, method, target, seed, args.calib_size, image_size)
+                    scores = {str(b): fine_tuned(pruned, b, seed, image_size, test) for b in BUDGETS}
+                    data["rows"].append({"method": method, "target_macs": target, "seed": seed,
+                                         "top1": {b: s.top1 for b, s in scores.items()},
+                                         "worst": {b: s.worst_class for b, s in scores.items()}})
+                    atomic_write_json(results_file, data)
+                    print(f"{method:<10s} {target:<5g} seed {seed}: " + "  ".join(
+                        f"{int(b) // BATCH_SIZE}: {s.top1:.4f}" for b, s in scores.items()) +
+                        f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+    text = table(data["rows"], BUDGETS)
+    (out / "table.md").write_text(f"{json.dumps(settings)}\n\n{text}\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
