@@ -41,6 +41,10 @@ Profiles:
 ``--full``      a GPU: resnet56, seeds 0 and 1, 30 fine-tuning epochs (the engine's
                 CUDA defaults: bfloat16 autocast, channels-last); other models with
                 ``--checkpoint MODEL=FILE``.
+``--short``     the standard rows with a twentieth of its fine-tuning (1 epoch on 6,000
+                images), ResNet-20 seeds 0-2 and ResNet-56 seeds 0-1: what users with
+                little compute see; learning rates from the standard study's select
+                phase (``--select-runs``, default ``runs/compare-standard``).
 ``--tiny``      the full profile with a smoke-test budget on the synthetic dataset, for
                 a baseline given with ``--checkpoint resnet20=FILE`` (numbers mean nothing).
 
