@@ -20,6 +20,7 @@ Rows are appended to RUNS/results.json as they finish (atomically); a rerun
 skips finished rows.
 
     OMP_NUM_THREADS=1 python benchmarks/recovery.py --methods l1 hsic-ib sglp-ib --seeds 0 1 2
+    OMP_NUM_THREADS=1 python benchmarks/recovery.py --methods l1 --reconstruct --lr 0.001 --runs runs/recovery-rc
     python benchmarks/recovery.py --report            # the table of the finished rows
 """
 
@@ -51,26 +52,28 @@ BUDGETS = (0, 640, 1920, 6400, 19200)  # training images: 0, 10, 30, 100 and 300
 
 
 def prune_once(model_file: str, method: str, target: float, seed: int, calib_size: int,
-               image_size: int) -> torch.nn.Module:  # fmt: skip
-    """The method's cut at ``target`` of the MACs, BatchNorm re-estimated on the calibration images."""
+               image_size: int, reconstruct: bool = False) -> torch.nn.Module:  # fmt: skip
+    """The method's cut at ``target`` of the MACs (least-squares reconstruction with ``reconstruct``),
+    BatchNorm re-estimated on the calibration images."""
     model = lp.load(model_file)
     calib = calibration_batches(DATASET, image_size=image_size, size=calib_size, seed=seed)
     in_channels = model.lp_spec.kwargs.get("in_channels", 1)
     example = torch.zeros(1, in_channels, image_size, image_size)
-    result = lp.prune(model, example, method=method, target_macs=target, data=calib, seed=seed)
+    result = lp.prune(model, example, method=method, target_macs=target, data=calib, seed=seed,
+                      reconstruct=reconstruct)
     recalibrate_batchnorm(result.model, calib)
     return result.model
 
 
-def fine_tuned(pruned: torch.nn.Module, budget: int, seed: int, image_size: int,
-               test: BatchLoader) -> lp.EvalResult:  # fmt: skip
+def fine_tuned(pruned: torch.nn.Module, budget: int, seed: int, image_size: int, test: BatchLoader,
+               lr: float = LR) -> lp.EvalResult:  # fmt: skip
     """Top-1 of a copy of ``pruned`` after one cosine pass over ``budget`` training images (0: as it is)."""
     model = copy.deepcopy(pruned)
     if budget == 0:
         return lp.evaluate(model, test, 10)
     loaders = make_loaders(DATASET, image_size=image_size, batch_size=BATCH_SIZE, train_subset=budget, seed=seed)
     lp.seed_everything(seed)
-    result = fit(model, loaders.train, test, TrainConfig(epochs=1, lr=LR, seed=seed), num_classes=10,
+    result = fit(model, loaders.train, test, TrainConfig(epochs=1, lr=lr, seed=seed), num_classes=10,
                  progress=False)
     return result.final
 
@@ -109,14 +112,16 @@ def main() -> None:
     parser.add_argument("--targets", type=float, nargs="+", default=[0.33])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--calib-size", type=int, default=500)
+    parser.add_argument("--lr", type=float, default=LR, help="peak fine-tuning learning rate")
+    parser.add_argument("--reconstruct", action="store_true", help="least-squares reconstruction after the cut")
     parser.add_argument("--runs", default="runs/recovery", help="results directory (resumed)")
     parser.add_argument("--report", action="store_true", help="only print the table of the finished rows")
     args = parser.parse_args()
     out = Path(args.runs)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.json"
-    settings = {"model": args.model, "calib_size": args.calib_size, "budgets": list(BUDGETS), "lr": LR,
-                "batch_size": BATCH_SIZE}
+    settings = {"model": args.model, "calib_size": args.calib_size, "budgets": list(BUDGETS), "lr": args.lr,
+                "batch_size": BATCH_SIZE, **({"reconstruct": True} if args.reconstruct else {})}
     data = json.loads(results_file.read_text()) if results_file.exists() else {"settings": settings, "rows": []}
     if data["settings"] != settings:
         raise SystemExit(f"{results_file} holds rows of other settings {data['settings']}; use another --runs")
@@ -130,8 +135,9 @@ def main() -> None:
                     if (method, target, seed) in done:
                         continue
                     started = time.perf_counter()
-                    pruned = prune_once(args.model, method, target, seed, args.calib_size, image_size)
-                    scores = {str(b): fine_tuned(pruned, b, seed, image_size, test) for b in BUDGETS}
+                    pruned = prune_once(args.model, method, target, seed, args.calib_size, image_size,
+                                        args.reconstruct)
+                    scores = {str(b): fine_tuned(pruned, b, seed, image_size, test, args.lr) for b in BUDGETS}
                     data["rows"].append({"method": method, "target_macs": target, "seed": seed,
                                          "top1": {b: s.top1 for b, s in scores.items()},
                                          "worst": {b: s.worst_class for b, s in scores.items()}})
