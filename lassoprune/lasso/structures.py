@@ -217,8 +217,8 @@ def confusable_class_weights(class_means: np.ndarray) -> np.ndarray:
 
     ``w_k = 1 + sum_{l != k} max(r_kl, 0)`` over the Pearson correlations of the class
     means, divided by their mean (so ``mean_k w_k = 1``): a class whose mean resembles
-    several others' (shirt, T-shirt, pullover, coat in Fashion-MNIST) weighs up to twice
-    as much as one that resembles none (trouser, bag).
+    several others' weighs more than one that resembles none (on the penultimate
+    features of the shipped ResNet-20, Fashion-MNIST: shirt 1.37, trouser and bag 0.68).
 
     Args:
         class_means: (K, D) one mean feature vector per class.
