@@ -29,13 +29,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from compare import Estimate
 
 import lassoprune as lp
 from lassoprune.data import BatchLoader, load_dataset
@@ -67,22 +66,15 @@ def prune_once(model_file: str, method: str, target: float, seed: int, calib_siz
 
 def fine_tuned(pruned: torch.nn.Module, budget: int, seed: int, image_size: int, test: BatchLoader,
                lr: float = LR) -> lp.EvalResult:  # fmt: skip
-    """Top-1 of a copy of ``pruned`` after one cosine pass over ``budget`` training images (0: as it is)."""
-    model = copy.deepcopy(pruned)
+    """Test metrics of ``pruned`` after one cosine pass of a copy over ``budget`` training images (0: as it is)."""
     if budget == 0:
-        return lp.evaluate(model, test, 10)
+        return lp.evaluate(pruned, test, 10)
+    model = copy.deepcopy(pruned)
     loaders = make_loaders(DATASET, image_size=image_size, batch_size=BATCH_SIZE, train_subset=budget, seed=seed)
     lp.seed_everything(seed)
     result = fit(model, loaders.train, test, TrainConfig(epochs=1, lr=lr, seed=seed), num_classes=10,
                  progress=False)
     return result.final
-
-
-def mean_se(values: list[float]) -> tuple[float, float | None]:
-    """Mean and standard error (None for a single value)."""
-    if len(values) < 2:
-        return values[0], None
-    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
 def table(rows: list[dict[str, Any]], budgets: tuple[int, ...]) -> str:
@@ -94,11 +86,7 @@ def table(rows: list[dict[str, Any]], budgets: tuple[int, ...]) -> str:
                   "|---|---|" + "---|" * len(budgets)]
         for method in dict.fromkeys(r["method"] for r in rows if r["target_macs"] == target):
             mine = [r for r in rows if r["method"] == method and r["target_macs"] == target]
-            cells = []
-            for budget in budgets:
-                values = [r["top1"][str(budget)] for r in mine if str(budget) in r["top1"]]
-                mean, se = mean_se(values) if values else (math.nan, None)
-                cells.append(f"{mean:.4f}" + (f" ± {se:.4f}" if se is not None else ""))
+            cells = [Estimate.of([r["top1"][str(budget)] for r in mine]).text() for budget in budgets]
             lines.append(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
