@@ -2,6 +2,7 @@
 
 - ``groups``: coupled channel groups from Torch-Pruning's dependency graph
   (:class:`ChannelGroup`, :class:`LayerSlice` with :class:`LayerKind` and :class:`SliceRole`)
+- ``outputs``: the layers that produce the network's outputs (never pruned)
 - ``norms``: the one group-norm implementation (criteria, votes and regularisers)
 - ``cost``: MACs / params of a keep configuration without pruning a copy
 - ``target``: :class:`Target`, a fraction of the original MACs or params
@@ -29,6 +30,7 @@ from lassoprune.channels.norms import (
     slice_norms,
     slice_power_sums,
 )
+from lassoprune.channels.outputs import first_output_producer, flatten_outputs, output_producers
 from lassoprune.channels.target import CostKind, Target
 
 __all__ = [
@@ -43,10 +45,13 @@ __all__ = [
     "analyse_groups",
     "channel_groups",
     "filter_norms",
+    "first_output_producer",
+    "flatten_outputs",
     "group_norms",
     "group_power_sums",
     "input_norms",
     "layer_kind",
+    "output_producers",
     "slice_norms",
     "slice_power_sums",
 ]

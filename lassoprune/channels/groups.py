@@ -18,6 +18,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from lassoprune.channels.outputs import output_producers
 from lassoprune.errors import LassopruneError
 from lassoprune.utils.enums import NamedEnum
 
@@ -143,7 +144,9 @@ def analyse_groups(
 ) -> GroupAnalysis:
     """Trace ``model`` with Torch-Pruning and describe every prunable group.
 
-    The layer producing the network's output (the classifier) is never pruned;
+    The layers producing the network's outputs are never pruned, whatever
+    they are (a linear or conv classifier, a head before pooling, flattening or
+    upsampling, several outputs: :func:`~lassoprune.channels.outputs.output_producers`);
     neither is any layer in ``ignored_layers`` (groups touching one are dropped).
 
     Args:
@@ -156,7 +159,7 @@ def analyse_groups(
     """
     names = {m: n for n, m in model.named_modules()}
     try:
-        ignored = list(ignored_layers or ()) + _output_layers(model, example_inputs)
+        ignored = list(ignored_layers or ()) + output_producers(model, example_inputs)
     except Exception as exc:
         raise _trace_error("the model cannot run on", example_inputs, exc) from exc
     was_training = model.training
@@ -198,12 +201,12 @@ def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str]) -> ChannelGr
         role = SliceRole.OUT if graph.is_out_channel_pruning_fn(item.dep.handler) else SliceRole.IN
         kind = layer_kind(module)
         pairs = sorted(zip(item.root_idxs, item.idxs))
-        slices.append(
-            LayerSlice(
-                module=names[module], kind=kind, role=role,
-                indices=tuple(int(i) for _, i in pairs), channels=tuple(int(r) for r, _ in pairs),
-            )
+        layer_slice = LayerSlice(
+            module=names[module], kind=kind, role=role,
+            indices=tuple(int(i) for _, i in pairs), channels=tuple(int(r) for r, _ in pairs),
         )
+        check_slice(layer_slice, module, len(tp_group[0].idxs))
+        slices.append(layer_slice)
     producers = _unique(s for s in slices if s.kind in _WEIGHTED and s.role is SliceRole.OUT)
     if not producers:
         return None
@@ -220,6 +223,49 @@ def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str]) -> ChannelGr
         others=_unique(s for s in slices if s.kind is LayerKind.OTHER),
         observe=_observation_point(consumers, depthwise),
     )
+
+
+def check_slice(layer_slice: LayerSlice, module: nn.Module, num_channels: int) -> None:
+    """Check that a slice names real positions of its layer and real channels of its group.
+
+    Every position must lie inside the layer's sliced dimension, and every
+    channel in ``0..C-1``; an output slice (or a norm's) carries each channel at
+    most once. Torch-Pruning's index mapping can break these where a model
+    slices or reshapes channels in ways its graph does not follow (``x[:, :k]``
+    with a concatenation, as dual-path blocks do): such a group would prune the
+    wrong channels, so the analysis stops here and names the layer.
+
+    Raises:
+        LassopruneError: the slice breaks one of the rules above.
+    """
+    size = _dimension_size(module, layer_slice.role)
+    if size is not None and any(not 0 <= i < size for i in layer_slice.indices):
+        what = f"positions up to {max(layer_slice.indices)} of its {size} {layer_slice.role} channels"
+    elif any(not 0 <= c < num_channels for c in layer_slice.channels):
+        what = f"channel numbers up to {max(layer_slice.channels)}"
+    elif layer_slice.role is SliceRole.OUT and len(set(layer_slice.channels)) != len(layer_slice.channels):
+        what = "the same channel at several output positions"
+    else:
+        return
+    raise LassopruneError(
+        f"cannot prune layer {layer_slice.module!r} ({type(module).__name__}): the dependency analysis maps a "
+        f"group of {num_channels} channels onto {what}, so the model slices or reshapes channels in a way it "
+        f"does not follow (e.g. x[:, :k] then torch.cat); pass this layer and the layers that produce its "
+        f"channels in ignored_layers (CLI --ignore)"
+    )
+
+
+def _dimension_size(module: nn.Module, role: SliceRole) -> int | None:
+    """The length of the layer's sliced dimension (None where the layer kind does not say)."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels if role is SliceRole.OUT else module.in_channels
+    if isinstance(module, nn.Linear):
+        return module.out_features if role is SliceRole.OUT else module.in_features
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return module.num_features
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels
+    return None
 
 
 def layer_kind(module: nn.Module) -> LayerKind:
@@ -250,28 +296,3 @@ def _unique(slices: Any) -> tuple[LayerSlice, ...]:
             seen.add(key)
             out.append(s)
     return tuple(out)
-
-
-def _output_layers(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> list[nn.Module]:
-    """Leaf conv / linear layers whose output *is* the network's output (the classifier)."""
-    produced: list[tuple[nn.Module, int]] = []
-
-    def remember(module: nn.Module, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            produced.append((module, output.data_ptr()))
-
-    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    handles = [m.register_forward_hook(remember) for m in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-            outputs = model(*inputs)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    flat = outputs if isinstance(outputs, list | tuple) else [outputs]
-    pointers = {t.data_ptr() for t in flat if isinstance(t, torch.Tensor)}
-    return [m for m, ptr in produced if ptr in pointers]

@@ -107,6 +107,12 @@ def slice_power_sums(
     out = per_position.new_zeros(size)
     if per_position.numel() == 0:
         return out
+    if max(layer_slice.indices, default=-1) >= per_position.numel():
+        raise LassopruneError(
+            f"the group's slice of layer {layer_slice.module!r} names position {max(layer_slice.indices)}, but the "
+            f"layer has {per_position.numel()} {layer_slice.role} channels; were the groups computed on a different "
+            "model (analyse the model you score)?"
+        )
     index = torch.as_tensor(layer_slice.indices, device=per_position.device)
     channels = torch.as_tensor(layer_slice.channels, device=per_position.device)
     return out.index_add(0, channels, per_position.index_select(0, index))

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from lassoprune.errors import LassopruneError
 from lassoprune.hsic.kernels import pool_features
 from lassoprune.channels.groups import ChannelGroup
+from lassoprune.channels.outputs import first_output_producer, flatten_outputs
 
 __all__ = ["CalibrationFeatures", "classifier_layer", "collect_features"]
 
@@ -60,30 +61,29 @@ class CalibrationFeatures:
 
 
 def classifier_layer(model: nn.Module, x: Tensor) -> str:
-    """Name of the leaf conv / linear layer whose output is the network's output (the logits)."""
+    """Name of the conv / linear layer that produces the channels of the model's first output (the logits).
+
+    The logits need not be that layer's output itself: a conv classifier
+    followed by pooling and flattening, or a linear head followed by a scale,
+    is found by tracing the output back
+    (:func:`~lassoprune.channels.outputs.first_output_producer`). A model with
+    several outputs is read by its first one.
+    """
     names = {m: n for n, m in model.named_modules()}
-    produced: list[tuple[str, int]] = []
-
-    def remember(module: nn.Module, _inputs: Any, output: Any) -> None:
-        if isinstance(output, Tensor):
-            produced.append((names[module], output.data_ptr()))
-
-    handles = [m.register_forward_hook(remember) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    try:
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    if not isinstance(out, Tensor):
-        raise LassopruneError("the lasso methods need a model whose output is one logits tensor (N, K)")
-    hits = [name for name, ptr in produced if ptr == out.data_ptr()]
-    if not hits:
+    with torch.no_grad():
+        out = flatten_outputs(model(x))
+    if not out or out[0].dim() < 2:
         raise LassopruneError(
-            "could not find the classifier layer (a conv / linear whose output is the logits); "
-            "the lasso methods need it for the class means"
+            "the lasso methods need a model whose (first) output holds the class logits, shaped (N, K) or "
+            "(N, K, H, W); use a criterion such as l1 for this model"
         )
-    return hits[-1]
+    producer = first_output_producer(model, x)
+    if producer is None:
+        raise LassopruneError(
+            "could not find the classifier layer (the conv / linear that produces the logits' channels); "
+            "the lasso methods need its input for the class means: use a criterion such as l1 for this model"
+        )
+    return names[producer]
 
 
 def _channel_positions(group: ChannelGroup) -> tuple[Tensor, Tensor]:
@@ -182,7 +182,7 @@ def collect_features(
     try:
         with torch.no_grad():
             for x, y in batches:
-                logits = model(x.to(device))
+                logits = flatten_outputs(model(x.to(device)))[0]
                 num_classes = int(logits.shape[1])
                 labels.append(torch.as_tensor(y).reshape(-1).long().cpu())
     finally:

@@ -201,6 +201,7 @@ def class_graph(class_means: np.ndarray, tau: float | None = None) -> GraphFused
         :class:`GraphFused` with edges ``(m, l), m < l`` and weights r_ml (signed).
     """
     r = _class_correlation(class_means)
+    r = (r + r.T) / 2  # exactly symmetric: tau is read off whole rows, the edges off the upper triangle
     K = r.shape[0]
     a = np.abs(r)
     if tau is None:

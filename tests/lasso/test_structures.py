@@ -172,3 +172,18 @@ def test_confusable_weights_are_one_plus_the_positive_correlations_normalised_to
 def test_confusable_weights_reject_bad_class_means():
     with pytest.raises(StructureError, match="constant"):
         confusable_class_weights(np.ones((3, 4)))
+
+
+def test_default_class_graph_gives_every_class_an_edge_whatever_the_rounding() -> None:
+    """The default threshold min_m max_l |r_ml| leaves every class an edge, for many random class means.
+
+    np.corrcoef is symmetric only up to rounding; read the threshold off one triangle and the edges
+    off the other and a class can lose its only edge by one unit in the last place.
+    """
+    from lassoprune.lasso import class_graph
+
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        means = rng.normal(size=(10, 64)) + rng.normal(size=(1, 64))
+        graph = class_graph(means)
+        assert {int(c) for edge in graph.edges for c in edge} == set(range(10)), seed

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lassoprune.channels import ChannelGroup, LayerKind, layer_kind
+from lassoprune.channels import ChannelGroup, LayerKind, flatten_outputs, layer_kind
 from lassoprune.pruning.criteria import ScoreContext, register_criterion, require_batches
 
 
@@ -93,11 +93,19 @@ def taylor_contributions(ctx: ScoreContext) -> dict[str, Tensor]:
 
 
 def _loss_gradients(ctx: ScoreContext, x: Tensor, y: Tensor, params: list[Tensor]) -> tuple[Tensor | None, ...]:
-    """``dL/dw`` for each of ``params``, ``L`` the mean cross-entropy of one batch."""
+    """``dL/dw`` for each of ``params``, ``L`` the mean cross-entropy of one batch.
+
+    The logits are the model's first output; a map ``(N, K, H, W)`` read with one
+    label per image ``(N,)`` is averaged over its positions first (the global
+    pooling of a fully convolutional classifier), while per-pixel labels
+    ``(N, H, W)`` are used as they are.
+    """
     with torch.enable_grad():
-        output = ctx.model(x.to(ctx.device))
-        logits = output[0] if isinstance(output, list | tuple) else output
-        loss = F.cross_entropy(logits, y.to(ctx.device))
+        logits = flatten_outputs(ctx.model(x.to(ctx.device)))[0]
+        target = y.to(ctx.device)
+        if logits.dim() > 2 and target.dim() == 1:
+            logits = logits.flatten(2).mean(2)
+        loss = F.cross_entropy(logits, target)
         return torch.autograd.grad(loss, params, allow_unused=True)
 
 
