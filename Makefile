@@ -23,7 +23,9 @@ data: install
 	$(BIN)/lassoprune fetch fashion-mnist
 
 demo: data
-	$(BIN)/lassoprune run configs/demo.yaml --out runs/demo
+	$(BIN)/lassoprune run configs/demo.yaml --out runs/demo --no-progress
+	$(BIN)/lassoprune deploy --checkpoint runs/demo/prune/model.pt --dense runs/demo/pretrain/model.pt \
+		--out runs/demo/deploy --runtime torchscript --batch-sizes 64 --warmup 20 --repeats 10
 
 test: data
 	$(BIN)/pytest -m "not slow" -q

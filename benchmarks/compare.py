@@ -63,7 +63,7 @@ import math
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +84,9 @@ from lassoprune.pipeline import (
     StageContext,
     run_stages,
 )
+from lassoprune.pipeline.config import FINETUNE_LR_AFTER_RECONSTRUCTION
 from lassoprune.pipeline.stages import MODEL_FILE, metrics_record
-from lassoprune.training.bn_recalibration import recalibrate_batchnorm
+from lassoprune.pruning import PruneSettings, after_cut
 
 log = logging.getLogger("lassoprune.compare")
 
@@ -99,52 +100,57 @@ PHASES = ("select", "pilot", "table")
 APIB = {"kernel": "laplace", "normalise": False, "nonneg": False}
 
 
+def row_cut(method: str, options: dict[str, Any] | None = None, **settings: Any) -> PruneSettings:
+    """A row's prune settings: the library's :class:`PruneSettings`, with every choice that defines the row
+    spelled out (reconstruction off unless asked, the residual stream cut unless kept, free widths) so that a
+    later change of the library's defaults cannot change what a finished row means."""
+    fixed = {"reconstruct": False, "prune_residual": True, "round_to": None, **settings}
+    return PruneSettings(method=method, options=dict(options or {}), **fixed)
+
+
 @dataclass(frozen=True)
 class Method:
     """What one row's name stands for.
 
     Attributes:
-        method: the registered lassoprune method (for a Torch-Pruning peer,
-            the placeholder the config carries; its ``prune`` stage is replaced).
-        options: the method's options (``lassoprune prune --list-methods``).
-        prune_residual: whether residual (eltwise) groups may be cut.
+        prune: the cut's settings (the target and calibration size are the row's and the profile's); for a
+            Torch-Pruning peer the placeholder the config carries (its ``prune`` stage is replaced).
         sparse: sparse training before the cut: ``dwgl`` (the library's
             regulariser, proximal steps) or ``tp-group-sl`` (Torch-Pruning's
             GroupNormPruner hooked after every backward pass); None = none.
         peer: a Torch-Pruning pruner that makes the cut instead of ``lp.prune``.
-        reconstruct: refit the layers that lost inputs by least squares after the cut (``prune.reconstruct``).
         lr_from: the row whose selected fine-tuning learning rate this one uses (None = its own ``select``).
-        round_to: the width step of the cut (``prune.round_to``; None = free widths, ``"auto"`` = the widest
-            step of 16, 8, 4 that reaches the target: what measures fastest on a CPU).
+        lr: a fixed fine-tuning learning rate chosen elsewhere on held-out images (no ``select`` rows): the
+            reconstructed rows use the library's rate after reconstruction, chosen on 5,000 held-out
+            training images (docs/BENCHMARKS.md, "Defaults of the post-training path").
     """
 
-    method: str
-    options: dict[str, Any] = field(default_factory=dict)
-    prune_residual: bool = True
+    prune: PruneSettings
     sparse: str | None = None
     peer: str | None = None
-    reconstruct: bool = False
     lr_from: str | None = None
-    round_to: int | str | None = None
+    lr: float | None = None
 
 
+LASSO_CROSS = {**APIB, "class_fit": "cross"}
 METHODS: dict[str, Method] = {
-    "l1": Method("l1"),
-    "hsic-ib": Method("hsic-ib", APIB, prune_residual=False),
-    "tp-magnitude": Method("l1", peer="tp-magnitude"),
-    "l1-rc": Method("l1", reconstruct=True, lr_from="l1"),
-    "hsic-ib-rc": Method("hsic-ib", APIB, prune_residual=False, reconstruct=True, lr_from="hsic-ib"),
-    "random": Method("random"),
-    "sglp-ib": Method("sglp-ib", {**APIB, "class_fit": "cross"}, prune_residual=False),
-    "stlp-ib": Method("stlp-ib", {**APIB, "class_fit": "cross"}, prune_residual=False),
-    "class-lasso": Method("class-lasso", {**APIB, "class_fit": "cross"}, prune_residual=False, lr_from="hsic-ib"),
-    "tp-group-sl": Method("l1", sparse="tp-group-sl", peer="tp-group-sl"),
-    "dwgl": Method("dwgl-vote", sparse="dwgl"),
-    "bn-scale": Method("bn-scale"),
-    "taylor": Method("taylor"),
-    "sglp-ib-rc": Method("sglp-ib", {**APIB, "class_fit": "cross"}, prune_residual=False, reconstruct=True,
-                         lr_from="sglp-ib"),
-    "l1-auto": Method("l1", lr_from="l1", round_to="auto"),
+    "l1": Method(row_cut("l1")),
+    "hsic-ib": Method(row_cut("hsic-ib", APIB, prune_residual=False)),
+    "tp-magnitude": Method(row_cut("l1"), peer="tp-magnitude"),
+    "l1-rc": Method(row_cut("l1", reconstruct=True), lr=FINETUNE_LR_AFTER_RECONSTRUCTION),
+    "hsic-ib-rc": Method(row_cut("hsic-ib", APIB, prune_residual=False, reconstruct=True),
+                         lr=FINETUNE_LR_AFTER_RECONSTRUCTION),
+    "random": Method(row_cut("random")),
+    "sglp-ib": Method(row_cut("sglp-ib", LASSO_CROSS, prune_residual=False)),
+    "stlp-ib": Method(row_cut("stlp-ib", LASSO_CROSS, prune_residual=False)),
+    "class-lasso": Method(row_cut("class-lasso", LASSO_CROSS, prune_residual=False), lr_from="hsic-ib"),
+    "tp-group-sl": Method(row_cut("l1"), sparse="tp-group-sl", peer="tp-group-sl"),
+    "dwgl": Method(row_cut("dwgl-vote"), sparse="dwgl"),
+    "bn-scale": Method(row_cut("bn-scale")),
+    "taylor": Method(row_cut("taylor")),
+    "sglp-ib-rc": Method(row_cut("sglp-ib", LASSO_CROSS, prune_residual=False, reconstruct=True),
+                         lr=FINETUNE_LR_AFTER_RECONSTRUCTION),
+    "l1-auto": Method(row_cut("l1", round_to="auto"), lr_from="l1"),
 }
 """Every row name, in the order rows are run (the most informative first)."""
 
@@ -284,10 +290,7 @@ def row_config(profile: Profile, row: Row) -> RunConfig:
                          validation_size=profile.validation_size if judged_on_validation else 0),
         pretrain=PretrainSection(checkpoint=profile.checkpoints[row.model]),
         sparse=sparse,
-        prune=PruneSection(method=method.method, target_macs=row.target, calib_size=profile.calib_size,
-                           round_to=method.round_to,  # None: free widths, the rows compare choices of channels
-                           prune_residual=method.prune_residual, reconstruct=method.reconstruct,
-                           options=dict(method.options)),
+        prune=dataclasses.replace(method.prune, target_macs=row.target, calib_size=profile.calib_size),
         finetune=FinetuneSection(epochs=row.epochs, lr=row.lr,
                                  train_subset=profile.select_subset if row.phase == "select" else
                                  profile.finetune_subset),
@@ -383,8 +386,8 @@ def peer_prune_stage(peer: str, reg: float) -> Stage:
         assert target is not None
         cut = peer_cut(peer, load(ctx.run.path(source)).eval(), ctx.example, target, ctx.info.num_classes, reg,
                        TOLERANCE)
-        recalibrate_batchnorm(cut.model, ctx.calibration)
-        metrics = metrics_record(ctx.evaluate(cut.model))
+        post = after_cut(cut.model, cut.model, ctx.calibration, evaluate=lambda m: metrics_record(ctx.evaluate(m)))
+        metrics = post.one_shot["cut"]
         cut.model.to("cpu")
         counts = {"macs_before": cut.macs_before, "macs_after": cut.macs_after,
                   "params_before": cut.params_before, "params_after": cut.params_after}
@@ -402,13 +405,16 @@ def peer_prune_stage(peer: str, reg: float) -> Stage:
 
 def select_rows(profile: Profile, methods: Sequence[str]) -> list[Row]:
     model = profile.models[0]
-    own = dict.fromkeys(METHODS[m].lr_from or m for m in methods)
+    own = dict.fromkeys(METHODS[m].lr_from or m for m in methods if METHODS[m].lr is None)
     return [Row("select", model, m, profile.select_target, 0, lr, profile.select_epochs)
             for m in own for lr in profile.lr_candidates]
 
 
 def chosen_lr(profile: Profile, runs: Path, method: str) -> float:
-    """The candidate learning rate with the best validation top-1 in ``select`` (ties: the larger rate)."""
+    """The candidate learning rate with the best validation top-1 in ``select`` (ties: the larger rate), or
+    the row's fixed rate."""
+    if METHODS[method].lr is not None:
+        return METHODS[method].lr
     method = METHODS[method].lr_from or method
     scores = {}
     for row in select_rows(profile, [method]):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ import torch
 from torch import nn
 
 import lassoprune as lp
+from lassoprune.pruning import after_cut
 from lassoprune.regularizers import REGULARIZERS, create_regularizer
 from lassoprune.training import TrainConfig, evaluate, fit
 from lassoprune.training.data_setup import Loaders, make_loaders
@@ -93,20 +95,14 @@ def pretrained(args: argparse.Namespace) -> nn.Module:
     return lp.load(out / "model.pt")
 
 
-def recalibrate_bn(model: nn.Module, batches: Any, steps: int = 30) -> nn.Module:
-    """Re-estimate every BatchNorm's running mean / var on ``steps`` training batches (cumulative average)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for i, (images, _) in enumerate(batches):
-            if i == steps:
-                break
-            model(images)
-    for m in norms:
-        m.momentum = 0.1
+def first_batches(data: Loaders, steps: int = 30) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``steps`` training batches: the images BatchNorm statistics are re-estimated on."""
+    return list(itertools.islice(iter(data.train), steps))
+
+
+def recalibrated(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
+    """``model`` with BatchNorm statistics re-estimated on ``batches`` by the library's post-cut path."""
+    after_cut(model, model, batches)
     return model.eval()
 
 
@@ -138,15 +134,17 @@ def run_one(
     sparse_top1 = train(model, data, cfg, root / "sparse", reg)
     model = lp.load(root / "sparse" / "model.pt").eval()
     vote_on = "bn" if name == "bn-l1" else "filters"
+    calib = first_batches(data)
     row: dict[str, Any] = {"reg": label, "lam": lam, "sparse_top1": sparse_top1, "pretrained_top1": base_top1,
-                           "sparse_top1_recal": accuracy(recalibrate_bn(copy.deepcopy(model), data.train), data),
+                           "sparse_top1_recal": accuracy(recalibrated(copy.deepcopy(model), calib), data),
                            "votes": eltwise_votes(model, example, args.tau, vote_on)}
     if name == "bn-l1":
         row["votes_filters"] = eltwise_votes(model, example, args.tau, "filters")
-    result = lp.prune(model, example, method="dwgl-vote", threshold=args.tau, vote_on=vote_on)
+    result = lp.prune(model, example, method="dwgl-vote", threshold=args.tau, vote_on=vote_on, data=calib,
+                      reconstruct=False)  # BatchNorm re-estimated on calib by lp.prune
     row["macs_before"], row["macs_after"] = result.macs_before, result.macs_after
     row["params_before"], row["params_after"] = result.params_before, result.params_after
-    row["pruned_top1_recal"] = accuracy(recalibrate_bn(result.model, data.train), data)
+    row["pruned_top1_recal"] = accuracy(result.model.eval(), data)
     tune = TrainConfig(epochs=args.finetune_epochs, lr=0.01, seed=args.seed)
     row["finetuned_top1"] = train(result.model, data, tune, root / "finetune")
     row["seconds"] = time.perf_counter() - started

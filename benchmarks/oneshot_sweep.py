@@ -33,7 +33,6 @@ import lassoprune as lp
 from lassoprune.data import BatchLoader, load_dataset
 from lassoprune.errors import UnreachableTargetError
 from lassoprune.io import atomic_write_json
-from lassoprune.training.bn_recalibration import recalibrate_batchnorm
 from lassoprune.training.data_setup import calibration_batches
 
 #: APIB's kernels and lasso (METHODS.md 1.1): fixed-bandwidth Gaussian 1/D, unnormalised, signed.
@@ -85,9 +84,9 @@ def one_row(model_file: str, variant: str, target: float, seed: int, calib_size:
     in_channels = model.lp_spec.kwargs.get("in_channels", 1)
     started = time.perf_counter()
     result = lp.prune(model, torch.zeros(1, in_channels, image_size, image_size), method=method,
-                      target_macs=target, data=calib, seed=seed, prune_residual=prune_residual, **options)
+                      target_macs=target, data=calib, seed=seed, prune_residual=prune_residual,
+                      reconstruct=False, **options)  # BatchNorm re-estimated on calib by lp.prune
     seconds = time.perf_counter() - started
-    recalibrate_batchnorm(result.model, calib)
     scored = lp.evaluate(result.model, test, 10)
     return {
         "variant": variant, "target_macs": target, "seed": seed,

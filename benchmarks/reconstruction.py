@@ -18,7 +18,6 @@ the calibration images in both cases). Rows are appended to
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import resource
 import subprocess
@@ -32,8 +31,7 @@ import torch
 
 import lassoprune as lp
 from lassoprune.io import atomic_write_json
-from lassoprune.pruning.reconstruct import reconstruct
-from lassoprune.training.bn_recalibration import recalibrate_batchnorm
+from lassoprune.pruning import after_cut
 from lassoprune.training.data_setup import calibration_batches, make_loaders
 
 COST_MODELS = ("resnet56", "vgg16")
@@ -56,10 +54,11 @@ def cost_of(model_name: str, calib_size: int) -> dict[str, Any]:
     model = lp.create_model(model_name, num_classes=10, in_channels=1).eval()
     calib = calibration_batches("fashion-mnist", image_size=32, size=calib_size, seed=0)
     example = calib[0][0][:1]
-    cut = lp.prune(model, example, method="l1", target_macs=0.5, data=calib)
+    cut = lp.prune(model, example, method="l1", target_macs=0.5, data=calib, reconstruct=False, recalibrate=False)
     before = _peak_mb()
     started = time.perf_counter()
-    refits = reconstruct(model, cut.model, cut.groups, cut.keep, calib)
+    post = after_cut(model, cut.model, calib, cut.groups, cut.keep, reconstruct_layers=True, recalibrate=False)
+    refits = post.reconstruction
     seconds = time.perf_counter() - started
     return {"model": model_name, "calib_size": calib_size, "layers": len(refits), "seconds": seconds,
             "peak_mb_before": before, "peak_mb": _peak_mb(), "threads": torch.get_num_threads()}
@@ -73,6 +72,11 @@ def accuracy_rows(runs: Path, targets: Sequence[float], seeds: Sequence[int], ca
     dense = lp.load("pretrained:resnet56-fashion-mnist").eval()
     test = make_loaders("fashion-mnist", image_size=32, with_train=False).test
     example = torch.zeros(1, 1, 32, 32)
+
+    def scorer(model: torch.nn.Module) -> dict[str, float]:
+        scored = lp.evaluate(model, test, 10)
+        return {"top1": scored.top1, "worst": scored.worst_class}
+
     for seed in seeds:
         calib = calibration_batches("fashion-mnist", image_size=32, size=calib_size, seed=seed)
         for variant, (method, options, prune_residual) in VARIANTS.items():
@@ -80,20 +84,13 @@ def accuracy_rows(runs: Path, targets: Sequence[float], seeds: Sequence[int], ca
                 if (variant, target, seed) in done:
                     continue
                 result = lp.prune(dense, example, method=method, target_macs=target, data=calib, seed=seed,
-                                  prune_residual=prune_residual, **options)
-                plain = copy.deepcopy(result.model)
-                recalibrate_batchnorm(plain, calib)
-                without = lp.evaluate(plain, test, 10)
-                started = time.perf_counter()
-                refits = reconstruct(dense, result.model, result.groups, result.keep, calib, seed=seed)
-                seconds = time.perf_counter() - started
-                recalibrate_batchnorm(result.model, calib)
-                with_rc = lp.evaluate(result.model, test, 10)
+                                  prune_residual=prune_residual, reconstruct=True, evaluate=scorer, **options)
+                without, with_rc = result.one_shot["cut"], result.one_shot["reconstructed"]
                 rows.append({"variant": variant, "target": target, "seed": seed,
                              "macs_ratio": result.macs_after / result.macs_before,
-                             "without_top1": without.top1, "without_worst": without.worst_class,
-                             "with_top1": with_rc.top1, "with_worst": with_rc.worst_class,
-                             "layers": len(refits), "reconstruct_seconds": seconds})
+                             "without_top1": without["top1"], "without_worst": without["worst"],
+                             "with_top1": with_rc["top1"], "with_worst": with_rc["worst"],
+                             "layers": len(result.reconstruction)})
                 atomic_write_json(out, rows)
                 print(json.dumps(rows[-1]), flush=True)
     return rows

@@ -21,6 +21,9 @@ skips finished rows.
 
     OMP_NUM_THREADS=1 python benchmarks/recovery.py --methods l1 hsic-ib sglp-ib --seeds 0 1 2
     OMP_NUM_THREADS=1 python benchmarks/recovery.py --methods l1 --reconstruct --lr 0.001 --runs runs/recovery-rc
+    # the learning rate after reconstruction, chosen on 5,000 held-out training images (not the test split)
+    OMP_NUM_THREADS=1 python benchmarks/recovery.py --methods l1 sglp-ib --reconstruct --lr 0.001 \
+        --validation-size 5000 --runs runs/recovery-rc-val-lr0.001
     python benchmarks/recovery.py --report            # the table of the finished rows
 """
 
@@ -41,7 +44,6 @@ from lassoprune.data import BatchLoader, load_dataset
 from lassoprune.io import atomic_write_json
 from lassoprune.pruning import list_methods
 from lassoprune.training import TrainConfig, fit
-from lassoprune.training.bn_recalibration import recalibrate_batchnorm
 from lassoprune.training.data_setup import calibration_batches, make_loaders
 
 DATASET = "fashion-mnist"
@@ -51,26 +53,28 @@ BUDGETS = (0, 640, 1920, 6400, 19200)  # training images: 0, 10, 30, 100 and 300
 
 
 def prune_once(model_file: str, method: str, target: float, seed: int, calib_size: int,
-               image_size: int, reconstruct: bool = False) -> torch.nn.Module:  # fmt: skip
+               image_size: int, reconstruct: bool = False, validation_size: int = 0) -> torch.nn.Module:  # fmt: skip
     """The method's cut at ``target`` of the MACs (least-squares reconstruction with ``reconstruct``),
-    BatchNorm re-estimated on the calibration images."""
+    BatchNorm re-estimated on the calibration images (drawn outside the ``validation_size`` held-out ones)."""
     model = lp.load(model_file)
-    calib = calibration_batches(DATASET, image_size=image_size, size=calib_size, seed=seed)
+    calib = calibration_batches(DATASET, image_size=image_size, size=calib_size, seed=seed,
+                                validation_size=validation_size)
     in_channels = model.lp_spec.kwargs.get("in_channels", 1)
     example = torch.zeros(1, in_channels, image_size, image_size)
     result = lp.prune(model, example, method=method, target_macs=target, data=calib, seed=seed,
-                      reconstruct=reconstruct)
-    recalibrate_batchnorm(result.model, calib)
+                      reconstruct=reconstruct)  # BatchNorm re-estimated on calib by lp.prune
     return result.model
 
 
 def fine_tuned(pruned: torch.nn.Module, budget: int, seed: int, image_size: int, test: BatchLoader,
-               lr: float = LR) -> lp.EvalResult:  # fmt: skip
-    """Test metrics of ``pruned`` after one cosine pass of a copy over ``budget`` training images (0: as it is)."""
+               lr: float = LR, validation_size: int = 0) -> lp.EvalResult:  # fmt: skip
+    """Metrics on ``test`` of ``pruned`` after one cosine pass of a copy over ``budget`` training images (0: as
+    it is); the images come from outside the ``validation_size`` held-out ones."""
     if budget == 0:
         return lp.evaluate(pruned, test, 10)
     model = copy.deepcopy(pruned)
-    loaders = make_loaders(DATASET, image_size=image_size, batch_size=BATCH_SIZE, train_subset=budget, seed=seed)
+    loaders = make_loaders(DATASET, image_size=image_size, batch_size=BATCH_SIZE, train_subset=budget, seed=seed,
+                           validation_size=validation_size)
     lp.seed_everything(seed)
     result = fit(model, loaders.train, test, TrainConfig(epochs=1, lr=lr, seed=seed), num_classes=10,
                  progress=False)
@@ -102,6 +106,9 @@ def main() -> None:
     parser.add_argument("--calib-size", type=int, default=500)
     parser.add_argument("--lr", type=float, default=LR, help="peak fine-tuning learning rate")
     parser.add_argument("--reconstruct", action="store_true", help="least-squares reconstruction after the cut")
+    parser.add_argument("--validation-size", type=int, default=0,
+                        help="judge on N held-out training images (class-stratified, the pipeline's validation "
+                             "split) instead of the test split; calibration and fine-tuning never see them")
     parser.add_argument("--runs", default="runs/recovery", help="results directory (resumed)")
     parser.add_argument("--report", action="store_true", help="only print the table of the finished rows")
     args = parser.parse_args()
@@ -109,13 +116,18 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.json"
     settings = {"model": args.model, "calib_size": args.calib_size, "budgets": list(BUDGETS), "lr": args.lr,
-                "batch_size": BATCH_SIZE, **({"reconstruct": True} if args.reconstruct else {})}
+                "batch_size": BATCH_SIZE, **({"reconstruct": True} if args.reconstruct else {}),
+                **({"validation_size": args.validation_size} if args.validation_size else {})}
     data = json.loads(results_file.read_text()) if results_file.exists() else {"settings": settings, "rows": []}
     if data["settings"] != settings:
         raise SystemExit(f"{results_file} holds rows of other settings {data['settings']}; use another --runs")
     if not args.report:
         image_size = int(lp.load(args.model).lp_extra.get("image_size", 32))
-        test = BatchLoader(load_dataset(DATASET, split="test"), 500, image_size=image_size)
+        if args.validation_size:
+            test = make_loaders(DATASET, image_size=image_size, with_train=False,
+                                validation_size=args.validation_size).validation
+        else:
+            test = BatchLoader(load_dataset(DATASET, split="test"), 500, image_size=image_size)
         done = {(r["method"], r["target_macs"], r["seed"]) for r in data["rows"]}
         for method in args.methods:
             for target in args.targets:
@@ -124,8 +136,9 @@ def main() -> None:
                         continue
                     started = time.perf_counter()
                     pruned = prune_once(args.model, method, target, seed, args.calib_size, image_size,
-                                        args.reconstruct)
-                    scores = {str(b): fine_tuned(pruned, b, seed, image_size, test, args.lr) for b in BUDGETS}
+                                        args.reconstruct, args.validation_size)
+                    scores = {str(b): fine_tuned(pruned, b, seed, image_size, test, args.lr, args.validation_size)
+                              for b in BUDGETS}
                     data["rows"].append({"method": method, "target_macs": target, "seed": seed,
                                          "top1": {b: s.top1 for b, s in scores.items()},
                                          "worst": {b: s.worst_class for b, s in scores.items()}})

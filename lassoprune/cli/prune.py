@@ -22,7 +22,8 @@ from lassoprune.cli._common import (
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load, save
 from lassoprune.models import create_model
-from lassoprune.pruning import ALLOCATIONS, METHODS, PruneResult, describe_methods, get_method, prune
+from lassoprune.pipeline.config import FinetuneSection
+from lassoprune.pruning import ALLOCATIONS, METHODS, PruneResult, PruneSettings, describe_methods, get_method, prune_with
 from lassoprune.pruning.api import modules_named
 from lassoprune.training import TrainConfig, fit
 from lassoprune.training.data_setup import calibration_batches, check_calibration_size, make_loaders
@@ -63,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--target-params", type=float, metavar="R", help="keep this fraction of the parameters")
     group.add_argument("--allocation", choices=ALLOCATIONS, default="global", help="how criteria scores become widths")
     group.add_argument("--min-channels", type=int, default=1, help="fewest channels a group keeps (default: 1)")
-    group.add_argument("--round-to", type=int, help="kept widths are multiples of this, e.g. 8")
+    group.add_argument("--round-to", type=_round_to, metavar="N|auto",
+                       help="kept widths are multiples of this, e.g. 8; auto: the widest of 16, 8, 4 that reaches "
+                            "the target")
     group.add_argument("--calib-size", type=int, default=500, help="calibration images (default: 500)")
     group.add_argument("--ignore", nargs="+", default=[], metavar="LAYER", help="module names never pruned")
     residual = group.add_mutually_exclusive_group()
@@ -72,16 +75,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "reads (default for the lasso methods)")
     residual.add_argument("--cut-residual", dest="prune_residual", action="store_true",
                           help="let residual (eltwise) groups be cut too (default for the other methods)")
-    group.add_argument("--reconstruct", action="store_true",
-                       help="refit the layers that lost input channels by least squares on the calibration images "
-                            "(needs --data)")
+    rebuild = group.add_mutually_exclusive_group()
+    rebuild.add_argument("--reconstruct", dest="reconstruct", action="store_true", default=None,
+                         help="refit the layers that lost input channels by least squares on the calibration "
+                              "images (default whenever --data is given)")
+    rebuild.add_argument("--no-reconstruct", dest="reconstruct", action="store_false",
+                         help="keep the cut's weights (BatchNorm statistics are still re-estimated on the data)")
     group.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
     group.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                        help="an option of the method, repeatable, e.g. target_kind=class pool=8 (lasso methods)")
     _add_method_option_flags(parser)
     tune = parser.add_argument_group("fine-tuning")
     tune.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune after pruning (needs --data)")
-    tune.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (default: 0.01)")
+    tune.add_argument("--lr", type=float, help="fine-tuning learning rate (default: 0.001 after reconstruction, "
+                                                "else 0.01)")
     tune.add_argument("--train-subset", type=int, help="fine-tune on a class-stratified subset of N images")
     parser.add_argument("--out", metavar="FILE", help="where to write the pruned model file")
     add_run_args(parser)
@@ -97,14 +104,9 @@ def run(args: argparse.Namespace) -> int:
     model, image_size = _source_model(args)
     in_channels = model.lp_spec.kwargs.get("in_channels", 3)
     example = torch.randn(1, in_channels, image_size, image_size)
+    modules_named(model, args.ignore, "--ignore")  # a clear error before any work
     batches = _calibration(args, image_size)
-    ignored = modules_named(model, args.ignore, "--ignore")
-    result = prune(
-        model, example, method=args.method, target_macs=args.target_macs, target_params=args.target_params,
-        data=batches, allocation=args.allocation, ignored_layers=ignored, min_channels=args.min_channels,
-        round_to=args.round_to, inplace=True, seed=args.seed, prune_residual=args.prune_residual,
-        reconstruct=args.reconstruct, **_method_options(args),
-    )
+    result = prune_with(model, example, _settings(args), data=batches, seed=args.seed, inplace=True)
     report = result.to_dict()
     if args.finetune_epochs:
         report["finetune"] = _finetune(result, args, image_size)
@@ -119,6 +121,25 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(result, report, args.out)
     return 0
+
+
+def _settings(args: argparse.Namespace) -> PruneSettings:
+    """The command line's :class:`PruneSettings` (the same object ``lp.prune`` and a run config build)."""
+    return PruneSettings(
+        method=args.method, target_macs=args.target_macs, target_params=args.target_params,
+        options=_method_options(args), allocation=args.allocation, min_channels=args.min_channels,
+        round_to=args.round_to, ignore=tuple(args.ignore), prune_residual=args.prune_residual,
+        reconstruct=args.reconstruct, calib_size=args.calib_size,
+    )
+
+
+def _round_to(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a width step such as 8, or auto; got {text!r}") from None
 
 
 def _method_option_names() -> dict[str, list[str]]:
@@ -201,11 +222,14 @@ def _validate(args: argparse.Namespace) -> None:
         raise LassopruneError("give --out FILE for the pruned model")
     if bool(args.model) == bool(args.checkpoint):
         raise LassopruneError("give exactly one of --checkpoint FILE or --model NAME")
-    for name in ("calib_size", "num_classes", "in_channels", "image_size", "round_to", "train_subset"):
+    for name in ("calib_size", "num_classes", "in_channels", "image_size", "train_subset"):
         positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.round_to != "auto":
+        positive("--round-to", args.round_to)
+
     if args.finetune_epochs and not args.data:
         raise LassopruneError("--finetune-epochs needs --data NAME (the dataset to fine-tune on)")
-    if args.reconstruct and not args.data:
+    if args.reconstruct is True and not args.data:
         raise LassopruneError("--reconstruct refits layers on calibration images; "
                               "give --data NAME (and --data-root DIR)")
     if spec.needs_data and not args.data:
@@ -245,14 +269,15 @@ def _finetune(result: PruneResult, args: argparse.Namespace, image_size: int) ->
     )
     run_dir = Path(args.out).with_suffix("").as_posix() + "_finetune"
     get_logger().info("fine-tuning the pruned model for %d epochs (run directory %s)", args.finetune_epochs, run_dir)
-    cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, seed=args.seed)
+    lr = FinetuneSection(lr=args.lr).lr_after(reconstructed=bool(result.reconstruction))
+    cfg = TrainConfig(epochs=args.finetune_epochs, lr=lr, seed=args.seed)
     fitted = fit(
         result.model, loaders.train, loaders.test, cfg, num_classes=loaders.info.num_classes,
         class_names=loaders.info.class_names, out_dir=run_dir, resume=True, device=device_from(args),
         progress=not args.no_progress, model_extra={"dataset": args.data, "image_size": image_size},
     )
     result.model.to("cpu")
-    return {"test_top1": fitted.final.top1, "test_top5": fitted.final.top5,
+    return {"lr": lr, "test_top1": fitted.final.top1, "test_top5": fitted.final.top5,
             "test_worst_class": fitted.final.worst_class, "epochs": len(fitted.history), "run_dir": run_dir}
 
 
@@ -276,5 +301,9 @@ def _print_summary(result: PruneResult, report: dict[str, Any], out: str) -> Non
         after = sum(r.error_after for r in result.reconstruction) / len(result.reconstruction)
         print(f"  reconstructed {len(result.reconstruction)} layers: mean relative output error "
               f"{before:.3f} -> {after:.3f}")
+    if result.recalibrated_images:
+        print(f"  BatchNorm statistics re-estimated on {result.recalibrated_images} calibration images")
+    else:
+        print("  BatchNorm statistics not re-estimated (no --data): evaluate after re-estimating or fine-tuning")
     if "finetune" in report:
         print(f"  fine-tuned top-1 {report['finetune']['test_top1']:.4f}")

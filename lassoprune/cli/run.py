@@ -97,8 +97,13 @@ def _print_outcome(summary: dict[str, Any], root: Path, files: tuple[Path, ...])
           f"({summary['macs_after'] / summary['macs_before']:.3f})")
     print(f"  params {summary['params_before']:>14,d} -> {summary['params_after']:>14,d}  "
           f"({summary['params_after'] / summary['params_before']:.3f})")
-    for label, key in (("baseline", "baseline"), ("pruned (BN re-estimated)", "pruned"), ("fine-tuned", "final")):
-        print(f"  {label:<26s} top-1 {m[key]['top1']:.4f}  worst class {m[key]['worst_class']:.4f}")
+    rows = [("dense", "baseline"), ("cut (BN re-estimated)", "unreconstructed"),
+            ("pruned (one-shot)", "pruned")]
+    if m.get("final") != m.get("pruned"):  # no fine-tuning: the final model is the pruned one
+        rows.append(("fine-tuned", "final"))
+    for label, key in rows:
+        if m.get(key):
+            print(f"  {label:<26s} top-1 {m[key]['top1']:.4f}  worst class {m[key]['worst_class']:.4f}")
     if summary.get("latency"):
         lat = summary["latency"]
         print(f"  latency (batch {lat['batch_size']}, {lat['threads']} threads) {lat['before_ms']:.1f} ms -> "

@@ -29,9 +29,10 @@ from typing import Any
 import yaml
 
 from lassoprune.errors import LassopruneError, UnknownNameError
+from lassoprune.pruning.settings import AUTO_ROUND_TO, PruneSettings
 
 __all__ = [
-    "DataSection", "EvaluateSection", "FinetuneSection", "PretrainSection", "PruneSection", "RunConfig",
+    "AUTO_ROUND_TO", "FINETUNE_LR", "FINETUNE_LR_AFTER_RECONSTRUCTION", "DataSection", "EvaluateSection", "FinetuneSection", "PretrainSection", "PruneSection", "RunConfig",
     "SparseSection", "load_config", "parse_config", "apply_overrides", "read_config_document",
 ]  # fmt: skip
 
@@ -81,42 +82,36 @@ class SparseSection:
     train_subset: int | None = None
 
 
-@dataclass(frozen=True)
-class PruneSection:
-    """Importance method and target; ``options`` go to the method (e.g. ``pool`` for the lasso methods).
-
-    ``reconstruct``: refit the layers that lost input channels by least squares on the calibration images
-    (:mod:`lassoprune.pruning.reconstruct`); the stage then reports one-shot accuracy without and with it.
-    ``prune_residual``: whether residual (eltwise) groups may be cut (null: the method's default).
-    ``round_to``: kept widths in multiples of this (null, the default, or 1: free widths); ``auto`` uses
-    the widest of :data:`AUTO_ROUND_TO` that still reaches the target: 16 measured fastest on CPU, but
-    it can cost much accuracy on narrow networks (docs/BENCHMARKS.md, "Deployed latency"), hence opt-in.
-    """
-
-    method: str = "sglp-ib"
-    target_macs: float | None = None
-    target_params: float | None = None
-    calib_size: int = 500
-    allocation: str = "global"
-    min_channels: int = 1
-    round_to: int | str | None = None
-    ignore: tuple[str, ...] = ()
-    prune_residual: bool | None = None
-    reconstruct: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
+PruneSection = PruneSettings
+"""The ``prune:`` section is :class:`~lassoprune.pruning.settings.PruneSettings` itself: the same fields and
+defaults as ``lp.prune`` and ``lassoprune prune`` (``reconstruct`` null: on, since a run has calibration images)."""
 
 
-#: The widths ``round_to: auto`` tries, widest first (None: free widths, the last resort).
-AUTO_ROUND_TO: tuple[int | None, ...] = (16, 8, 4, None)
+#: Fine-tuning learning rate of a plain cut: chosen by the benchmark protocol's select phase (docs/BENCHMARKS.md).
+FINETUNE_LR = 0.01
+#: Fine-tuning learning rate after least-squares reconstruction: chosen on 5,000 held-out training images
+#: (docs/BENCHMARKS.md, "Defaults of the post-training path"); a reconstructed cut is close to the dense
+#: model and the plain cuts' rate first undoes what reconstruction gave back.
+FINETUNE_LR_AFTER_RECONSTRUCTION = 0.001
 
 
 @dataclass(frozen=True)
 class FinetuneSection:
-    """Fine-tuning of the pruned model (``epochs: 0`` skips it)."""
+    """Fine-tuning of the pruned model (``epochs: 0`` skips it).
+
+    ``lr`` null (default): :data:`FINETUNE_LR_AFTER_RECONSTRUCTION` when the prune stage reconstructed,
+    else :data:`FINETUNE_LR`.
+    """
 
     epochs: int = 1
-    lr: float = 0.01
+    lr: float | None = None
     train_subset: int | None = None
+
+    def lr_after(self, reconstructed: bool) -> float:
+        """The learning rate to use after a cut that was (or was not) reconstructed."""
+        if self.lr is not None:
+            return self.lr
+        return FINETUNE_LR_AFTER_RECONSTRUCTION if reconstructed else FINETUNE_LR
 
 
 @dataclass(frozen=True)
@@ -339,7 +334,7 @@ def _check_values(config: RunConfig) -> None:
     if config.finetune.epochs < 0:
         raise LassopruneError(f"finetune.epochs must be >= 0, got {config.finetune.epochs}")
     for name, lr in (("pretrain.lr", config.pretrain.lr), ("finetune.lr", config.finetune.lr)):
-        if not lr > 0:
+        if lr is not None and not lr > 0:
             raise LassopruneError(f"{name} must be > 0, got {lr}")
 
 

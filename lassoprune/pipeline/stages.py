@@ -19,9 +19,6 @@ record that the runner stores in ``state.json``.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,18 +30,16 @@ from torch import nn
 from lassoprune.analysis.latency import make_runner, summarize, time_interleaved
 from lassoprune.data import dataset_info
 from lassoprune.data.loader import BatchLoader
-from lassoprune.errors import LassopruneError, UnreachableTargetError
+from lassoprune.errors import LassopruneError
 from lassoprune.io import atomic_write_json, load, read_model_file, save
 from lassoprune.models import create_model, model_entry
-from lassoprune.pipeline.config import AUTO_ROUND_TO, RunConfig
+from lassoprune.pipeline.config import RunConfig
 from lassoprune.pipeline.run_dir import RunDirectory
 from lassoprune.pretrained import resolve_model_path
-from lassoprune.pruning import PruneResult, prune
+from lassoprune.pruning import prune_with
 from lassoprune.pruning.api import modules_named
-from lassoprune.pruning.reconstruct import reconstruct
 from lassoprune.regularizers import create_regularizer
 from lassoprune.training import EvalResult, TrainConfig, evaluate, fit
-from lassoprune.training.bn_recalibration import recalibrate_batchnorm
 from lassoprune.training.data_setup import Loaders, calibration_batches, make_loaders
 from lassoprune.utils import get_logger, seed_everything
 from lassoprune.utils.runtime import default_device
@@ -185,62 +180,30 @@ def run_sparse(ctx: StageContext) -> dict[str, Any]:
 
 
 def run_prune(ctx: StageContext) -> dict[str, Any]:
-    """Prune the (sparse-trained) model to the target, re-estimate BatchNorm statistics, evaluate.
+    """Prune the (sparse-trained) model by the one post-cut path (:func:`~lassoprune.pruning.prune_with`).
 
-    With ``prune.reconstruct`` the cut model is evaluated too (``unreconstructed``), then the layers that
-    lost inputs are refitted on the calibration images and the statistics re-estimated again.
+    Cut to the target, reconstruct (``prune.reconstruct``, on by default), re-estimate BatchNorm statistics
+    on the calibration set and evaluate; with reconstruction the plain cut is evaluated too
+    (``unreconstructed``).
     """
     p = ctx.config.prune
     source = ctx.run.stages.get("sparse", ctx.run.stages["pretrain"])["model"]
     model = load(ctx.run.path(source))
-    ignored = modules_named(model, p.ignore, "prune.ignore")
-    started = time.perf_counter()
-    result, round_to = _prune_rounded(ctx, model, ignored)
-    seconds = time.perf_counter() - started
-    unreconstructed = None
-    if p.reconstruct:
-        cut = copy.deepcopy(result.model)
-        recalibrate_batchnorm(cut, ctx.calibration)
-        unreconstructed = metrics_record(ctx.evaluate(cut))
-        del cut
-        started = time.perf_counter()
-        refits = reconstruct(model, result.model, result.groups, result.keep, ctx.calibration, seed=ctx.config.seed)
-        result = dataclasses.replace(result, reconstruction=refits)
-        seconds += time.perf_counter() - started
-    recalibrate_batchnorm(result.model, ctx.calibration)
+    modules_named(model, p.ignore, "prune.ignore")  # a clear error naming the config key
+    result = prune_with(model, ctx.example, p, data=ctx.calibration, seed=ctx.config.seed, inplace=True,
+                        evaluate=lambda m: metrics_record(ctx.evaluate(m)))
     record = result.to_dict()
-    metrics = metrics_record(ctx.evaluate(result.model))
+    metrics = result.one_shot["reconstructed" if result.reconstruction else "cut"]
     result.model.to("cpu")
     atomic_write_json(ctx.run.path("prune", "prune.json"), record)
     save(result.model, ctx.run.path("prune", MODEL_FILE),
          extra=ctx.model_extra(pruning={k: record[k] for k in ("method", "target", "macs_before", "macs_after",
                                                                "params_before", "params_after")}))
-    return {"model": f"prune/{MODEL_FILE}", "source": source, "metrics": metrics, "method_seconds": seconds,
-            "unreconstructed": unreconstructed, "round_to": round_to,
+    unreconstructed = result.one_shot["cut"] if result.reconstruction else None
+    return {"model": f"prune/{MODEL_FILE}", "source": source, "metrics": metrics, "method_seconds": result.seconds,
+            "unreconstructed": unreconstructed, "reconstructed": bool(result.reconstruction),
+            "round_to": result.round_to,
             **{k: record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")}}
-
-
-def _prune_rounded(ctx: StageContext, model: nn.Module, ignored: list[nn.Module]) -> tuple[PruneResult, int | None]:
-    """:func:`prune` with the configured ``round_to``; ``auto`` tries :data:`AUTO_ROUND_TO`, widest first, and
-    takes the first step whose floors reach the target (the check comes before any scoring, so a refused step
-    costs one graph analysis). Returns the result and the step used."""
-    p = ctx.config.prune
-    steps = AUTO_ROUND_TO if p.round_to == "auto" else (p.round_to,)
-    for step in steps:
-        try:
-            result = prune(
-                model, ctx.example, method=p.method, target_macs=p.target_macs, target_params=p.target_params,
-                data=ctx.calibration, allocation=p.allocation, ignored_layers=ignored,
-                min_channels=p.min_channels, round_to=step, seed=ctx.config.seed, prune_residual=p.prune_residual,
-                **p.options,
-            )  # fmt: skip
-        except UnreachableTargetError:
-            if step is steps[-1]:
-                raise
-            get_logger().info("round_to %s cannot reach the target; trying %s", step, steps[steps.index(step) + 1])
-            continue
-        return result, step
-    raise AssertionError("unreachable: the last step re-raises")
 
 
 def run_finetune(ctx: StageContext) -> dict[str, Any]:
@@ -249,7 +212,8 @@ def run_finetune(ctx: StageContext) -> dict[str, Any]:
     model = load(ctx.run.path("prune", MODEL_FILE))
     if f.epochs == 0:
         return {"model": f"prune/{MODEL_FILE}", "metrics": ctx.run.stages["prune"]["metrics"], "resumed_from": 0}
-    result = ctx.fit(model, "finetune", f.epochs, f.lr, f.train_subset, 2)
+    reconstructed = bool(ctx.run.stages["prune"].get("reconstructed"))
+    result = ctx.fit(model, "finetune", f.epochs, f.lr_after(reconstructed), f.train_subset, 2)
     return {"model": f"finetune/{MODEL_FILE}", "metrics": metrics_record(result.final),
             "resumed_from": result.resumed_from}
 

@@ -10,7 +10,9 @@ target live one layer down, in :mod:`lassoprune.channels`):
 - ``allocation``: scores -> per-group widths (``global``, ``uniform``)
 - ``surgery``: physical removal (Torch-Pruning) and the masking reference
 - ``tp_adapter``: criteria <-> Torch-Pruning importances
-- ``api``: :func:`prune`
+- ``settings``: :class:`PruneSettings`, the one description of a prune (API, CLI, run config, benchmarks)
+- ``post_cut``: :func:`after_cut`, reconstruction + BatchNorm re-estimation + one-shot metrics
+- ``api``: :func:`prune` / :func:`prune_with`, the one prune path
 """
 
 from lassoprune.channels import (
@@ -27,7 +29,9 @@ from lassoprune.channels import (
     slice_norms,
 )
 from lassoprune.pruning.allocation import ALLOCATIONS, allocate
-from lassoprune.pruning.api import PruneResult, prune
+from lassoprune.pruning.api import PruneResult, prune, prune_with
+from lassoprune.pruning.post_cut import PostCut, after_cut
+from lassoprune.pruning.settings import AUTO_ROUND_TO, PruneSettings
 from lassoprune.pruning.criteria import (
     ScoreContext,
     get_criterion,
@@ -54,6 +58,7 @@ from lassoprune.pruning import methods  # noqa: F401  (registers every built-in 
 
 __all__ = [
     "ALLOCATIONS",
+    "AUTO_ROUND_TO",
     "METHODS",
     "ChannelGroup",
     "CostModel",
@@ -63,11 +68,14 @@ __all__ = [
     "MethodOptions",
     "MethodSpec",
     "NoOptions",
+    "PostCut",
     "PruneResult",
+    "PruneSettings",
     "ScoreContext",
     "Selection",
     "Target",
     "TargetUse",
+    "after_cut",
     "allocate",
     "analyse_groups",
     "as_tp_importance",
@@ -83,6 +91,7 @@ __all__ = [
     "list_methods",
     "mask_channels",
     "prune",
+    "prune_with",
     "register_criterion",
     "register_method",
     "remove_channels",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -14,12 +15,13 @@ from torch import nn
 
 from lassoprune.analysis import count
 from lassoprune.channels import ChannelGroup, CostModel, GroupAnalysis, LayerKind, Target, analyse_groups, layer_kind
-from lassoprune.errors import LassopruneError
+from lassoprune.errors import LassopruneError, UnreachableTargetError
 from lassoprune.pruning.allocation import ALLOCATIONS, allocate
 from lassoprune.pruning.criteria import criterion_spec, resolve_criterion
 from lassoprune.pruning.method import MethodContext, MethodSpec, get_method
+from lassoprune.pruning.post_cut import Evaluate, after_cut
 from lassoprune.pruning.reconstruct import LayerRefit
-from lassoprune.pruning.reconstruct import reconstruct as reconstruct_layers
+from lassoprune.pruning.settings import PruneSettings
 from lassoprune.pruning.search import TARGET_TOLERANCE, check_target, floors
 from lassoprune.pruning.surgery import remove_channels
 from lassoprune.utils.runtime import get_logger
@@ -40,10 +42,14 @@ class PruneResult:
             (MACs for one image of the example input's shape).
         method, allocation, target: what was asked.
         details: method-specific diagnostics (solver statistics, ...).
-        seconds: wall time of scoring + allocation + surgery (+ reconstruction).
-        reconstruction: one record per layer refitted by ``reconstruct=True``
+        seconds: wall time of scoring + allocation + surgery + the post-cut steps.
+        reconstruction: one record per layer refitted by reconstruction
             (:mod:`lassoprune.pruning.reconstruct`), in the network's order; empty otherwise.
         prune_residual: whether residual (eltwise) groups could be cut (the call's value, or the method's default).
+        round_to: the width step used (the one ``round_to="auto"`` settled on; None: free widths).
+        one_shot: metrics straight after the cut, ``{"cut": ..., "reconstructed": ...}`` (each when measured:
+            with ``evaluate``); the BatchNorm statistics were re-estimated before each.
+        recalibrated_images: images the BatchNorm statistics were re-estimated on (0: stale statistics).
     """
 
     model: nn.Module
@@ -61,6 +67,9 @@ class PruneResult:
     seconds: float
     reconstruction: tuple[LayerRefit, ...] = ()
     prune_residual: bool = True
+    round_to: int | None = None
+    one_shot: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    recalibrated_images: int = 0
 
     @property
     def widths(self) -> dict[str, tuple[int, int]]:
@@ -88,6 +97,9 @@ class PruneResult:
             "seconds": self.seconds,
             "details": self.details,
             "reconstruction": [r.to_dict() for r in self.reconstruction],
+            "round_to": self.round_to,
+            "one_shot": self.one_shot,
+            "recalibrated_images": self.recalibrated_images,
         }
 
 
@@ -101,14 +113,20 @@ def prune(
     allocation: str = "global",
     ignored_layers: Sequence[nn.Module] | None = None,
     min_channels: int = 1,
-    round_to: int | None = None,
+    round_to: int | str | None = None,
     inplace: bool = False,
     seed: int = 0,
     prune_residual: bool | None = None,
-    reconstruct: bool = False,
+    reconstruct: bool | None = None,
+    recalibrate: bool = True,
+    evaluate: Evaluate | None = None,
     **options: Any,
 ) -> PruneResult:
-    """Prune ``model`` structurally to a MACs or parameter target.
+    """Prune ``model`` structurally to a MACs or parameter target; with data, ready to use without fine-tuning.
+
+    Cut, then (with calibration ``data``) least-squares reconstruction and BatchNorm re-estimation
+    (:func:`lassoprune.pruning.post_cut.after_cut`). The keyword arguments are the fields of
+    :class:`~lassoprune.pruning.settings.PruneSettings`; :func:`prune_with` takes the object itself.
 
     Args:
         model: any network Torch-Pruning can trace (zoo or your own).
@@ -118,11 +136,14 @@ def prune(
             criterion ``score(group, ctx) -> Tensor[C]``.
         target_macs / target_params: the fraction of the original to keep
             (exactly one of them), 0 < r < 1; met within 1% of the original.
-        data: calibration batches (x, y) for data-driven methods.
+        data: calibration batches (x, y): scored on by data-driven methods, and
+            used to reconstruct and to re-estimate BatchNorm statistics after the cut.
         allocation: ``global`` or ``uniform`` (for importance criteria).
-        ignored_layers: modules whose output channels are never removed.
+        ignored_layers: modules whose output channels are never removed (the
+            layers producing the network's outputs never are).
         min_channels: every group keeps at least this many channels.
-        round_to: kept widths are multiples of this (hardware-friendly).
+        round_to: kept widths are multiples of this (hardware-friendly); ``"auto"``:
+            the widest of 16, 8, 4 that still reaches the target, else free widths.
         inplace: prune ``model`` itself instead of a copy.
         prune_residual: False keeps every residual (eltwise) group whole, for
             every method: only channels that no residual add reads are cut
@@ -130,11 +151,15 @@ def prune(
             the method's own default (``MethodSpec.prune_residual``: False for the
             lasso methods, where keeping the stream whole measured better; True
             otherwise). Recorded in ``PruneResult.prune_residual``.
-        reconstruct: after the cut, refit every layer that lost input channels
-            by least squares so that it reproduces the unpruned layer's output
-            on ``data`` (:func:`lassoprune.pruning.reconstruct.reconstruct`;
-            needs ``data``). Re-estimate BatchNorm statistics afterwards, as
-            after any cut.
+        reconstruct: refit every layer that lost input channels by least squares
+            so that it reproduces the unpruned layer's output on ``data``
+            (:func:`lassoprune.pruning.reconstruct.reconstruct`). None (default):
+            on whenever ``data`` is given; True without data is an error.
+        recalibrate: re-estimate BatchNorm running statistics on ``data`` after the
+            cut (default; False leaves the cut's stale statistics, e.g. to compare
+            the pruned model with its masked original).
+        evaluate: ``model -> metrics``; given, the one-shot metrics before and after
+            reconstruction are recorded in ``PruneResult.one_shot``.
         options: the method's options (``lassoprune prune --list-methods``);
             a method that accepts a threshold (``TargetUse.OR_THRESHOLD``,
             e.g. ``dwgl-vote``) given one needs no target.
@@ -142,30 +167,81 @@ def prune(
     Returns:
         :class:`PruneResult` with the pruned model and before/after counts.
     """
+    settings = PruneSettings(
+        method=method, target_macs=target_macs, target_params=target_params, options=dict(options),
+        allocation=allocation, min_channels=min_channels, round_to=round_to,
+        ignore=tuple(_module_names(model, ignored_layers or ())), prune_residual=prune_residual,
+        reconstruct=reconstruct,
+    )
+    return prune_with(model, example_inputs, settings, data=data, seed=seed, inplace=inplace,
+                      recalibrate=recalibrate, evaluate=evaluate)
+
+
+def prune_with(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    settings: PruneSettings,
+    data: Batches | None = None,
+    seed: int = 0,
+    inplace: bool = False,
+    recalibrate: bool = True,
+    evaluate: Evaluate | None = None,
+) -> PruneResult:
+    """The one prune path: cut to ``settings`` (``round_to: auto`` tries each step), then :func:`after_cut`.
+
+    ``lp.prune``, ``lassoprune prune``, the pipeline's ``prune`` stage and the
+    benchmarks all end here. Arguments as in :func:`prune`; ``settings.calib_size``
+    is not read (the caller drew ``data``).
+    """
     started = time.perf_counter()
-    spec = _method_spec(method)
-    opts = spec.parse_options(options)
-    if prune_residual is None:
-        prune_residual = spec.prune_residual
-    spec.check_target(opts, target_macs is not None or target_params is not None)
-    target = None if spec.uses_threshold(opts) else _target(target_macs, target_params)
-    allocation_name = ALLOCATIONS.get(allocation).name if not spec.decides_widths else "method"
+    spec = _method_spec(settings.method)
+    opts = spec.parse_options(settings.options)
+    spec.check_target(opts, settings.target_macs is not None or settings.target_params is not None)
+    steps = settings.round_steps()
     batches = list(data) if data is not None else None
+    reconstruct = settings.reconstructs(bool(batches))
     if reconstruct and not batches:
         raise LassopruneError("reconstruct=True refits layers on calibration images: give data=[(x, y), ...] "
                               "(a few hundred training images with their labels)")
     if spec.needs_data and not batches:
         raise LassopruneError(f"method {spec.name!r} needs calibration data: give data=[(x, y), ...] batches "
                               "(a few batches of training images with their labels)")
-    ignored_names = _module_names(model, ignored_layers or ())
-    work = model if inplace else copy.deepcopy(model)
+    modules_named(model, settings.ignore)  # a clear error before any copy
     original = copy.deepcopy(model) if reconstruct and inplace else model
+    work = model if inplace else copy.deepcopy(model)
+    ignored = modules_named(work, settings.ignore)
+    result = None
+    for step in steps:
+        try:
+            result = _cut(work, example_inputs, spec, opts, settings, batches, ignored, step, seed)
+            break
+        except UnreachableTargetError:
+            if step is steps[-1]:
+                raise
+            get_logger().info("round_to %s cannot reach the target; trying %s", step, steps[steps.index(step) + 1])
+    assert result is not None
+    post = after_cut(original, work, batches, result.groups, result.keep, reconstruct_layers=reconstruct,
+                     recalibrate=recalibrate, evaluate=evaluate, seed=seed)
+    return dataclasses.replace(
+        result, reconstruction=post.reconstruction, one_shot=post.one_shot,
+        recalibrated_images=post.recalibrated_images, seconds=time.perf_counter() - started,
+    )
+
+
+def _cut(
+    work: nn.Module, example_inputs: torch.Tensor, spec: MethodSpec, opts: Any, settings: PruneSettings,
+    batches: list[tuple[torch.Tensor, torch.Tensor]] | None, ignored: Sequence[nn.Module], round_to: int | None,
+    seed: int,
+) -> PruneResult:
+    """Score, allocate and remove channels of ``work`` in place (the target is checked before any scoring)."""
+    prune_residual = spec.prune_residual if settings.prune_residual is None else settings.prune_residual
+    target = None if spec.uses_threshold(opts) else _target(settings.target_macs, settings.target_params)
+    allocation_name = ALLOCATIONS.get(settings.allocation).name if not spec.decides_widths else "method"
     work.eval()
     single = example_inputs[:1]
-    modules = dict(work.named_modules())
-    analysis = _analyse(work, single, [modules[n] for n in ignored_names])
+    analysis = _analyse(work, single, list(ignored))
     cost_model = CostModel(work, single, analysis.groups)
-    floor = floors(analysis.groups, min_channels, round_to, prune_residual)
+    floor = floors(analysis.groups, settings.min_channels, round_to, prune_residual)
     if target is not None:
         check_target(cost_model, target, floor, analysis.groups)
     if spec.decides_widths and not spec.rounds_widths and round_to is not None and round_to > 1:
@@ -180,8 +256,8 @@ def prune(
         _check_keep_sets(spec.name, analysis.groups, keep, floor)
     else:
         assert target is not None  # scores need a target: only width-deciding methods take a threshold
-        keep = allocate(analysis.groups, scores, cost_model, target, allocation_name, min_channels, round_to,
-                        floor=floor)
+        keep = allocate(analysis.groups, scores, cost_model, target, allocation_name, settings.min_channels,
+                        round_to, floor=floor)
 
     predicted = cost_model.macs({gid: len(kept) for gid, kept in keep.items()})
     remove_channels(analysis, keep)
@@ -189,17 +265,12 @@ def prune(
     if after.macs != predicted:
         get_logger().warning("cost model predicted %d MACs, the pruned model has %d", predicted, after.macs)
     _warn_if_target_missed(spec.name, target, cost_model, after)
-    refits = ()
-    if reconstruct:
-        assert batches is not None
-        refits = reconstruct_layers(original, work, analysis.groups, keep, batches, seed=seed)
     return PruneResult(
         model=work, keep=dict(keep), groups=analysis.groups, scores=dict(scores),
         macs_before=cost_model.full_macs, macs_after=after.macs,
         params_before=cost_model.full_params, params_after=after.params,
         method=spec.name, allocation=allocation_name,
-        target=target, details=details, seconds=time.perf_counter() - started, reconstruction=refits,
-        prune_residual=prune_residual,
+        target=target, details=details, seconds=0.0, prune_residual=prune_residual, round_to=round_to,
     )
 
 

@@ -1,22 +1,34 @@
-"""Reference keep sets of the zoo, to check that refactors keep behaviour.
+"""Reference keep sets of the zoo, to check that refactors keep behaviour on any machine.
 
-``python tests/pruning/keep_sets.py --write`` records, for every zoo model, the
-sha256 of the kept channels that ``l1``, ``random``, ``sglp-ib`` and
-``dwgl-vote`` choose at half the MACs (fixed seeds, synthetic calibration
-data) into ``tests/pruning/data/keep_sets.json``, and for a few models the
-:data:`EXTRA_CASES` (uniform allocation, ``round_to``, a params target, the
-lasso's drop and add fix-ups) into ``keep_sets_extra.json``; the test compares
-against both. The references were recorded before the methods moved to
-plug-ins over one target search, with the lasso methods' first defaults: the
-lasso cases pass :data:`FIRST_SPEC` explicitly, so the test also checks that the
-first spec stays reachable by options.
+``python tests/pruning/keep_sets.py --write`` records, for every zoo model,
+the channels that ``l1``, ``random``, ``sglp-ib`` and ``dwgl-vote`` keep at half
+the MACs with their *current* defaults (fixed seeds, synthetic calibration
+data; the lasso cases on :data:`LASSO_MODELS`), and for a few models the :data:`EXTRA_CASES` (uniform allocation,
+``round_to``, a params target, the lasso's drop and add fix-ups), into
+``tests/pruning/data/keep_sets.json``. ``python tests/pruning/keep_sets.py``
+without ``--write`` prints how far this machine is from the reference.
+
+A keep set is a floating-point-derived discrete result: BLAS, oneDNN and LAPACK
+sum in different orders on different CPUs and thread counts, and a lasso path
+followed by a bisection turns a last-bit difference into another channel at a
+near-tie. So the reference is compared by *overlap*, not bits
+(:func:`compare`): the fraction of the model's channels whose keep / remove
+decision differs must stay within :data:`DECISION_TOLERANCE`, and the kept
+fraction of the MACs and parameters within :data:`RATIO_TOLERANCE`. The
+tolerances were set by a perturbation trial (calibration images scaled by
+``1 + 1e-7 * u``, ``u ~ U(-1, 1)``, and 1 vs 2 threads; the env var
+:data:`PERTURB_ENV` reproduces it) and leave a margin over the largest change
+seen there, while a change of criterion moves far more channels than that
+(``l1`` vs ``random`` vs ``sglp-ib`` keep sets differ in 25-60% of the decisions).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +36,6 @@ import torch
 import lassoprune as lp
 
 REFERENCE = Path(__file__).parent / "data" / "keep_sets.json"
-EXTRA_REFERENCE = Path(__file__).parent / "data" / "keep_sets_extra.json"
 METHODS = ("l1", "random", "sglp-ib", "dwgl-vote")
 EXTRA_MODELS = ("resnet20", "resnet56", "vgg16", "mobilenetv2", "densenet40")
 #: case name -> keyword arguments of lp.prune (the method included); data is given to every lasso method.
@@ -32,16 +43,41 @@ EXTRA_CASES: dict[str, dict[str, object]] = {
     "l1-uniform": {"method": "l1", "allocation": "uniform"},
     "l1-round8": {"method": "l1", "round_to": 8},
     "random-uniform-params": {"method": "random", "allocation": "uniform", "target_params": 0.4},
-    "sglp-ib-round8": {"method": "sglp-ib", "round_to": 8, "pool": 2},
-    "class-lasso-drop": {"method": "class-lasso", "pool": 2, "target_tolerance": 1e-4},
-    "hsic-ib-add": {"method": "hsic-ib", "pool": 2, "target_macs": 0.9},
+    "sglp-ib-round8": {"method": "sglp-ib", "round_to": 8},
+    "class-lasso-drop": {"method": "class-lasso", "target_tolerance": 1e-4},
+    "hsic-ib-add": {"method": "hsic-ib", "target_macs": 0.9},
     "dwgl-vote-union": {"method": "dwgl-vote", "vote": "union", "target_macs": 0.4},
 }
 LASSO = ("sglp-ib", "stlp-ib", "hsic-ib", "class-lasso")
-#: The lasso methods' defaults when the references were recorded (median kernels, normalised, B >= 0, residual cut;
-#: the class-wise methods also ``class_fit="block"``).
-FIRST_SPEC: dict[str, object] = {"kernel": "median", "normalise": True, "nonneg": True, "prune_residual": True}
+#: Models whose lasso cases are recorded. The lasso defaults (class_fit=cross, a consensus-ADMM solve per
+#: group) take seconds on the CIFAR ResNets but 80-150 s per case on VGG-16, DenseNet-40 and GoogLeNet and
+#: over 15 minutes on MobileNetV2 with these 40 images (2 cores); VGG-16, the seed's headline model, is
+#: recorded and run by ``make test-slow`` (:data:`SLOW_MODELS`), the others only by their other methods.
+LASSO_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg16")
+#: Models whose lasso cases are marked slow (minutes each).
+SLOW_MODELS = ("vgg16",)
 SIDE = {"resnet18": 64, "resnet34": 64, "resnet50": 64, "googlenet": 32}
+#: Largest fraction of a model's channels whose keep / remove decision may differ from the reference.
+DECISION_TOLERANCE = 0.08
+#: Largest difference of the kept MACs / params fractions from the reference's.
+RATIO_TOLERANCE = 0.02
+#: Environment variable: relative size of a perturbation of the calibration images (the perturbation trial).
+PERTURB_ENV = "LASSOPRUNE_TEST_PERTURB"
+
+
+def cases(model_name: str) -> dict[str, dict[str, object]]:
+    """The cases recorded for ``model_name``: the four methods, plus :data:`EXTRA_CASES` for :data:`EXTRA_MODELS`."""
+    table: dict[str, dict[str, object]] = {method: {"method": method} for method in METHODS}
+    if model_name in EXTRA_MODELS:
+        table.update(EXTRA_CASES)
+    if model_name not in LASSO_MODELS:
+        table = {case: kwargs for case, kwargs in table.items() if kwargs["method"] not in LASSO}
+    return table
+
+
+def is_slow(model_name: str, case: str) -> bool:
+    """Whether the case runs only in ``make test-slow`` (a lasso case of a :data:`SLOW_MODELS` model)."""
+    return model_name in SLOW_MODELS and cases(model_name)[case]["method"] in LASSO
 
 
 def example(model_name: str) -> torch.Tensor:
@@ -50,45 +86,115 @@ def example(model_name: str) -> torch.Tensor:
 
 
 def calibration(model_name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """40 seeded images, 4 of each of 10 classes (class-dependent mean so the class structure is not empty)."""
+    """40 seeded images, 4 of each of 10 classes (class-dependent mean so the class structure is not empty).
+
+    With :data:`PERTURB_ENV` set to ``eps`` the images are multiplied by ``1 + eps * u``, ``u ~ U(-1, 1)``.
+    """
     side = SIDE.get(model_name, 32)
     gen = torch.Generator().manual_seed(1)
     labels = torch.arange(10).repeat(4)
     images = torch.randn(40, 3, side, side, generator=gen) + 0.3 * labels.view(-1, 1, 1, 1).float() / 10
+    eps = float(os.environ.get(PERTURB_ENV, "0") or 0)
+    if eps:
+        noise = torch.rand(images.shape, generator=torch.Generator().manual_seed(7)) * 2 - 1
+        images = images * (1 + eps * noise)
     return [(images[:20], labels[:20]), (images[20:], labels[20:])]
 
 
-def keep_digest(model_name: str, method: str) -> dict[str, object]:
-    """sha256 of the sorted keep sets and the pruned MACs of ``method`` at half the MACs."""
-    options: dict[str, object] = {"pool": 2} if method == "sglp-ib" else {}
-    return case_digest(model_name, {"method": method, **options})
-
-
-def case_digest(model_name: str, case: dict[str, object]) -> dict[str, object]:
-    """sha256 of the sorted keep sets and the pruned MACs of one ``lp.prune`` call (default: half the MACs)."""
+def record(model_name: str, case: dict[str, object]) -> dict[str, object]:
+    """Kept channels (one bit mask per group, hex) and kept MACs / params fractions of one ``lp.prune`` call."""
     torch.manual_seed(0)
     model = lp.create_model(model_name, num_classes=10)
     kwargs = dict(case)
     if "target_params" not in kwargs:
         kwargs.setdefault("target_macs", 0.5)
-    data = None
-    if kwargs["method"] in LASSO:
-        first_fit = {} if kwargs["method"] == "hsic-ib" else {"class_fit": "block"}
-        kwargs = {**FIRST_SPEC, **first_fit, **kwargs}
-        data = calibration(model_name)
-    result = lp.prune(model, example(model_name), data=data, seed=0, **kwargs)
-    keep = {gid: list(kept) for gid, kept in sorted(result.keep.items())}
-    digest = hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
-    return {"sha256": digest, "macs_after": result.macs_after}
+    data = calibration(model_name) if kwargs["method"] in LASSO else None
+    result = lp.prune(model, example(model_name), data=data, seed=0, reconstruct=False, recalibrate=False, **kwargs)
+    return {
+        "macs_ratio": result.macs_after / result.macs_before,
+        "params_ratio": result.params_after / result.params_before,
+        "keep": {g.id: _mask(result.keep[g.id], g.num_channels) for g in result.groups},
+        "channels": {g.id: g.num_channels for g in result.groups},
+    }
+
+
+@dataclass(frozen=True)
+class Difference:
+    """How one recorded case differs from its reference.
+
+    Attributes:
+        changed: channels whose keep / remove decision differs, summed over groups.
+        total: channels of all groups.
+        ratio_gaps: ``{"macs": |r - r_ref|, "params": ...}``.
+        groups: group id -> (channels newly kept, channels newly removed), only groups that differ.
+    """
+
+    changed: int
+    total: int
+    ratio_gaps: dict[str, float]
+    groups: dict[str, tuple[list[int], list[int]]]
+
+    @property
+    def fraction(self) -> float:
+        return self.changed / max(1, self.total)
+
+    def within(self, decisions: float = DECISION_TOLERANCE, ratios: float = RATIO_TOLERANCE) -> bool:
+        return self.fraction <= decisions and max(self.ratio_gaps.values()) <= ratios
+
+    def report(self, limit: int = 12) -> str:
+        """Which groups and channels differ (the test's failure message)."""
+        lines = [f"{self.changed} of {self.total} channel decisions differ ({self.fraction:.2%}, tolerance "
+                 f"{DECISION_TOLERANCE:.0%}); kept-ratio gaps {self.ratio_gaps} (tolerance {RATIO_TOLERANCE})"]
+        for gid, (added, removed) in list(self.groups.items())[:limit]:
+            lines.append(f"  {gid}: now kept {added}, now removed {removed}")
+        if len(self.groups) > limit:
+            lines.append(f"  ... and {len(self.groups) - limit} more groups")
+        return "\n".join(lines)
+
+
+def compare(got: dict[str, object], reference: dict[str, object]) -> Difference:
+    """The :class:`Difference` of a record from its reference (same model, same case)."""
+    if set(got["keep"]) != set(reference["keep"]):
+        missing = sorted(set(reference["keep"]) ^ set(got["keep"]))
+        raise AssertionError(f"the channel groups changed: {missing[:10]}")
+    changed, total, groups = 0, 0, {}
+    for gid, ref_mask in reference["keep"].items():
+        size = reference["channels"][gid]
+        now, before = _channels(got["keep"][gid], size), _channels(ref_mask, size)
+        total += size
+        if now != before:
+            changed += len(now ^ before)
+            groups[gid] = (sorted(now - before), sorted(before - now))
+    gaps = {kind: abs(got[f"{kind}_ratio"] - reference[f"{kind}_ratio"]) for kind in ("macs", "params")}
+    return Difference(changed, total, gaps, groups)
+
+
+def _mask(kept: tuple[int, ...], size: int) -> str:
+    return format(sum(1 << c for c in kept), "x").zfill((size + 3) // 4)
+
+
+def _channels(mask: str, size: int) -> set[int]:
+    bits = int(mask, 16)
+    return {c for c in range(size) if bits >> c & 1}
 
 
 def main() -> None:
-    table = {name: {m: keep_digest(name, m) for m in METHODS} for name in lp.list_models()}
-    extra = {name: {case: case_digest(name, kwargs) for case, kwargs in EXTRA_CASES.items()} for name in EXTRA_MODELS}
+    table: dict[str, dict[str, dict[str, object]]] = {}
+    for name in lp.list_models():
+        table[name] = {}
+        for case, kwargs in cases(name).items():
+            started = time.perf_counter()
+            table[name][case] = record(name, kwargs)
+            print(f"# {name} {case}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     if "--write" in sys.argv:
         REFERENCE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-        EXTRA_REFERENCE.write_text(json.dumps(extra, indent=1, sort_keys=True) + "\n")
-    print(json.dumps({"zoo": table, "extra": extra}, indent=1))
+        return
+    reference = json.loads(REFERENCE.read_text())
+    for name, by_case in table.items():
+        for case, got in by_case.items():
+            diff = compare(got, reference[name][case])
+            print(f"{name:12s} {case:22s} decisions differ {diff.fraction:7.2%}  "
+                  f"macs gap {diff.ratio_gaps['macs']:.4f}  params gap {diff.ratio_gaps['params']:.4f}")
 
 
 if __name__ == "__main__":
