@@ -220,9 +220,13 @@ def run_finetune(ctx: StageContext) -> dict[str, Any]:
 
 def run_evaluate(ctx: StageContext) -> dict[str, Any]:
     """Final metrics and, optionally, the measured latency ratio of pruned vs unpruned."""
-    final = load(ctx.run.path(ctx.run.stages["finetune"]["model"]))
-    metrics = metrics_record(ctx.evaluate(final))
-    final.to("cpu")
+    source = ctx.run.stages["finetune"]["model"]
+    final = load(ctx.run.path(source))
+    if source == ctx.run.stages["prune"]["model"]:  # no fine-tuning: the prune stage evaluated this very file
+        metrics = ctx.run.stages["prune"]["metrics"]
+    else:
+        metrics = metrics_record(ctx.evaluate(final))
+        final.to("cpu")
     record: dict[str, Any] = {"metrics": metrics, "latency": None}
     if ctx.config.evaluate.latency:
         dense = load(ctx.run.path("pretrain", MODEL_FILE))
