@@ -14,12 +14,13 @@ followed by a bisection turns a last-bit difference into another channel at a
 near-tie. So the reference is compared by *overlap*, not bits
 (:func:`compare`): the fraction of the model's channels whose keep / remove
 decision differs must stay within :data:`DECISION_TOLERANCE`, and the kept
-fraction of the MACs and parameters within :data:`RATIO_TOLERANCE`. The
+fraction of the targeted cost within :data:`RATIO_TOLERANCE`. The
 tolerances were set by a perturbation trial (calibration images scaled by
-``1 + 1e-7 * u``, ``u ~ U(-1, 1)``, and 1 vs 2 threads; the env var
-:data:`PERTURB_ENV` reproduces it) and leave a margin over the largest change
-seen there, while a change of criterion moves far more channels than that
-(``l1`` vs ``random`` vs ``sglp-ib`` keep sets differ in 25-60% of the decisions).
+``1 + 1e-7 * u``, ``u ~ U(-1, 1)``, one thread against a reference written with
+two; the env var :data:`PERTURB_ENV` reproduces it) and leave a margin over the
+largest change seen there, while a change of criterion moves far more channels
+than that (``l1`` vs ``random`` vs ``sglp-ib`` keep sets differ in 40-49% of the
+decisions).
 """
 
 from __future__ import annotations
@@ -57,9 +58,14 @@ LASSO_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vg
 #: Models whose lasso cases are marked slow (minutes each).
 SLOW_MODELS = ("vgg16",)
 SIDE = {"resnet18": 64, "resnet34": 64, "resnet50": 64, "googlenet": 32}
-#: Largest fraction of a model's channels whose keep / remove decision may differ from the reference.
-DECISION_TOLERANCE = 0.08
-#: Largest difference of the kept MACs / params fractions from the reference's.
+#: Largest fraction of a model's channels whose keep / remove decision may differ from the reference, for the
+#: lasso methods (a bisection over the lasso strength: a last-bit difference can move a whole step) and for
+#: the others (norms and seeded scores, ties only). Measured under a 1e-7 perturbation of the calibration
+#: images: up to 6.4% (resnet44 sglp-ib) and 0%; a change of criterion moves 40-49% (l1 / random / sglp-ib
+#: against each other), l1 against dwgl-vote 16-24%.
+DECISION_TOLERANCE = {"lasso": 0.15, "other": 0.02}
+#: Largest difference of the kept fraction of the *targeted* cost (MACs or params) from the reference's
+#: (the other cost is free to move: 5.4 points of params at the same MACs under the perturbation).
 RATIO_TOLERANCE = 0.02
 #: Environment variable: relative size of a perturbation of the calibration images (the perturbation trial).
 PERTURB_ENV = "LASSOPRUNE_TEST_PERTURB"
@@ -127,24 +133,29 @@ class Difference:
         total: channels of all groups.
         ratio_gaps: ``{"macs": |r - r_ref|, "params": ...}``.
         groups: group id -> (channels newly kept, channels newly removed), only groups that differ.
+        decisions: the tolerance on :attr:`fraction` (:data:`DECISION_TOLERANCE` of the case's method).
+        target: the targeted cost, ``macs`` or ``params`` (its gap must stay within :data:`RATIO_TOLERANCE`).
     """
 
     changed: int
     total: int
     ratio_gaps: dict[str, float]
     groups: dict[str, tuple[list[int], list[int]]]
+    decisions: float = DECISION_TOLERANCE["other"]
+    target: str = "macs"
 
     @property
     def fraction(self) -> float:
         return self.changed / max(1, self.total)
 
-    def within(self, decisions: float = DECISION_TOLERANCE, ratios: float = RATIO_TOLERANCE) -> bool:
-        return self.fraction <= decisions and max(self.ratio_gaps.values()) <= ratios
+    def within(self) -> bool:
+        return self.fraction <= self.decisions and self.ratio_gaps[self.target] <= RATIO_TOLERANCE
 
     def report(self, limit: int = 12) -> str:
         """Which groups and channels differ (the test's failure message)."""
         lines = [f"{self.changed} of {self.total} channel decisions differ ({self.fraction:.2%}, tolerance "
-                 f"{DECISION_TOLERANCE:.0%}); kept-ratio gaps {self.ratio_gaps} (tolerance {RATIO_TOLERANCE})"]
+                 f"{self.decisions:.0%}); kept-ratio gaps {self.ratio_gaps} (tolerance {RATIO_TOLERANCE} on "
+                 f"{self.target})"]
         for gid, (added, removed) in list(self.groups.items())[:limit]:
             lines.append(f"  {gid}: now kept {added}, now removed {removed}")
         if len(self.groups) > limit:
@@ -152,8 +163,8 @@ class Difference:
         return "\n".join(lines)
 
 
-def compare(got: dict[str, object], reference: dict[str, object]) -> Difference:
-    """The :class:`Difference` of a record from its reference (same model, same case)."""
+def compare(got: dict[str, object], reference: dict[str, object], case: dict[str, object] | None = None) -> Difference:
+    """The :class:`Difference` of a record from its reference (same model, same ``case``: its kwargs)."""
     if set(got["keep"]) != set(reference["keep"]):
         missing = sorted(set(reference["keep"]) ^ set(got["keep"]))
         raise AssertionError(f"the channel groups changed: {missing[:10]}")
@@ -166,7 +177,10 @@ def compare(got: dict[str, object], reference: dict[str, object]) -> Difference:
             changed += len(now ^ before)
             groups[gid] = (sorted(now - before), sorted(before - now))
     gaps = {kind: abs(got[f"{kind}_ratio"] - reference[f"{kind}_ratio"]) for kind in ("macs", "params")}
-    return Difference(changed, total, gaps, groups)
+    case = case or {}
+    family = "lasso" if case.get("method") in LASSO else "other"
+    target = "params" if "target_params" in case else "macs"
+    return Difference(changed, total, gaps, groups, DECISION_TOLERANCE[family], target)
 
 
 def _mask(kept: tuple[int, ...], size: int) -> str:
@@ -192,7 +206,7 @@ def main() -> None:
     reference = json.loads(REFERENCE.read_text())
     for name, by_case in table.items():
         for case, got in by_case.items():
-            diff = compare(got, reference[name][case])
+            diff = compare(got, reference[name][case], cases(name)[case])
             print(f"{name:12s} {case:22s} decisions differ {diff.fraction:7.2%}  "
                   f"macs gap {diff.ratio_gaps['macs']:.4f}  params gap {diff.ratio_gaps['params']:.4f}")
 
