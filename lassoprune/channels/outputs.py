@@ -52,17 +52,23 @@ def output_producers(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ..
     return list(dict.fromkeys(producers[fn] for fn in hits))
 
 
-def first_output_producer(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...]) -> nn.Module | None:
-    """The last-called conv / linear producing the channels of the model's *first* output (the logits), or None."""
+def first_output_producer(
+    model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...]
+) -> tuple[nn.Module | None, Tensor | None]:
+    """The model's first output (the logits) and the last-called conv / linear producing its channels.
+
+    Returns:
+        ``(layer or None, first output or None)`` from one traced forward pass.
+    """
     producers, outputs = _traced_forward(model, example_inputs)
     if not outputs:
-        return None
+        return None, None
     found = _walk_back(outputs[:1], producers)
     weighted = [fn for fn in found if not _is_depthwise(producers[fn])]
     if not weighted:
-        return None
+        return None, outputs[0]
     order = {id(fn): i for i, fn in enumerate(producers)}
-    return producers[max(weighted, key=lambda fn: order[id(fn)])]
+    return producers[max(weighted, key=lambda fn: order[id(fn)])], outputs[0]
 
 
 def flatten_outputs(outputs: Any) -> list[Tensor]:

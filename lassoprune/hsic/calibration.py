@@ -70,14 +70,12 @@ def classifier_layer(model: nn.Module, x: Tensor) -> str:
     several outputs is read by its first one.
     """
     names = {m: n for n, m in model.named_modules()}
-    with torch.no_grad():
-        out = flatten_outputs(model(x))
-    if not out or out[0].dim() < 2:
+    producer, logits = first_output_producer(model, x)
+    if logits is None or logits.dim() < 2:
         raise LassopruneError(
             "the lasso methods need a model whose (first) output holds the class logits, shaped (N, K) or "
             "(N, K, H, W); use a criterion such as l1 for this model"
         )
-    producer = first_output_producer(model, x)
     if producer is None:
         raise LassopruneError(
             "could not find the classifier layer (the conv / linear that produces the logits' channels); "

@@ -193,15 +193,16 @@ def run_prune(ctx: StageContext) -> dict[str, Any]:
     result = prune_with(model, ctx.example, p, data=ctx.calibration, seed=ctx.config.seed, inplace=True,
                         evaluate=lambda m: metrics_record(ctx.evaluate(m)))
     record = result.to_dict()
-    metrics = result.one_shot["reconstructed" if result.reconstruction else "cut"]
+    metrics = result.final_one_shot
+    reconstructed = "reconstructed" in result.one_shot
     result.model.to("cpu")
     atomic_write_json(ctx.run.path("prune", "prune.json"), record)
     save(result.model, ctx.run.path("prune", MODEL_FILE),
          extra=ctx.model_extra(pruning={k: record[k] for k in ("method", "target", "macs_before", "macs_after",
                                                                "params_before", "params_after")}))
-    unreconstructed = result.one_shot["cut"] if result.reconstruction else None
+    unreconstructed = result.one_shot["cut"] if reconstructed else None
     return {"model": f"prune/{MODEL_FILE}", "source": source, "metrics": metrics, "method_seconds": result.seconds,
-            "unreconstructed": unreconstructed, "reconstructed": bool(result.reconstruction),
+            "unreconstructed": unreconstructed, "reconstructed": reconstructed,
             "round_to": result.round_to,
             **{k: record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")}}
 

@@ -42,7 +42,8 @@ class PruneResult:
             (MACs for one image of the example input's shape).
         method, allocation, target: what was asked.
         details: method-specific diagnostics (solver statistics, ...).
-        seconds: wall time of scoring + allocation + surgery + the post-cut steps.
+        seconds: wall time of scoring + allocation + surgery + reconstruction + BatchNorm re-estimation
+            (the evaluations of ``evaluate`` excluded).
         reconstruction: one record per layer refitted by reconstruction
             (:mod:`lassoprune.pruning.reconstruct`), in the network's order; empty otherwise.
         prune_residual: whether residual (eltwise) groups could be cut (the call's value, or the method's default).
@@ -70,6 +71,11 @@ class PruneResult:
     round_to: int | None = None
     one_shot: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     recalibrated_images: int = 0
+
+    @property
+    def final_one_shot(self) -> dict[str, Any] | None:
+        """The one-shot metrics of the returned model (after reconstruction when it ran), or None."""
+        return self.one_shot.get("reconstructed", self.one_shot.get("cut"))
 
     @property
     def widths(self) -> dict[str, tuple[int, int]]:
@@ -220,11 +226,12 @@ def prune_with(
                 raise
             get_logger().info("round_to %s cannot reach the target; trying %s", step, steps[steps.index(step) + 1])
     assert result is not None
+    cut_seconds = time.perf_counter() - started
     post = after_cut(original, work, batches, result.groups, result.keep, reconstruct_layers=reconstruct,
                      recalibrate=recalibrate, evaluate=evaluate, seed=seed)
     return dataclasses.replace(
         result, reconstruction=post.reconstruction, one_shot=post.one_shot,
-        recalibrated_images=post.recalibrated_images, seconds=time.perf_counter() - started,
+        recalibrated_images=post.recalibrated_images, seconds=cut_seconds + post.seconds,
     )
 
 

@@ -19,6 +19,7 @@ same settings:
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,11 +47,13 @@ class PostCut:
         reconstruction: one record per refitted layer (empty without reconstruction).
         one_shot: ``{"cut": metrics, "reconstructed": metrics}``, each present when it was measured.
         recalibrated_images: images the BatchNorm statistics were re-estimated on (0: not re-estimated).
+        seconds: wall time of reconstruction and re-estimation (the evaluations excluded).
     """
 
     reconstruction: tuple[LayerRefit, ...] = ()
     one_shot: dict[str, dict[str, Any]] = field(default_factory=dict)
     recalibrated_images: int = 0
+    seconds: float = 0.0
 
 
 def after_cut(
@@ -95,8 +98,11 @@ def after_cut(
                 recalibrate_batchnorm(plain, batches)
             one_shot["cut"] = evaluate(plain)
             del plain
+    started = time.perf_counter()
+    if reconstruct_layers:
         refits = reconstruct(original, pruned, groups, keep, batches, seed=seed)
     images = recalibrate_batchnorm(pruned, batches) if recalibrate and batches else 0
+    seconds = time.perf_counter() - started
     if evaluate is not None:
         one_shot["reconstructed" if reconstruct_layers else "cut"] = evaluate(pruned)
-    return PostCut(reconstruction=refits, one_shot=one_shot, recalibrated_images=images)
+    return PostCut(reconstruction=refits, one_shot=one_shot, recalibrated_images=images, seconds=seconds)

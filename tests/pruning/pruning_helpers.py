@@ -14,7 +14,11 @@ def model_with_random_bn(name: str = "resnet20", num_classes: int = 10) -> nn.Mo
     tests of pruned vs masked models can fail.
     """
     torch.manual_seed(0)
-    model = lp.create_model(name, num_classes=num_classes).eval()
+    return randomise_batchnorm(lp.create_model(name, num_classes=num_classes).eval())
+
+
+def randomise_batchnorm(model: nn.Module) -> nn.Module:
+    """Random BatchNorm statistics and affine terms (seeded), in place; returns the model in eval mode."""
     gen = torch.Generator().manual_seed(1)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -23,4 +27,4 @@ def model_with_random_bn(name: str = "resnet20", num_classes: int = 10) -> nn.Mo
             module.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
             module.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
             module.bias.data.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-    return model
+    return model.eval()

@@ -20,6 +20,7 @@ from torch import nn
 import lassoprune as lp
 from lassoprune.errors import LassopruneError
 from lassoprune.pruning import METHODS, analyse_groups, mask_channels
+from pruning_helpers import randomise_batchnorm
 
 NUM_CLASSES = 10
 SIDE = 16
@@ -102,21 +103,9 @@ class DualPathNet(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(merged, 1), 1))
 
 
-def _with_random_bn(model: nn.Module) -> nn.Module:
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            c = module.num_features
-            module.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
-            module.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-            module.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
-    return model.eval()
-
-
 def _build(cls: type[nn.Module]) -> nn.Module:
     torch.manual_seed(0)
-    return _with_random_bn(cls())
+    return randomise_batchnorm(cls())
 
 
 def _calibration() -> list[tuple[torch.Tensor, torch.Tensor]]:
