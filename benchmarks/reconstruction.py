@@ -2,8 +2,10 @@
 
 ``--cost``: wall time and peak memory of ``reconstruct`` alone (after an l1 cut to
 half the MACs, 500 class-balanced calibration images, 64 sampled positions per
-image and layer) for ResNet-56 and VGG-16, each in a fresh process so that its
-peak resident memory is its own. Run it with nothing else on the machine.
+image and layer) for ResNet-56 and VGG-16 at 32x32 and the ImageNet ResNet-50 at
+224x224 (Fashion-MNIST images resized, one input channel), each in a fresh
+process so that its peak resident memory is its own. Run it with nothing else
+on the machine.
 
 ``--accuracy``: one-shot top-1 / worst-class accuracy on the whole test split of
 the shipped converged ResNet-56, without and with reconstruction, for each
@@ -34,7 +36,8 @@ from lassoprune.io import atomic_write_json
 from lassoprune.pruning import after_cut
 from lassoprune.training.data_setup import calibration_batches, make_loaders
 
-COST_MODELS = ("resnet56", "vgg16")
+COST_MODELS = {"resnet56": 32, "vgg16": 32, "resnet50": 224}
+"""Model -> image size of the ``--cost`` rows."""
 APIB = {"kernel": "laplace", "normalise": False, "nonneg": False}
 #: row name -> (method, options, prune_residual)
 VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
@@ -52,7 +55,8 @@ def cost_of(model_name: str, calib_size: int) -> dict[str, Any]:
     """Time and memory of one reconstruction (this process)."""
     torch.manual_seed(0)
     model = lp.create_model(model_name, num_classes=10, in_channels=1).eval()
-    calib = calibration_batches("fashion-mnist", image_size=32, size=calib_size, seed=0)
+    calib = calibration_batches("fashion-mnist", image_size=COST_MODELS[model_name], size=calib_size, seed=0,
+                                batch_size=50)
     example = calib[0][0][:1]
     cut = lp.prune(model, example, method="l1", target_macs=0.5, data=calib, reconstruct=False, recalibrate=False)
     before = _peak_mb()
@@ -60,7 +64,8 @@ def cost_of(model_name: str, calib_size: int) -> dict[str, Any]:
     post = after_cut(model, cut.model, calib, cut.groups, cut.keep, reconstruct_layers=True, recalibrate=False)
     refits = post.reconstruction
     seconds = time.perf_counter() - started
-    return {"model": model_name, "calib_size": calib_size, "layers": len(refits), "seconds": seconds,
+    return {"model": model_name, "image_size": COST_MODELS[model_name], "calib_size": calib_size,
+            "layers": len(refits), "seconds": seconds,
             "peak_mb_before": before, "peak_mb": _peak_mb(), "threads": torch.get_num_threads()}
 
 
@@ -99,9 +104,9 @@ def accuracy_rows(runs: Path, targets: Sequence[float], seeds: Sequence[int], ca
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--cost", action="store_true", help="time and memory, ResNet-56 and VGG-16")
+    which.add_argument("--cost", action="store_true", help="time and memory, ResNet-56, VGG-16, ResNet-50")
     which.add_argument("--accuracy", action="store_true", help="one-shot accuracy on the converged ResNet-56")
-    which.add_argument("--one", choices=COST_MODELS, help=argparse.SUPPRESS)  # a --cost child process
+    which.add_argument("--one", choices=list(COST_MODELS), help=argparse.SUPPRESS)  # a --cost child process
     p.add_argument("--calib-size", type=int, default=500)
     p.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.33])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])

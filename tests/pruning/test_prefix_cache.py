@@ -117,7 +117,7 @@ FAST = ("resnet20", "mobilenetv2")  # vgg* (4,608-unknown solves) and the others
 
 @pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
                                   for n in lp.list_models()])
-def test_reconstruction_with_the_cache_equals_reconstruction_without(name: str) -> None:
+def test_every_prefix_mode_gives_the_same_reconstruction(name: str) -> None:
     from lassoprune.training.data_setup import calibration_batches
 
     torch.manual_seed(0)
@@ -125,10 +125,12 @@ def test_reconstruction_with_the_cache_equals_reconstruction_without(name: str) 
     calib = calibration_batches("synthetic", image_size=32, size=48, batch_size=16)
     cut = lp.prune(model, calib[0][0][:1], method="l1", target_macs=0.5)
     results = []
-    for cache_finished in (True, False):
+    for mode in ("none", "cache", "frontier"):
         pruned = copy.deepcopy(cut.model)
-        refits = reconstruct(model, pruned, cut.groups, cut.keep, calib, cache_finished=cache_finished)
+        refits = reconstruct(model, pruned, cut.groups, cut.keep, calib, prefix=mode, targets_in_memory=0)
         results.append((pruned.state_dict(), refits))
-    (cached, refits_cached), (plain, refits_plain) = results
-    assert refits_cached == refits_plain and refits_cached
-    assert all(torch.equal(cached[k], plain[k]) for k in plain)
+    (plain, refits_plain) = results[0]
+    assert refits_plain
+    for state, refits in results[1:]:
+        assert refits == refits_plain
+        assert all(torch.equal(state[k], plain[k]) for k in plain)
