@@ -21,11 +21,20 @@ from lassoprune.cli._common import print_json
 from lassoprune.cli.train import add_training_args, train_from_args, training_summary
 from lassoprune.errors import CheckpointError, LassopruneError
 from lassoprune.io import atomic_write_json
+from lassoprune.channels import Target
 from lassoprune.regularizers import REGULARIZERS, SCHEDULES, Regularizer, create_regularizer
 from lassoprune.regularizers.base import check_lam
 from lassoprune.regularizers.coefficients import check_schedule
+from lassoprune.regularizers.steering import TargetSteering, steering_summary
 from lassoprune.training import RegularizerMode
-from lassoprune.training.engine import CHECKPOINT_NAME
+from lassoprune.training.engine import CHECKPOINT_NAME, SparseTerm
+
+
+def target_of(target_macs: float | None, target_params: float | None) -> Target | None:
+    """The steering target of the options (None: a fixed lam, as given)."""
+    if target_macs is not None:
+        return Target("macs", target_macs)
+    return Target("params", target_params) if target_params is not None else None
 
 HELP = "train with a sparsity regulariser (dwgl, group-lasso, bn-l1) before pruning"
 EPILOG = """\
@@ -36,6 +45,8 @@ examples:
       --reg dwgl --lam 5e-4 --epochs 1 --train-subset 5000 --out S
   lassoprune prune --checkpoint runs/r20-dwgl/model.pt --data fashion-mnist --method dwgl-vote \\
       --threshold 0.05 --finetune-epochs 1 --out p.pt
+  lassoprune sparse-train --checkpoint M.pt --data fashion-mnist --reg dwgl --lam 1e-3 --epochs 2 \\
+      --target-macs 0.5 --out S      # then: prune --method dwgl-vote --target-macs 0.5
 
 --reg dwgl: lam * sum_l sum_i c_i ||W^l_i||_2 with c_i increasing with the filter index
 i and shared by the convs of each elementwise (residual) group, c_1 = 1, c_n = 1 + alpha
@@ -62,23 +73,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--alpha", type=float, default=1.0, help="dwgl: c_n = 1 + alpha (default: 1)")
     group.add_argument("--reg-mode", choices=[m.value for m in RegularizerMode], default="prox",
                        help="prox: group soft-threshold after each step (default); penalty: add to the loss")
+    steer = group.add_mutually_exclusive_group()
+    steer.add_argument("--target-macs", type=float, default=None, metavar="R",
+                       help="steer towards the dwgl-vote cut keeping R of the MACs: only the channels that cut "
+                            "removes are penalised, lam (the start) grows until they are zero")
+    steer.add_argument("--target-params", type=float, default=None, metavar="R",
+                       help="as --target-macs, for the parameters")
+    group.add_argument("--keep-residual", action="store_true",
+                       help="with a target: the cut will keep residual (eltwise) channels (prune --keep-residual)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = regularizer_settings(args)
-    holder: dict[str, Regularizer] = {}
+    holder: dict[str, Any] = {}
+    target = target_of(args.target_macs, args.target_params)
 
-    def build(model: nn.Module, example: torch.Tensor) -> Regularizer:
+    def build(model: nn.Module, example: torch.Tensor, steps: int) -> SparseTerm:
         check_run_settings(Path(args.out), settings, args.resume)
-        holder["reg"] = create_regularizer(
-            args.reg, model, example, args.lam, args.reg_schedule, args.alpha
-        )
-        return holder["reg"]
+        reg = create_regularizer(args.reg, model, example, args.lam, args.reg_schedule, args.alpha)
+        holder["reg"] = reg
+        if target is not None:
+            holder["steering"] = TargetSteering(reg, example, target, steps, prune_residual=not args.keep_residual)
+            return holder["steering"]
+        return reg
 
     result = train_from_args(args, build, args.reg_mode, extra={"regularizer": settings})
     summary = {**training_summary(args, result), "regularizer": settings,
                "sparsity": sparsity_summary(holder["reg"])}
+    if "steering" in holder:
+        summary["steering"] = steering_summary(holder["steering"])
     if args.json:
         print_json(summary)
     else:
@@ -91,6 +115,9 @@ def regularizer_settings(args: argparse.Namespace) -> dict[str, Any]:
     lam = check_lam(args.lam)
     check_schedule(args.reg_schedule, args.alpha)
     settings: dict[str, Any] = {"reg": args.reg, "lam": lam, "mode": args.reg_mode}
+    if args.target_macs is not None or args.target_params is not None:
+        settings["steer"] = {"target_macs": args.target_macs, "target_params": args.target_params,
+                             "keep_residual": bool(args.keep_residual)}
     if args.reg == "dwgl":
         settings.update(schedule=args.reg_schedule, alpha=float(args.alpha))
     return settings
@@ -146,3 +173,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for gid, g in sparsity["eltwise_groups"].items():
         print(f"  eltwise {gid:<28s} zero in all convs {g['intersection']:>3d}, "
               f"in any {g['union']:>3d} of {g['channels']}")
+    if summary.get("steering"):
+        last = summary["steering"][-1]
+        print(f"  steered: the cut at the target removes {last['removed']} channels, {last['zero']} of them "
+              f"zero; lam grew to {last['lam']:g}")

@@ -103,7 +103,7 @@ def report_training(args: argparse.Namespace, result: FitResult) -> None:
 
 def train_from_args(
     args: argparse.Namespace,
-    regularizer_for: Callable[[nn.Module, torch.Tensor], SparseTerm] | None = None,
+    regularizer_for: Callable[[nn.Module, torch.Tensor, int], SparseTerm] | None = None,
     regularizer_mode: str = "prox",
     extra: dict[str, Any] | None = None,
     dist: DistContext | None = None,
@@ -111,8 +111,8 @@ def train_from_args(
     """Build the model, data and config from ``train``'s options and run :func:`lassoprune.fit`.
 
     Args:
-        regularizer_for: builds a sparse-training regulariser from the model and
-            an example input ``(1, C, S, S)`` (``sparse-train``); None = plain training.
+        regularizer_for: builds a sparse-training regulariser from the model, an example input
+            ``(1, C, S, S)`` and the run's optimiser steps (``sparse-train``); None = plain training.
         regularizer_mode: ``prox`` or ``penalty`` (see :func:`lassoprune.fit`).
         extra: more entries for the model file's extra (e.g. the regulariser's settings).
         dist: the process group context under ``torchrun`` (see
@@ -141,7 +141,8 @@ def train_from_args(
     regularizer = None
     if regularizer_for is not None:
         in_channels = model.lp_spec.kwargs.get("in_channels", loaders.info.in_channels)
-        regularizer = regularizer_for(model, torch.zeros(1, in_channels, image_size, image_size))
+        steps = args.epochs * len(loaders.train)
+        regularizer = regularizer_for(model, torch.zeros(1, in_channels, image_size, image_size), steps)
     if dist is None or dist.is_main:
         _log_start(args, model, loaders, cfg, dist)
     return fit(

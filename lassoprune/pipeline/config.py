@@ -70,10 +70,16 @@ class PretrainSection:
 
 @dataclass(frozen=True)
 class SparseSection:
-    """Optional sparse training before pruning (``lassoprune sparse-train``'s options)."""
+    """Optional sparse training before pruning (``lassoprune sparse-train``'s options).
+
+    ``steer`` (default true): when the ``prune:`` section has a target, the regulariser acts only on the
+    channels that a ``dwgl-vote`` cut at that target removes, and ``lam`` (the starting strength) grows until
+    they are zero (:class:`~lassoprune.regularizers.steering.TargetSteering`); false: a fixed ``lam``.
+    """
 
     regularizer: str = "dwgl"
     lam: float = 0.5
+    steer: bool = True
     alpha: float = 1.0
     schedule: str = "linear"
     mode: str = "prox"

@@ -38,8 +38,12 @@ from lassoprune.pipeline.run_dir import RunDirectory
 from lassoprune.pretrained import resolve_model_path
 from lassoprune.pruning import prune_with
 from lassoprune.pruning.api import modules_named
-from lassoprune.regularizers import create_regularizer
+from lassoprune.channels import Target
+from lassoprune.pruning.method import get_method
+from lassoprune.regularizers import Regularizer, create_regularizer
+from lassoprune.regularizers.steering import TargetSteering, steering_summary
 from lassoprune.training import EvalResult, TrainConfig, evaluate, fit
+from lassoprune.training.engine import SparseTerm
 from lassoprune.training.data_setup import Loaders, calibration_batches, make_loaders
 from lassoprune.utils import get_logger, seed_everything
 from lassoprune.utils.runtime import default_device
@@ -174,9 +178,28 @@ def run_sparse(ctx: StageContext) -> dict[str, Any]:
     assert sparse is not None
     model = load(ctx.run.path("pretrain", MODEL_FILE))
     reg = create_regularizer(sparse.regularizer, model, ctx.example, sparse.lam, sparse.schedule, sparse.alpha)
-    result = ctx.fit(model, "sparse", sparse.epochs, sparse.lr, sparse.train_subset, 1, regularizer=reg,
+    term = _steered(ctx, reg)
+    result = ctx.fit(model, "sparse", sparse.epochs, sparse.lr, sparse.train_subset, 1, regularizer=term,
                      regularizer_mode=sparse.mode, bn_batches=ctx.calibration)
-    return {"model": f"sparse/{MODEL_FILE}", "metrics": metrics_record(result.final)}
+    record = {"model": f"sparse/{MODEL_FILE}", "metrics": metrics_record(result.final)}
+    if isinstance(term, TargetSteering):
+        record["steering"] = steering_summary(term)
+    return record
+
+
+def _steered(ctx: StageContext, reg: Regularizer) -> SparseTerm:
+    """``reg`` steered towards the prune stage's target (``sparse.steer`` and a target), else ``reg`` itself."""
+    sparse, prune = ctx.config.sparse, ctx.config.prune
+    assert sparse is not None
+    if not sparse.steer or (prune.target_macs is None and prune.target_params is None):
+        return reg
+    target = Target("macs", prune.target_macs) if prune.target_macs is not None else Target("params",
+                                                                                            prune.target_params)
+    residual = prune.prune_residual
+    if residual is None:
+        residual = get_method(prune.method).prune_residual if isinstance(prune.method, str) else True
+    steps = sparse.epochs * len(ctx.loaders(sparse.train_subset, 1).train)
+    return TargetSteering(reg, ctx.example, target, steps, prune_residual=residual, min_channels=prune.min_channels)
 
 
 def run_prune(ctx: StageContext) -> dict[str, Any]:

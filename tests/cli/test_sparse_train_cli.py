@@ -45,6 +45,22 @@ def test_sparse_train_then_vote_prune(tmp_path):
     assert lp.load(pruned).lp_extra["pruning"]["tau"] == 0.6
 
 
+def test_sparse_train_towards_a_target_then_the_vote_lands_on_it(tmp_path):
+    out = tmp_path / "S"
+    proc = _run("--quiet", "sparse-train", "--model", "resnet20", "--data", "synthetic", "--train-subset", "256",
+                "--batch-size", "32", "--image-size", "16", "--no-progress", "--out", str(out), "--reg", "dwgl",
+                "--lam", "0.05", "--epochs", "1", "--lr", "0.05", "--target-params", "0.5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["regularizer"]["steer"] == {"target_macs": None, "target_params": 0.5, "keep_residual": False}
+    assert summary["steering"][-1]["zero"] > 0
+    proc = _run("prune", "--checkpoint", str(out / "model.pt"), "--method", "dwgl-vote", "--target-params", "0.5",
+                "--out", str(tmp_path / "P.pt"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert abs(report["params_after"] / report["params_before"] - 0.5) <= 0.01
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -236,3 +236,5 @@ def test_sparse_training_stage_feeds_the_vote(tmp_path: Path) -> None:
     assert sparse.lp_extra["stage"] == "sparse"
     assert abs(outcome.summary["macs_after"] / outcome.summary["macs_before"] - 0.5) <= 0.01
     assert outcome.summary["sparse"]["regularizer"] == "dwgl" and outcome.summary["latency"] is None
+    steering = json.loads((tmp_path / "run" / "state.json").read_text())["stages"]["sparse"]["steering"]
+    assert steering[0]["removed"] > 0 and steering[-1]["lam"] >= 0.5  # steered towards the prune target

@@ -53,7 +53,7 @@ from lassoprune.pruning.method import (
     option,
     register_method,
 )
-from lassoprune.pruning.search import Verdict, bisect, index_midpoint
+from lassoprune.pruning.search import TARGET_TOLERANCE, Verdict, bisect, index_midpoint
 from lassoprune.utils.enums import NamedEnum
 
 VOTE_METHOD = "dwgl-vote"
@@ -198,7 +198,8 @@ class _GroupVotes:
     floor: int
 
 
-def _collect(ctx: MethodContext, opts: VoteOptions) -> list[_GroupVotes]:
+def collect_votes(ctx: MethodContext, opts: VoteOptions) -> list[_GroupVotes]:
+    """Every group's voters, their relative strengths and the removal statistic (``ctx.analysis.groups`` order)."""
     modules = dict(ctx.model.named_modules())
     out = []
     for group, floor in zip(ctx.analysis.groups, ctx.floors):
@@ -208,7 +209,8 @@ def _collect(ctx: MethodContext, opts: VoteOptions) -> list[_GroupVotes]:
     return out
 
 
-def _keep_all(votes: Sequence[_GroupVotes], tau: float) -> dict[str, Tensor]:
+def keep_all(votes: Sequence[_GroupVotes], tau: float) -> dict[str, Tensor]:
+    """group id -> bool ``(C,)`` kept channels at threshold ``tau`` (floors respected)."""
     return {v.group.id: keep_mask(v.statistic, tau, v.floor) for v in votes}
 
 
@@ -223,20 +225,37 @@ def search_tau(ctx: MethodContext, votes: Sequence[_GroupVotes]) -> float:
     candidates = torch.unique(values[(values > 0) & (values <= 1)]).tolist()
     candidates = sorted(set(candidates) | {1.0})
     budget = ctx.target.ratio * ctx.target.full(ctx.cost_model)
-    if _cost(ctx, _keep_all(votes, candidates[-1])) > budget:
-        reachable = _cost(ctx, _keep_all(votes, candidates[-1])) / ctx.target.full(ctx.cost_model)
+    if _cost(ctx, keep_all(votes, candidates[-1])) > budget:
+        reachable = _cost(ctx, keep_all(votes, candidates[-1])) / ctx.target.full(ctx.cost_model)
         raise LassopruneError(
             f"target_{ctx.target.kind}={ctx.target.ratio} is unreachable by voting: even tau = 1 keeps "
             f"{reachable:.4f} of the {ctx.target.kind} (sparse-train longer / with a larger lam, or use vote union)"
         )
 
     def verdict(index: int) -> Verdict:
-        over = _cost(ctx, _keep_all(votes, candidates[index])) > budget
+        over = _cost(ctx, keep_all(votes, candidates[index])) > budget
         return Verdict.KEEPS_TOO_MUCH if over else Verdict.KEEPS_TOO_LITTLE
 
     # index -1 stands for "no threshold" (keeps too much); the last candidate meets the budget
     found = bisect(verdict, over=-1, under=len(candidates) - 1, midpoint=index_midpoint, max_steps=len(candidates))
-    return float(candidates[found.under])
+    tau = float(candidates[found.under])
+    _check_landing(ctx, votes, tau)
+    return tau
+
+
+def _check_landing(ctx: MethodContext, votes: Sequence[_GroupVotes], tau: float) -> None:
+    """A clear error when the vote at ``tau`` keeps far less than the target (ties at zero remove too much)."""
+    full = ctx.target.full(ctx.cost_model)
+    kept = _cost(ctx, keep_all(votes, tau)) / full
+    if kept >= ctx.target.ratio - TARGET_TOLERANCE:
+        return
+    zeros = sum(int((v.statistic == 0).sum()) for v in votes)
+    raise LassopruneError(
+        f"dwgl-vote cannot give target_{ctx.target.kind}={ctx.target.ratio}: {zeros} channels are exactly zero in "
+        f"every voter and go together, so the smallest vote keeps {kept:.4f} of the {ctx.target.kind}. Sparse-train "
+        f"towards the target (lassoprune sparse-train --target-{ctx.target.kind}, or a run with sparse: and a "
+        f"prune target), or with a smaller lam, or ask for target_{ctx.target.kind}<={kept:.4f}"
+    )
 
 
 def _group_report(v: _GroupVotes, tau: float, keep: Tensor) -> tuple[dict[str, Any], dict[str, list[int]]]:
@@ -263,9 +282,9 @@ def _eltwise_summary(votes: Sequence[_GroupVotes], per_group: Mapping[str, Mappi
 def dwgl_vote(ctx: MethodContext) -> Selection:
     """Keep sets of ``dwgl-vote`` (see the module docstring); ``ctx.options``: :class:`VoteOptions`."""
     opts: VoteOptions = ctx.options
-    votes = _collect(ctx, opts)
+    votes = collect_votes(ctx, opts)
     tau = opts.threshold if opts.threshold is not None else search_tau(ctx, votes)
-    keep = _keep_all(votes, tau)
+    keep = keep_all(votes, tau)
     per_group, voted = {}, {}
     for v in votes:
         per_group[v.group.id], voted[v.group.id] = _group_report(v, tau, keep[v.group.id])
