@@ -23,6 +23,14 @@ training steps:
    (:data:`DEADLINE` of the run; the growth covers what the gradient puts
    back and a decaying learning rate).
 
+During the first :data:`EXPLORE` of the run the regulariser also acts, at
+the starting ``lam``, on the channels outside ``R``, with each step's
+threshold capped at ``||W_i|| / (interval + 1)`` so that none of them can reach
+zero before the next update: this is where DWGL's directed weights make the
+convs of a residual group shrink the same channels together, so that ``R``
+comes to include residual channels (with ``R`` alone from the start, the
+intersection vote over many convs almost never picks one).
+
 Since a zero channel has the smallest vote statistic, it stays in ``R``
 (the set the target removes first), and the zeros never cost more than the
 target removes. At the end, ``dwgl-vote`` at the same target removes the
@@ -58,6 +66,9 @@ DEFAULT_GROWTH = 2.0
 
 DEADLINE = 0.8
 """Fraction of the run by which the removal set should be zero (the rest trains the kept channels)."""
+
+EXPLORE = 0.3
+"""Fraction of the run during which the regulariser also shrinks the channels outside ``R`` (never to zero)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,8 @@ class TargetSteering:
         self.growth = growth
         self.interval = max(1, total_steps // checks)
         self.deadline = max(1, int(DEADLINE * total_steps))
+        self.explore_until = int(EXPLORE * total_steps)
+        self.exploring = True
         self.history: list[SteeringRecord] = []
         self._steps = 0
         self._lr: float | None = None
@@ -120,11 +133,18 @@ class TargetSteering:
         return self.lam * torch.stack(parts).sum() if parts else torch.zeros(())
 
     def prox_(self, lr: float) -> None:
-        """The group soft-threshold with thresholds ``lr * lam_t * c_i [i in R]``."""
+        """The group soft-threshold: ``lr * lam_t * c_i`` on ``R``; while exploring, also on the other
+        channels, capped at ``||W_i|| / (interval + 1)`` so that none of them reaches zero before the next update."""
         self._lr = lr
         if lr > 0:
             for term, weight in self.base._weights():
-                group_soft_threshold_(weight.data, lr * self.lam * self._coefficients(term.module, weight), term.dim)
+                thresholds = lr * self.lam * self._coefficients(term.module, weight)
+                if self.exploring:
+                    c = self.base._coefficients(term, weight)
+                    outside = 1 - self._positions[term.module].to(device=c.device, dtype=c.dtype)
+                    cap = filter_norms(weight.detach(), 2, term.dim) / (self.interval + 1)
+                    thresholds = thresholds + outside * torch.minimum(lr * self.base.lam * c, cap)
+                group_soft_threshold_(weight.data, thresholds, term.dim)
         self._count_step()
 
     def config(self) -> dict[str, Any]:
@@ -149,7 +169,7 @@ class TargetSteering:
                             self.target,
                             self._floors, None, 0, self._options)
         votes = collect_votes(ctx, self._options)
-        keep = keep_all(votes, search_tau(ctx, votes))
+        keep = keep_all(votes, search_tau(ctx, votes, check=False))
         removed = zero = 0
         self._masks = {}
         for v in votes:
@@ -158,7 +178,8 @@ class TargetSteering:
             removed += int(gone.sum())
             zero += int((gone & (v.statistic == 0)).sum())
         self._positions = _position_masks(self.base, self._masks)
-        if self.history and zero < removed:
+        self.exploring = self._steps < self.explore_until and zero < removed
+        if self.history and zero < removed and not self.exploring:
             self.lam = max(self.lam * self.growth, self._due())
         record = SteeringRecord(self._steps, self.lam, removed, zero)
         self.history.append(record)

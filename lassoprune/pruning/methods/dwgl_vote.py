@@ -219,8 +219,11 @@ def _cost(ctx: MethodContext, keep: Mapping[str, Tensor]) -> int:
     return ctx.target.cost(ctx.cost_model, counts)
 
 
-def search_tau(ctx: MethodContext, votes: Sequence[_GroupVotes]) -> float:
-    """The smallest candidate ``tau <= 1`` whose pruned cost meets ``ctx.target`` (bisection; cost falls with tau)."""
+def search_tau(ctx: MethodContext, votes: Sequence[_GroupVotes], check: bool = True) -> float:
+    """The smallest candidate ``tau <= 1`` whose pruned cost meets ``ctx.target`` (bisection; cost falls with tau).
+
+    ``check``: refuse, with the reason, a vote whose all-zero channels alone remove more than the target.
+    """
     values = torch.cat([v.statistic for v in votes])
     candidates = torch.unique(values[(values > 0) & (values <= 1)]).tolist()
     candidates = sorted(set(candidates) | {1.0})
@@ -239,14 +242,16 @@ def search_tau(ctx: MethodContext, votes: Sequence[_GroupVotes]) -> float:
     # index -1 stands for "no threshold" (keeps too much); the last candidate meets the budget
     found = bisect(verdict, over=-1, under=len(candidates) - 1, midpoint=index_midpoint, max_steps=len(candidates))
     tau = float(candidates[found.under])
-    _check_landing(ctx, votes, tau)
+    if check:
+        _check_zeros(ctx, votes)
     return tau
 
 
-def _check_landing(ctx: MethodContext, votes: Sequence[_GroupVotes], tau: float) -> None:
-    """A clear error when the vote at ``tau`` keeps far less than the target (ties at zero remove too much)."""
+def _check_zeros(ctx: MethodContext, votes: Sequence[_GroupVotes]) -> None:
+    """A clear error when the channels that are zero in every voter (removed by any vote) alone keep less than
+    the target minus :data:`TARGET_TOLERANCE` (a coarse last step is only warned about, by the prune path)."""
     full = ctx.target.full(ctx.cost_model)
-    kept = _cost(ctx, keep_all(votes, tau)) / full
+    kept = _cost(ctx, keep_all(votes, float(torch.finfo(torch.float64).tiny))) / full
     if kept >= ctx.target.ratio - TARGET_TOLERANCE:
         return
     zeros = sum(int((v.statistic == 0).sum()) for v in votes)
