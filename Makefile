@@ -9,9 +9,9 @@ DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 # Fashion-MNIST: Debian's package when we may install it, else the official mirror.

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lassoprune.channels import CostModel, GroupAnalysis, Target
 from lassoprune.channels.norms import filter_norms
