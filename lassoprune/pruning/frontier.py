@@ -135,6 +135,10 @@ class FrozenPrefix:
         self._modules = dict(model.named_modules())
         self._nodes = list(self._graph.nodes)
         check_mutations(self._nodes, self._modules)
+        placeholders = [node for node in self._nodes if node.op == "placeholder"]
+        if not placeholders or any(not node.args for node in placeholders[1:]):
+            raise UntraceableNetwork("forward() must take the images and nothing else without a default")
+        self._input = placeholders[0]
         self._index = {node: i for i, node in enumerate(self._nodes)}
         self._reads: list[frozenset[str]] = []
         for node in self._nodes:  # in execution order: a node's inputs are done before it
@@ -228,7 +232,9 @@ class FrozenPrefix:
     def _run(self, node: fx.Node, values: Mapping[fx.Node, Any], x: Tensor) -> Any:
         """Evaluate one node as the network's forward would."""
         if node.op == "placeholder":
-            return x
+            if node is self._input:
+                return x
+            return node.args[0]  # a later argument of forward(), with its default (checked in __init__)
         if node.op == "get_attr":
             value: Any = self._model
             for part in str(node.target).split("."):

@@ -122,3 +122,24 @@ def test_patches_are_the_im2col_rows_at_the_sampled_positions(conv: nn.Conv2d) -
     expected = cols.gather(2, where[:, None, :].expand(-1, cols.shape[1], -1)).transpose(1, 2).flatten(0, 1)
     assert torch.equal(conv_patches(conv, x, where), expected)
     assert torch.equal(conv_patches(conv, x.contiguous(memory_format=torch.channels_last), where), expected)
+
+
+class WithFlag(nn.Module):
+    """A forward argument with a default besides the images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+        return self.conv2(self.conv1(x) * scale)
+
+
+@torch.no_grad()
+def test_later_forward_arguments_take_their_defaults() -> None:
+    torch.manual_seed(0)
+    model = WithFlag().eval()
+    x = torch.randn(2, 3, 6, 6)
+    prefix = FrozenPrefix(model, layers=["conv2"], pending=["conv2"])
+    assert torch.equal(prefix.layer_input("conv2", 0, x), model.conv1(x) * 2.0)
