@@ -1,7 +1,7 @@
 """Does ``dwgl-vote`` land on its target after steered DWGL training, on every residual zoo model?
 
 For each (model, target): a freshly initialised model (seeded), DWGL sparse
-training steered towards the target (:class:`lassoprune.regularizers.steering.TargetSteering`)
+training steered towards the target (:class:`lassoprune.pruning.steering.TargetSteering`)
 for ``--steps`` SGD steps on Fashion-MNIST (32x32, one channel, batch 64,
 cosine lr from ``--lr``), then ``lp.prune(method="dwgl-vote")`` at the same
 target. Reported: the cost kept against the target, the residual (eltwise)
@@ -27,8 +27,8 @@ import torch
 import lassoprune as lp
 from lassoprune.channels import Target
 from lassoprune.io import atomic_write_json
+from lassoprune.pruning.steering import TargetSteering
 from lassoprune.regularizers import create_regularizer
-from lassoprune.regularizers.steering import TargetSteering
 from lassoprune.training import TrainConfig, fit
 from lassoprune.training.data_setup import make_loaders
 

@@ -17,15 +17,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from lassoprune.channels import Target
 from lassoprune.cli._common import print_json
 from lassoprune.cli.train import add_training_args, train_from_args, training_summary
 from lassoprune.errors import CheckpointError, LassopruneError
 from lassoprune.io import atomic_write_json
-from lassoprune.channels import Target
-from lassoprune.regularizers import REGULARIZERS, SCHEDULES, Regularizer, create_regularizer
+from lassoprune.pruning.steering import TargetSteering, steering_summary
+from lassoprune.regularizers import (
+    REGULARIZERS,
+    SCHEDULES,
+    Regularizer,
+    create_regularizer,
+)
 from lassoprune.regularizers.base import check_lam
 from lassoprune.regularizers.coefficients import check_schedule
-from lassoprune.regularizers.steering import TargetSteering, steering_summary
 from lassoprune.training import RegularizerMode
 from lassoprune.training.engine import CHECKPOINT_NAME, SparseTerm
 

@@ -74,7 +74,7 @@ class SparseSection:
 
     ``steer`` (default true): when the ``prune:`` section has a target, the regulariser acts only on the
     channels that a ``dwgl-vote`` cut at that target removes, and ``lam`` (the starting strength) grows until
-    they are zero (:class:`~lassoprune.regularizers.steering.TargetSteering`); false: a fixed ``lam``.
+    they are zero (:class:`~lassoprune.pruning.steering.TargetSteering`); false: a fixed ``lam``.
     """
 
     regularizer: str = "dwgl"

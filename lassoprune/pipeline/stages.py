@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from lassoprune.analysis.latency import make_runner, summarize, time_interleaved
+from lassoprune.channels import Target
 from lassoprune.data import dataset_info
 from lassoprune.data.loader import BatchLoader
 from lassoprune.errors import LassopruneError
@@ -38,13 +39,12 @@ from lassoprune.pipeline.run_dir import RunDirectory
 from lassoprune.pretrained import resolve_model_path
 from lassoprune.pruning import prune_with
 from lassoprune.pruning.api import modules_named
-from lassoprune.channels import Target
 from lassoprune.pruning.method import get_method
+from lassoprune.pruning.steering import TargetSteering, steering_summary
 from lassoprune.regularizers import Regularizer, create_regularizer
-from lassoprune.regularizers.steering import TargetSteering, steering_summary
 from lassoprune.training import EvalResult, TrainConfig, evaluate, fit
-from lassoprune.training.engine import SparseTerm
 from lassoprune.training.data_setup import Loaders, calibration_batches, make_loaders
+from lassoprune.training.engine import SparseTerm
 from lassoprune.utils import get_logger, seed_everything
 from lassoprune.utils.runtime import default_device
 

@@ -45,7 +45,11 @@ from torch import Tensor, nn
 
 from lassoprune.channels.groups import ChannelGroup
 from lassoprune.errors import LassopruneError
-from lassoprune.pruning.frontier import FrozenPrefix, UntraceableNetwork, iter_layer_inputs
+from lassoprune.pruning.frontier import (
+    FrozenPrefix,
+    UntraceableNetwork,
+    iter_layer_inputs,
+)
 from lassoprune.pruning.prefix_cache import FinishedModuleCache
 
 Batch = tuple[Tensor, Tensor]

@@ -54,7 +54,12 @@ from lassoprune.channels import CostModel, GroupAnalysis, Target
 from lassoprune.channels.norms import filter_norms
 from lassoprune.errors import LassopruneError
 from lassoprune.pruning.method import MethodContext
-from lassoprune.pruning.methods.dwgl_vote import VoteOptions, collect_votes, keep_all, search_tau
+from lassoprune.pruning.methods.dwgl_vote import (
+    VoteOptions,
+    collect_votes,
+    keep_all,
+    search_tau,
+)
 from lassoprune.pruning.search import floors
 from lassoprune.regularizers.base import Regularizer, group_soft_threshold_
 

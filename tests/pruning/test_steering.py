@@ -8,8 +8,8 @@ import torch
 import lassoprune as lp
 from lassoprune.channels import Target
 from lassoprune.errors import LassopruneError
+from lassoprune.pruning.steering import TargetSteering
 from lassoprune.regularizers import create_regularizer
-from lassoprune.regularizers.steering import TargetSteering
 from lassoprune.training import TrainConfig, fit
 from lassoprune.training.data_setup import make_loaders
 
