@@ -34,11 +34,12 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -212,41 +213,60 @@ def _refit_in_order(original: nn.Module, pruned: nn.Module, images: Sequence[Ten
     """The refits of :func:`reconstruct`, both models in eval mode."""
     layers = dict(pruned.named_modules())
     names = {module: name for name, module in layers.items()}
-    images = channels_last_if_it_runs((original, pruned), images)
-    order = [n for n in execution_order(pruned, images[0][:1]) if n in fit.plans]
-    norms = following_norms(pruned, images[0][:1], order)
-    writes = {n: (n, names[norms[n]]) if n in norms else (n,) for n in order}  # what each refit changes
-    inputs = _prefix_runner(pruned, order, [m for n in order for m in writes[n]], prefix)
-    targets = _original_outputs(original, images, order, fit)
-    refits = []
-    with inputs:
-        for name in order:
-            layer = layers[name]
-            stats = _accumulate(layer, inputs.of(name, images), targets.pop(name))
-            refits.append(_refit(name, layer, fit.plans[name], stats, ridge, norms.get(name)))
-            for written in writes[name]:
-                inputs.finish(written)
-    return tuple(refits)
+    with channels_last_if_it_runs((original, pruned), images[0][:1]):
+        order = [n for n in execution_order(pruned, images[0][:1]) if n in fit.plans]
+        norms = following_norms(pruned, images[0][:1], order)
+        writes = {n: (n, names[norms[n]]) if n in norms else (n,) for n in order}  # what each refit changes
+        inputs = _prefix_runner(pruned, order, [m for n in order for m in writes[n]], prefix)
+        targets = _original_outputs(original, images, order, fit)
+        refits = []
+        with inputs:
+            for name in order:
+                layer = layers[name]
+                stats = _accumulate(layer, inputs.of(name, images), targets.pop(name))
+                refits.append(_refit(name, layer, fit.plans[name], stats, ridge, norms.get(name)))
+                for written in writes[name]:
+                    inputs.finish(written)
+        return tuple(refits)
 
 
-@torch.no_grad()
-def channels_last_if_it_runs(models: Sequence[nn.Module], images: Sequence[Tensor]) -> Sequence[Tensor]:
-    """The images in channels-last layout when every model runs on it, else as given.
+@contextmanager
+def channels_last_if_it_runs(models: Sequence[nn.Module], example: Tensor) -> Iterator[bool]:
+    """Hold the models' weights in channels-last layout for the block when every model runs so; yields whether.
 
-    Convolutions on CPU (oneDNN) run about 1.5x faster on channels-last inputs (ResNet-50 at 224 on two
-    cores: 6.0 -> 3.9 s per 50 images), and the layout propagates through the network; the values are
-    the same up to the summation order. A network that ``view``-s a channels-last activation fails on
-    it, which one image tells, and keeps the layout it was given.
+    Convolutions on CPU (oneDNN) run about 1.5x faster with channels-last weights (ResNet-50 at 224 on two
+    cores: 6.0 -> 3.8 s per 50 images; converting only the images does nothing for a one-channel input,
+    whose layout is ambiguous), and the activations follow the weights' layout; the values are the same up
+    to the summation order. A network that ``view``-s a channels-last activation fails on it, which one
+    image tells, and keeps its layout. The layouts are restored afterwards (the values never change).
     """
-    if any(x.dim() != 4 for x in images):
-        return images
-    converted = [x.contiguous(memory_format=torch.channels_last) for x in images]
-    try:
+    before = [_is_channels_last(model) for model in models]
+    used = example.dim() == 4
+    if used:
         for model in models:
-            model(converted[0][:1])
-    except RuntimeError:
-        return images
-    return converted
+            model.to(memory_format=torch.channels_last)
+        try:
+            with torch.no_grad():
+                for model in models:
+                    model(example)
+        except RuntimeError:
+            used = False
+            _restore(models, before)
+    try:
+        yield used
+    finally:
+        if used:
+            _restore(models, before)
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    return any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+               for p in model.parameters())
+
+
+def _restore(models: Sequence[nn.Module], channels_last: Sequence[bool]) -> None:
+    for model, was in zip(models, channels_last):
+        model.to(memory_format=torch.channels_last if was else torch.contiguous_format)
 
 
 # -- graph facts -------------------------------------------------------------------------------------------
@@ -332,24 +352,32 @@ class _Targets:
         self._index = {name: i for i, name in enumerate(order)}
         self._spill = spill
         self._held: dict[str, list[tuple[Tensor, Tensor | None]]] = {n: [] for n in order}
-        self._batches = 0
 
     def add(self, name: str, batch: int, rows: Tensor, where: Tensor | None) -> None:
-        if self._spill is None:
-            self._held[name].append((rows, where))
-        else:
-            torch.save((rows, where), self._spill / f"{self._index[name]}-{batch}.pt")
-        self._batches = max(self._batches, batch + 1)
+        if self._spill is not None:  # raw bytes (a tenth of torch.save's time); shape and dtype kept here
+            path = self._spill / f"{self._index[name]}-{batch}.bin"
+            rows.detach().cpu().numpy().tofile(path)
+            rows = _OnDisk(path, tuple(rows.shape), rows.dtype, rows.device)  # type: ignore[assignment]
+        self._held[name].append((rows, where))
 
     def pop(self, name: str) -> list[tuple[Tensor, Tensor | None]]:
         """Every batch's ``(rows, positions)`` of layer ``name``, then forgotten."""
-        if self._spill is None:
-            return self._held.pop(name)
-        files = [self._spill / f"{self._index[name]}-{b}.pt" for b in range(self._batches)]
-        loaded = [torch.load(f, weights_only=True) for f in files]
-        for f in files:
-            f.unlink()
-        return loaded
+        return [(rows.load() if isinstance(rows, _OnDisk) else rows, where) for rows, where in self._held.pop(name)]
+
+
+@dataclass(frozen=True)
+class _OnDisk:
+    """A tensor written as raw bytes; :meth:`load` reads it back (and deletes the file)."""
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    def load(self) -> Tensor:
+        array = np.fromfile(self.path, dtype=torch.empty((), dtype=self.dtype).numpy().dtype)
+        self.path.unlink()
+        return torch.from_numpy(array).reshape(self.shape).to(self.device)
 
 
 def _target_bytes(original: nn.Module, order: Sequence[str], fit: _Fit, images: Sequence[Tensor]) -> int:
