@@ -11,6 +11,15 @@ from lassoprune.errors import LassopruneError
 from lassoprune.utils.enums import NamedEnum
 
 
+def target_from(target_macs: float | None, target_params: float | None) -> Target | None:
+    """The :class:`Target` of the two options (None when neither is given; an error when both are)."""
+    if target_macs is not None and target_params is not None:
+        raise LassopruneError("give exactly one of target_macs or target_params (a fraction of the original to keep)")
+    if target_macs is not None:
+        return Target("macs", target_macs)
+    return Target("params", target_params) if target_params is not None else None
+
+
 class CostKind(NamedEnum):
     """The cost a :class:`Target` is about (compares equal to its value, ``"macs"`` / ``"params"``)."""
 

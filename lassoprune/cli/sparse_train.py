@@ -17,29 +17,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from lassoprune.channels import Target
+from lassoprune.channels.target import target_from
 from lassoprune.cli._common import print_json
 from lassoprune.cli.train import add_training_args, train_from_args, training_summary
 from lassoprune.errors import CheckpointError, LassopruneError
 from lassoprune.io import atomic_write_json
 from lassoprune.pruning.steering import TargetSteering, steering_summary
-from lassoprune.regularizers import (
-    REGULARIZERS,
-    SCHEDULES,
-    Regularizer,
-    create_regularizer,
-)
+from lassoprune.regularizers import REGULARIZERS, SCHEDULES, Regularizer, create_regularizer
 from lassoprune.regularizers.base import check_lam
 from lassoprune.regularizers.coefficients import check_schedule
 from lassoprune.training import RegularizerMode
 from lassoprune.training.engine import CHECKPOINT_NAME, SparseTerm
-
-
-def target_of(target_macs: float | None, target_params: float | None) -> Target | None:
-    """The steering target of the options (None: a fixed lam, as given)."""
-    if target_macs is not None:
-        return Target("macs", target_macs)
-    return Target("params", target_params) if target_params is not None else None
 
 HELP = "train with a sparsity regulariser (dwgl, group-lasso, bn-l1) before pruning"
 EPILOG = """\
@@ -92,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = regularizer_settings(args)
     holder: dict[str, Any] = {}
-    target = target_of(args.target_macs, args.target_params)
+    target = target_from(args.target_macs, args.target_params)  # None: a fixed lam, as given
 
     def build(model: nn.Module, example: torch.Tensor, steps: int) -> SparseTerm:
         check_run_settings(Path(args.out), settings, args.resume)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lassoprune.analysis.latency import make_runner, summarize, time_interleaved
-from lassoprune.channels import Target
+from lassoprune.channels.target import target_from
 from lassoprune.data import dataset_info
 from lassoprune.data.loader import BatchLoader
 from lassoprune.errors import LassopruneError
@@ -191,10 +191,9 @@ def _steered(ctx: StageContext, reg: Regularizer) -> SparseTerm:
     """``reg`` steered towards the prune stage's target (``sparse.steer`` and a target), else ``reg`` itself."""
     sparse, prune = ctx.config.sparse, ctx.config.prune
     assert sparse is not None
-    if not sparse.steer or (prune.target_macs is None and prune.target_params is None):
+    target = target_from(prune.target_macs, prune.target_params)
+    if not sparse.steer or target is None:
         return reg
-    target = Target("macs", prune.target_macs) if prune.target_macs is not None else Target("params",
-                                                                                            prune.target_params)
     residual = prune.prune_residual
     if residual is None:
         residual = get_method(prune.method).prune_residual if isinstance(prune.method, str) else True

@@ -15,6 +15,7 @@ from torch import nn
 
 from lassoprune.analysis import count
 from lassoprune.channels import ChannelGroup, CostModel, GroupAnalysis, LayerKind, Target, analyse_groups, layer_kind
+from lassoprune.channels.target import target_from
 from lassoprune.errors import LassopruneError, UnreachableTargetError
 from lassoprune.pruning.allocation import ALLOCATIONS, allocate
 from lassoprune.pruning.criteria import criterion_spec, resolve_criterion
@@ -345,9 +346,10 @@ def _count_after_surgery(model: nn.Module, example: torch.Tensor) -> Any:
 
 
 def _target(target_macs: float | None, target_params: float | None) -> Target:
-    if (target_macs is None) == (target_params is None):
+    target = target_from(target_macs, target_params)
+    if target is None:
         raise LassopruneError("give exactly one of target_macs or target_params (a fraction of the original to keep)")
-    return Target("macs", target_macs) if target_macs is not None else Target("params", target_params)
+    return target
 
 
 def modules_named(model: nn.Module, names: Sequence[str], option: str = "ignored_layers") -> list[nn.Module]:

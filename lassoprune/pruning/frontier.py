@@ -13,8 +13,9 @@ final) from which the inputs of every later refitted layer can be computed.
 A pass for layer ``k`` computes only the nodes between the frontier and the
 layer's input, each node at most once per batch, and then replaces the
 frontier by the new one (found by walking back from the later layers' inputs
-and stopping at frozen nodes whose value is known). Nothing upstream of the frontier is run again, and
-nothing but the frontier is held between passes, so the memory is the width
+and stopping at frozen nodes whose value is known). Nothing upstream of the
+frontier is run again, and nothing but the frontier is held between passes,
+so the memory is the width
 of the network at its narrowest cut between finished and pending layers
 (about one activation map per batch), not one copy per finished module.
 
@@ -30,7 +31,7 @@ Networks that ``torch.fx`` cannot trace (data-dependent control flow) raise
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -145,8 +146,9 @@ class FrozenPrefix:
             self._reads.append(self._reads_of(node))
         self._pending = list(pending)
         self._frozen = self._frozen_nodes()
+        self._mutating = {node for node in self._nodes if _mutates_first_argument(node, self._modules)}
+        self._layers = list(layers)
         self._inputs = {name: self._input_node(name) for name in layers}
-        self._needed_after = self._needed_after_each(layers)
         self._store: dict[int, dict[fx.Node, Tensor]] = {}
         self.computed = 0  # node evaluations so far (each frontier hit saves the evaluation of its ancestors)
 
@@ -168,9 +170,9 @@ class FrozenPrefix:
                 break
         raise UntraceableNetwork(f"layer {name!r} is not called on a traced value")
 
-    def _needed_after_each(self, layers: Sequence[str]) -> dict[str, list[fx.Node]]:
-        """For each layer: the input nodes of the layers asked for after it."""
-        return {name: [self._inputs[later] for later in layers[i + 1:]] for i, name in enumerate(layers)}
+    def _later_inputs(self, name: str) -> list[fx.Node]:
+        """The input nodes of the layers asked for after layer ``name``."""
+        return [self._inputs[later] for later in self._layers[self._layers.index(name) + 1:]]
 
     def _frozen_nodes(self) -> set[fx.Node]:
         pending = set(self._pending)
@@ -193,7 +195,7 @@ class FrozenPrefix:
         for node in self._to_compute(target, store):
             values[node] = self._run(node, values, x)
             self.computed += 1
-        self._store[batch] = self._frontier(values, self._needed_after[name])
+        self._store[batch] = self._frontier(values, self._later_inputs(name))
         return values[target]
 
     def _to_compute(self, target: fx.Node, store: Mapping[fx.Node, Tensor]) -> list[fx.Node]:
@@ -242,7 +244,7 @@ class FrozenPrefix:
             return value
         args = fx.node.map_arg(node.args, values.__getitem__)
         kwargs = fx.node.map_arg(node.kwargs, values.__getitem__)
-        if _mutates_first_argument(node, self._modules) and args and isinstance(args[0], Tensor):
+        if node in self._mutating and args and isinstance(args[0], Tensor):
             args = (args[0].clone(), *args[1:])  # the stored / shared value stays as it was
         if node.op == "call_module":
             return self._modules[str(node.target)](*args, **kwargs)
@@ -257,8 +259,3 @@ class FrozenPrefix:
     def clear(self) -> None:
         self._store.clear()
 
-
-def iter_layer_inputs(prefix: FrozenPrefix, name: str, images: Sequence[Tensor]) -> Iterator[Tensor]:
-    """``prefix.layer_input(name, b, x)`` for every batch in order."""
-    for batch, x in enumerate(images):
-        yield prefix.layer_input(name, batch, x)

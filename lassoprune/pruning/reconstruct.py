@@ -46,11 +46,7 @@ from torch import Tensor, nn
 
 from lassoprune.channels.groups import ChannelGroup
 from lassoprune.errors import LassopruneError
-from lassoprune.pruning.frontier import (
-    FrozenPrefix,
-    UntraceableNetwork,
-    iter_layer_inputs,
-)
+from lassoprune.pruning.frontier import FrozenPrefix, UntraceableNetwork
 from lassoprune.pruning.prefix_cache import FinishedModuleCache
 
 Batch = tuple[Tensor, Tensor]
@@ -453,7 +449,8 @@ class _PrefixRunner:
     def of(self, name: str, images: Sequence[Tensor]) -> Iterator[Tensor]:
         """The first input of layer ``name`` on each batch, in order."""
         if self._frontier is not None:
-            yield from iter_layer_inputs(self._frontier, name, images)
+            for batch, x in enumerate(images):
+                yield self._frontier.layer_input(name, batch, x)
             return
         layer = dict(self._model.named_modules())[name]
         captured: list[Tensor] = []

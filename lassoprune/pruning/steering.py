@@ -54,14 +54,9 @@ from lassoprune.channels import CostModel, GroupAnalysis, Target
 from lassoprune.channels.norms import filter_norms
 from lassoprune.errors import LassopruneError
 from lassoprune.pruning.method import MethodContext
-from lassoprune.pruning.methods.dwgl_vote import (
-    VoteOptions,
-    collect_votes,
-    keep_all,
-    search_tau,
-)
+from lassoprune.pruning.methods.dwgl_vote import VoteOptions, collect_votes, keep_all, search_tau
 from lassoprune.pruning.search import floors
-from lassoprune.regularizers.base import Regularizer, group_soft_threshold_
+from lassoprune.regularizers.base import LayerTerm, Regularizer, group_soft_threshold_
 
 DEFAULT_CHECKS = 20
 """Controller updates over a run (``interval = total_steps // checks``)."""
@@ -133,8 +128,8 @@ class TargetSteering:
     def penalty(self) -> Tensor:
         """``lam_t * sum c_i [i in R] ||W_i||`` (differentiable)."""
         self._count_step()
-        parts = [(self._coefficients(term.module, weight) * filter_norms(weight, 2, term.dim)).sum()
-                 for term, weight in self.base._weights()]
+        parts = [(self._coefficients(term, weight) * filter_norms(weight, 2, term.dim)).sum()
+                 for term, weight in self.base.weighted_terms()]
         return self.lam * torch.stack(parts).sum() if parts else torch.zeros(())
 
     def prox_(self, lr: float) -> None:
@@ -142,10 +137,10 @@ class TargetSteering:
         channels, capped at ``||W_i|| / (interval + 1)`` so that none of them reaches zero before the next update."""
         self._lr = lr
         if lr > 0:
-            for term, weight in self.base._weights():
-                thresholds = lr * self.lam * self._coefficients(term.module, weight)
+            for term, weight in self.base.weighted_terms():
+                thresholds = lr * self.lam * self._coefficients(term, weight)
                 if self.exploring:
-                    c = self.base._coefficients(term, weight)
+                    c = self.base.term_coefficients(term, weight)
                     outside = 1 - self._positions[term.module].to(device=c.device, dtype=c.dtype)
                     cap = filter_norms(weight.detach(), 2, term.dim) / (self.interval + 1)
                     thresholds = thresholds + outside * torch.minimum(lr * self.base.lam * c, cap)
@@ -171,8 +166,7 @@ class TargetSteering:
     def update(self) -> SteeringRecord:
         """Recompute the removal set at the target and grow ``lam`` unless it is all zero."""
         ctx = MethodContext(self.base.model, GroupAnalysis(tuple(self.base.groups), None, {}), self._cost_model,
-                            self.target,
-                            self._floors, None, 0, self._options)
+                            self.target, self._floors, None, 0, self._options)
         votes = collect_votes(ctx, self._options)
         keep = keep_all(votes, search_tau(ctx, votes, check=False))
         removed = zero = 0
@@ -196,17 +190,18 @@ class TargetSteering:
             return 0.0
         left = max(self.interval, self.deadline - self._steps)
         due = 0.0
-        for term, weight in self.base._weights():
+        for term, weight in self.base.weighted_terms():
             mask = self._positions[term.module].to(weight.device) > 0
-            c = self.base._coefficients(term, weight)
+            c = self.base.term_coefficients(term, weight)
             if mask.any():
                 norms = filter_norms(weight.detach(), 2, term.dim)
                 due = max(due, float((norms[mask] / c[mask].clamp_min(1e-12)).max()))
         return due / (self._lr * left)
 
-    def _coefficients(self, module: str, weight: Tensor) -> Tensor:
-        base = self.base._coefficients(next(t for t in self.base.terms if t.module == module), weight)
-        return base * self._positions[module].to(device=base.device, dtype=base.dtype)
+    def _coefficients(self, term: LayerTerm, weight: Tensor) -> Tensor:
+        """The term's coefficients restricted to the removal set: ``c_i [i in R]``."""
+        base = self.base.term_coefficients(term, weight)
+        return base * self._positions[term.module].to(device=base.device, dtype=base.dtype)
 
 
 def _position_masks(base: Regularizer, removed: Mapping[str, Tensor]) -> dict[str, Tensor]:

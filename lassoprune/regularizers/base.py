@@ -177,8 +177,8 @@ class Regularizer(ABC):
     def penalty(self) -> Tensor:
         """``lam * sum_L sum_i c^L_i ||W^L_i||_2``, a differentiable scalar (0-dim tensor)."""
         parts = [
-            (self._coefficients(term, weight) * filter_norms(weight, 2, term.dim)).sum()
-            for term, weight in self._weights()
+            (self.term_coefficients(term, weight) * filter_norms(weight, 2, term.dim)).sum()
+            for term, weight in self.weighted_terms()
         ]
         if not parts:
             return torch.zeros(())
@@ -188,8 +188,8 @@ class Regularizer(ABC):
         """The proximal step of ``lr * R`` (group soft-threshold (2) of every slice), in place."""
         if self.lam == 0 or lr == 0:
             return
-        for term, weight in self._weights():
-            group_soft_threshold_(weight.data, lr * self.lam * self._coefficients(term, weight), term.dim)
+        for term, weight in self.weighted_terms():
+            group_soft_threshold_(weight.data, lr * self.lam * self.term_coefficients(term, weight), term.dim)
 
     def coefficients(self) -> dict[str, Tensor]:
         """module name -> ``(O,)`` coefficients ``c_i`` of its slices (0: not regularised)."""
@@ -215,7 +215,8 @@ class Regularizer(ABC):
             }
         return report
 
-    def _weights(self) -> list[tuple[LayerTerm, Tensor]]:
+    def weighted_terms(self) -> list[tuple[LayerTerm, Tensor]]:
+        """Every term with the current weight tensor of its module (terms of weight-less modules skipped)."""
         out = []
         for term in self.terms:
             weight = getattr(self._modules[term.module], "weight", None)
@@ -223,7 +224,8 @@ class Regularizer(ABC):
                 out.append((term, weight))
         return out
 
-    def _coefficients(self, term: LayerTerm, weight: Tensor) -> Tensor:
+    def term_coefficients(self, term: LayerTerm, weight: Tensor) -> Tensor:
+        """``term.coefficients`` on ``weight``'s device and dtype (cached)."""
         key = (term.module, weight.device, weight.dtype)
         if key not in self._cache:
             self._cache[key] = term.coefficients.to(device=weight.device, dtype=weight.dtype)

@@ -228,8 +228,9 @@ def search_tau(ctx: MethodContext, votes: Sequence[_GroupVotes], check: bool = T
     candidates = torch.unique(values[(values > 0) & (values <= 1)]).tolist()
     candidates = sorted(set(candidates) | {1.0})
     budget = ctx.target.ratio * ctx.target.full(ctx.cost_model)
-    if _cost(ctx, keep_all(votes, candidates[-1])) > budget:
-        reachable = _cost(ctx, keep_all(votes, candidates[-1])) / ctx.target.full(ctx.cost_model)
+    most = _cost(ctx, keep_all(votes, candidates[-1]))
+    if most > budget:
+        reachable = most / ctx.target.full(ctx.cost_model)
         raise LassopruneError(
             f"target_{ctx.target.kind}={ctx.target.ratio} is unreachable by voting: even tau = 1 keeps "
             f"{reachable:.4f} of the {ctx.target.kind} (sparse-train longer / with a larger lam, or use vote union)"
@@ -239,12 +240,11 @@ def search_tau(ctx: MethodContext, votes: Sequence[_GroupVotes], check: bool = T
         over = _cost(ctx, keep_all(votes, candidates[index])) > budget
         return Verdict.KEEPS_TOO_MUCH if over else Verdict.KEEPS_TOO_LITTLE
 
-    # index -1 stands for "no threshold" (keeps too much); the last candidate meets the budget
-    found = bisect(verdict, over=-1, under=len(candidates) - 1, midpoint=index_midpoint, max_steps=len(candidates))
-    tau = float(candidates[found.under])
     if check:
         _check_zeros(ctx, votes)
-    return tau
+    # index -1 stands for "no threshold" (keeps too much); the last candidate meets the budget
+    found = bisect(verdict, over=-1, under=len(candidates) - 1, midpoint=index_midpoint, max_steps=len(candidates))
+    return float(candidates[found.under])
 
 
 def _check_zeros(ctx: MethodContext, votes: Sequence[_GroupVotes]) -> None:
