@@ -36,9 +36,9 @@ import time
 from pathlib import Path
 
 import torch
+from bench.tables import markdown_table
 
 import lassoprune as lp
-
 
 SHAPE = (1, 1, 32, 32)
 
@@ -54,7 +54,8 @@ def run_case(model_name: str, target: float, batch_sizes: list[int], threads: in
         result = lp.deploy(pruned.model, Path(out), (1, 1, 32, 32), dense=dense, runtimes=runtimes,
                            batch_sizes=batch_sizes, threads=threads, warmup=warmup, repeats=repeats)
     return [{"model": model_name, "target": target, "round_to": round_to, "macs_kept": 1 / mac_speedup,
-             "mac_speedup": mac_speedup, **record, "of_mac_speedup": record["speedup"] / mac_speedup} for record in result.latency]
+             "mac_speedup": mac_speedup, **record, "of_mac_speedup": record["speedup"] / mac_speedup}
+            for record in result.latency]
 
 
 def conv_times(model: torch.nn.Module, shape: tuple[int, ...], threads: int, warmup: int,
@@ -106,16 +107,17 @@ def per_layer(model_name: str, target: float, threads: int, warmup: int, repeats
     p_times, p_total, p_macs = rows["pruned"]
     print(f"{model_name} @ {target}: forward {d_total:.1f} -> {p_total:.1f} ms (batch 64, {threads} threads); "
           f"convolutions {sum(d_times.values()):.1f} -> {sum(p_times.values()):.1f} ms")
-    print("| layer | channels in/out (pruned) | MACs kept | time kept | dense ns/MAC | pruned ns/MAC |")
-    print("|---|---|---|---|---|---|")
     shapes = {n: (m.in_channels, m.out_channels) for n, m in pruned.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    lines = []
     for name in d_times:
         if name not in p_times:
             continue
         d_ns = d_times[name] * 1e6 / (64 * d_macs[name])
         p_ns = p_times[name] * 1e6 / (64 * p_macs[name])
-        print(f"| {name} | {shapes[name][0]}/{shapes[name][1]} | {p_macs[name] / d_macs[name]:.2f} "
-              f"| {p_times[name] / d_times[name]:.2f} | {d_ns:.3f} | {p_ns:.3f} |")
+        lines.append([name, f"{shapes[name][0]}/{shapes[name][1]}", f"{p_macs[name] / d_macs[name]:.2f}",
+                      f"{p_times[name] / d_times[name]:.2f}", f"{d_ns:.3f}", f"{p_ns:.3f}"])
+    print(markdown_table(("layer", "channels in/out (pruned)", "MACs kept", "time kept", "dense ns/MAC",
+                          "pruned ns/MAC"), lines))
 
 
 def _torch_call(module, x: torch.Tensor):
@@ -191,11 +193,11 @@ def options(model_name: str, target: float, batch_sizes: list[int], threads: int
                             "speedup": dense_ms / pruned_ms, "mac_speedup": mac_speedup,
                             "of_mac_speedup": dense_ms / pruned_ms / mac_speedup,
                             "build_s": d_build[name] + p_build[name]})
-    print("| model | option | batch | dense ms | pruned ms | speed-up | of MAC speed-up | build s (both) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in records:
-        print(f"| {r['model']} @ {r['target']} | {r['option']} | {r['batch_size']} | {r['dense_ms']:.2f} | "
-              f"{r['deployed_ms']:.2f} | {r['speedup']:.2f}x | {r['of_mac_speedup']:.2f} | {r['build_s']:.1f} |")
+    print(markdown_table(
+        ("model", "option", "batch", "dense ms", "pruned ms", "speed-up", "of MAC speed-up", "build s (both)"),
+        [[f"{r['model']} @ {r['target']}", r["option"], r["batch_size"], f"{r['dense_ms']:.2f}",
+          f"{r['deployed_ms']:.2f}", f"{r['speedup']:.2f}x", f"{r['of_mac_speedup']:.2f}", f"{r['build_s']:.1f}"]
+         for r in records]))
     return records
 
 
@@ -233,11 +235,12 @@ def main() -> None:
         for round_to in args.round_to or [8]:
             records += run_case(name, float(target), args.batch_sizes, args.threads, args.warmup, args.repeats,
                                 round_to if round_to > 1 else None, tuple(args.runtimes))
-    print("| model | round_to | MACs kept | runtime | batch | dense ms | deployed ms | speed-up | MAC speed-up | of MAC speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in records:
-        print(f"| {r['model']} | {r['round_to'] or 1} | {r['macs_kept']:.3f} | {r['runtime']} | {r['batch_size']} | {r['dense_ms']:.2f} | "
-              f"{r['deployed_ms']:.2f} | {r['speedup']:.2f}x | {r['mac_speedup']:.2f}x | {r['of_mac_speedup']:.2f} |")
+    print(markdown_table(
+        ("model", "round_to", "MACs kept", "runtime", "batch", "dense ms", "deployed ms", "speed-up", "MAC speed-up",
+         "of MAC speed-up"),
+        [[r["model"], r["round_to"] or 1, f"{r['macs_kept']:.3f}", r["runtime"], r["batch_size"],
+          f"{r['dense_ms']:.2f}", f"{r['deployed_ms']:.2f}", f"{r['speedup']:.2f}x", f"{r['mac_speedup']:.2f}x",
+          f"{r['of_mac_speedup']:.2f}"] for r in records]))
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
 

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench.settings import vote_options
+from bench.tables import markdown_table
 from torch import nn
 
 import lassoprune as lp
@@ -112,11 +114,11 @@ def accuracy(model: nn.Module, data: Loaders) -> float:
 
 def eltwise_votes(model: nn.Module, example: torch.Tensor, tau: float, vote_on: str) -> dict[str, Any]:
     """Counts of the votes at ``tau`` (no pruning kept): eltwise channels, intersection, union, MACs ratio."""
-    result = lp.prune(model, example, method="dwgl-vote", threshold=tau, vote_on=vote_on)
-    summary = result.details["eltwise"]
+    result = lp.prune(model, example, method="dwgl-vote", **vote_options(tau, vote_on))
+    summary = result.diagnostics.extra["eltwise"]
     return {"channels": summary["channels"], "intersection": summary["intersection"], "union": summary["union"],
             "removable": summary["intersection"] / summary["channels"],
-            "all_removed": sum(v["removed"] for v in result.details["per_group"].values()),
+            "all_removed": sum(g.values["removed"] for g in result.diagnostics.groups.values()),
             "macs_ratio": result.macs_after / result.macs_before}
 
 
@@ -140,7 +142,7 @@ def run_one(
                            "votes": eltwise_votes(model, example, args.tau, vote_on)}
     if name == "bn-l1":
         row["votes_filters"] = eltwise_votes(model, example, args.tau, "filters")
-    result = lp.prune(model, example, method="dwgl-vote", threshold=args.tau, vote_on=vote_on, data=calib,
+    result = lp.prune(model, example, method="dwgl-vote", **vote_options(args.tau, vote_on), data=calib,
                       reconstruct=False)  # BatchNorm re-estimated on calib by lp.prune
     row["macs_before"], row["macs_after"] = result.macs_before, result.macs_after
     row["params_before"], row["params_after"] = result.params_before, result.params_after
@@ -152,20 +154,18 @@ def run_one(
 
 
 def table(rows: list[dict[str, Any]], tau: float) -> str:
-    lines = [
-        f"| reg | lam | top-1 after sparse training (raw / recal.) | eltwise channels removable at tau={tau} "
-        "(all convs agree) | voted by any conv | channels removed (all groups) | MACs after / before "
-        "| top-1 pruned (recal.) | top-1 fine-tuned |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    """Markdown: one line per regulariser, its votes at ``tau`` and the accuracy before and after the cut."""
+    header = ["reg", "lam", "top-1 after sparse training (raw / recal.)",
+              f"eltwise channels removable at tau={tau} (all convs agree)", "voted by any conv",
+              "channels removed (all groups)", "MACs after / before", "top-1 pruned (recal.)", "top-1 fine-tuned"]
+    lines = []
     for r in rows:
         v = r["votes"]
-        lines.append(
-            f"| {r['reg']} | {r['lam']:g} | {r['sparse_top1']:.4f} / {r['sparse_top1_recal']:.4f} "
-            f"| {v['intersection']}/{v['channels']} ({v['removable']:.1%}) | {v['union']} | {v['all_removed']} "
-            f"| {r['macs_after'] / r['macs_before']:.3f} | {r['pruned_top1_recal']:.4f} | {r['finetuned_top1']:.4f} |"
-        )
-    return "\n".join(lines)
+        lines.append([r["reg"], f"{r['lam']:g}", f"{r['sparse_top1']:.4f} / {r['sparse_top1_recal']:.4f}",
+                      f"{v['intersection']}/{v['channels']} ({v['removable']:.1%})", v["union"], v["all_removed"],
+                      f"{r['macs_after'] / r['macs_before']:.3f}", f"{r['pruned_top1_recal']:.4f}",
+                      f"{r['finetuned_top1']:.4f}"])
+    return markdown_table(header, lines)
 
 
 def main() -> None:

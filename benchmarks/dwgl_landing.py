@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench.results import ResultsStore
+from bench.tables import markdown_table
 
 import lassoprune as lp
 from lassoprune.channels import Target
-from lassoprune.io import atomic_write_json
 from lassoprune.pruning.steering import TargetSteering
 from lassoprune.regularizers import create_regularizer
 from lassoprune.training import TrainConfig, fit
@@ -49,14 +50,14 @@ def landing(model_name: str, kind: str, ratio: float, steps: int, lr: float, lam
     data = make_loaders("fashion-mnist", image_size=32, batch_size=64, train_subset=64 * steps, seed=0)
     steering = TargetSteering(create_regularizer("dwgl", model, example, lam), example, Target(kind, ratio), steps)
     started = time.perf_counter()
-    fit(model, data.train, [next(iter(data.test))], TrainConfig(epochs=1, lr=lr, seed=0), num_classes=10, regularizer=steering,
-        progress=False)
+    fit(model, data.train, [next(iter(data.test))], TrainConfig(epochs=1, lr=lr, seed=0), num_classes=10,
+        regularizer=steering, progress=False)
     seconds = time.perf_counter() - started
     result = lp.prune(model.eval(), example, method="dwgl-vote", **{f"target_{kind}": ratio})
     after, before = ((result.macs_after, result.macs_before) if kind == "macs"
                      else (result.params_after, result.params_before))
     last = steering.history[-1]
-    eltwise = result.details["eltwise"]
+    eltwise = result.diagnostics.extra["eltwise"]
     return {"model": model_name, "target": kind, "ratio": ratio, "kept": after / before,
             "eltwise_removed": eltwise["removed"], "eltwise_channels": eltwise["channels"],
             "removal_set": last.removed, "zero": last.zero, "final_lam": last.lam, "steps": steps,
@@ -64,12 +65,11 @@ def landing(model_name: str, kind: str, ratio: float, steps: int, lr: float, lam
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| model | target | kept | off by | residual channels removed | removal set zero |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['target']} {r['ratio']} | {r['kept']:.4f} | {r['kept'] - r['ratio']:+.4f} "
-                     f"| {r['eltwise_removed']} / {r['eltwise_channels']} | {r['zero']} / {r['removal_set']} |")
-    return "\n".join(lines)
+    """Markdown: one line per (model, target), the cost kept against the target and the residual channels."""
+    header = ("model", "target", "kept", "off by", "residual channels removed", "removal set zero")
+    return markdown_table(header, [
+        [r["model"], f"{r['target']} {r['ratio']}", f"{r['kept']:.4f}", f"{r['kept'] - r['ratio']:+.4f}",
+         f"{r['eltwise_removed']} / {r['eltwise_channels']}", f"{r['zero']} / {r['removal_set']}"] for r in rows])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -79,17 +79,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--lam", type=float, default=0.05, help="the starting strength (the controller grows it)")
     args = p.parse_args(argv)
-    out = Path(args.runs) / "landing.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = json.loads(out.read_text()) if out.exists() else []
-    done = {(r["model"], r["target"], r["ratio"]) for r in rows}
+    store = ResultsStore(Path(args.runs) / "landing.json", key=("model", "target", "ratio"))
     for model_name, kind, ratio in CASES:
-        if (model_name, kind, ratio) in done:
+        if (model_name, kind, ratio) in store:
             continue
-        rows.append(landing(model_name, kind, ratio, args.steps, args.lr, args.lam))
-        atomic_write_json(out, rows)
-        print(json.dumps(rows[-1]), flush=True)
-    print(table(rows))
+        store.add(landing(model_name, kind, ratio, args.steps, args.lr, args.lam))
+        print(json.dumps(store.rows[-1]), flush=True)
+    print(table(store.rows))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,7 @@ For each (model, method), a fresh process builds the model, draws the
 class-balanced calibration set (N images of Fashion-MNIST, padded to 32x32)
 and runs ``lp.prune(..., target_macs=T)``; it reports the method's own time
 split (features = the forward pass with hooks, kernels, Gram = G and R,
-solver = all lasso solves, bisection = the search on rho including its
-solves), the total wall time of ``lp.prune`` and the peak resident memory of
+search = the search on rho including every lasso solve), the total wall time of ``lp.prune`` and the peak resident memory of
 the process (``ru_maxrss``, which includes the Python and torch baseline).
 
     python benchmarks/lasso_scoring.py                                  # vgg16 and resnet56, sglp-ib and stlp-ib
@@ -21,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from bench.tables import markdown_table
+
 
 def measure(model_name: str, method: str, calib_size: int, target: float) -> dict:
     """One measurement, in this process (called in a child process by :func:`main`)."""
@@ -35,12 +36,12 @@ def measure(model_name: str, method: str, calib_size: int, target: float) -> dic
     started = time.perf_counter()
     result = lp.prune(model, torch.zeros(1, 1, 32, 32), method=method, target_macs=target, data=calib)
     total = time.perf_counter() - started
-    split = result.details["seconds"]
+    split = result.diagnostics.seconds  # features, kernels, gram, search
     return {
         "model": model_name, "method": method, "calib_images": calib_size, "target": target,
         "macs_ratio": result.macs_after / result.macs_before, "total_s": total,
         **{f"{k}_s": v for k, v in split.items()},
-        "groups": len(result.groups), "rho_steps": len(result.details["bisection"]),
+        "groups": len(result.groups), "rho_steps": len(result.diagnostics.search.steps),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "threads": torch.get_num_threads(),
     }
@@ -66,12 +67,12 @@ def main() -> None:
             )
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    print("| model | method | N | MACs kept | features s | kernels s | Gram s | solver s | bisection s | total s | peak RSS GiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['method']} | {r['calib_images']} | {r['macs_ratio']:.3f} | {r['features_s']:.1f} "
-              f"| {r['kernels_s']:.1f} | {r['gram_s']:.1f} | {r['solver_s']:.1f} | {r['bisection_s']:.1f} "
-              f"| {r['total_s']:.1f} | {r['peak_rss_gib']:.2f} |")
+    header = ("model", "method", "N", "MACs kept", "features s", "kernels s", "Gram s", "search s",
+              "total s", "peak RSS GiB")
+    print(markdown_table(header, [
+        [r["model"], r["method"], r["calib_images"], f"{r['macs_ratio']:.3f}", f"{r['features_s']:.1f}",
+         f"{r['kernels_s']:.1f}", f"{r['gram_s']:.1f}", f"{r['search_s']:.1f}",
+         f"{r['total_s']:.1f}", f"{r['peak_rss_gib']:.2f}"] for r in rows]))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Structured lasso solver vs cvxpy at C = 256 channels, K = 10 classes (METHODS.md 1.4).
+"""Structured lasso solver vs cvxpy at C = 256 channels, K = 10 classes (docs/METHODS.md 1.4).
 
 The Gram data come from HSIC-style kernels of synthetic ReLU channels (N = 100
 samples, neighbouring channels alike, so G is ill-conditioned as in practice) and

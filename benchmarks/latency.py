@@ -18,11 +18,17 @@ import argparse
 import json
 
 import torch
+from bench.tables import markdown_table
 
 import lassoprune as lp
 from lassoprune.analysis.latency import make_runner, summarize, time_interleaved
 
 CASES = (("resnet56", 0.5), ("vgg16", 1 / 3))
+COLUMNS = ("model", "variant", "backend", "batch", "dense ms", "pruned ms", "MAC speed-up", "latency speed-up",
+           "latency / MAC", "speed-up of min latencies")
+KEYS = ("model", "variant", "backend", "batch", "dense_ms", "pruned_ms", "mac_speedup", "latency_speedup",
+        "efficiency", "min_latency_speedup")
+"""The table's columns and the row fields they show."""
 
 
 def pruned_variants(name: str, ratio: float) -> dict[str, torch.nn.Module]:
@@ -77,12 +83,7 @@ def main() -> None:
     rows = []
     for name, ratio in CASES:
         rows += run_case(name, ratio, args.batch_sizes, args.threads, args.warmup, args.repeats)
-    print("| model | variant | backend | batch | dense ms | pruned ms | MAC speed-up | latency speed-up | latency / MAC "
-          "| speed-up of min latencies |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['variant']} | {r['backend']} | {r['batch']} | {r['dense_ms']} | {r['pruned_ms']} "
-              f"| {r['mac_speedup']} | {r['latency_speedup']} | {r['efficiency']} | {r['min_latency_speedup']} |")
+    print(markdown_table(COLUMNS, [[r[key] for key in KEYS] for r in rows]))
     print(json.dumps(rows))
 
 

@@ -30,21 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench.results import ResultsStore
+from bench.settings import RECONSTRUCTION_VARIANTS
 
 import lassoprune as lp
-from lassoprune.io import atomic_write_json
 from lassoprune.pruning import after_cut
 from lassoprune.training.data_setup import calibration_batches, make_loaders
 
 COST_MODELS = {"resnet56": 32, "vgg16": 32, "resnet50": 224}
 """Model -> image size of the ``--cost`` rows."""
-APIB = {"kernel": "laplace", "normalise": False, "nonneg": False}
-#: row name -> (method, options, prune_residual)
-VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
-    "l1": ("l1", {}, True),
-    "sglp-ib": ("sglp-ib", {}, True),
-    "hsic-ib-apib": ("hsic-ib", APIB, False),
-}
+VARIANTS = RECONSTRUCTION_VARIANTS
+"""Row name -> (method, options, prune_residual): :data:`bench.settings.RECONSTRUCTION_VARIANTS`."""
 
 
 def _peak_mb() -> float:
@@ -71,9 +67,7 @@ def cost_of(model_name: str, calib_size: int) -> dict[str, Any]:
 
 def accuracy_rows(runs: Path, targets: Sequence[float], seeds: Sequence[int], calib_size: int) -> list[dict]:
     """One-shot accuracy without and with reconstruction on the converged ResNet-56 (resumable)."""
-    out = runs / "accuracy.json"
-    rows = json.loads(out.read_text()) if out.exists() else []
-    done = {(r["variant"], r["target"], r["seed"]) for r in rows}
+    store = ResultsStore(runs / "accuracy.json", key=("variant", "target", "seed"))
     dense = lp.load("pretrained:resnet56-fashion-mnist").eval()
     test = make_loaders("fashion-mnist", image_size=32, with_train=False).test
     example = torch.zeros(1, 1, 32, 32)
@@ -86,19 +80,18 @@ def accuracy_rows(runs: Path, targets: Sequence[float], seeds: Sequence[int], ca
         calib = calibration_batches("fashion-mnist", image_size=32, size=calib_size, seed=seed)
         for variant, (method, options, prune_residual) in VARIANTS.items():
             for target in targets:
-                if (variant, target, seed) in done:
+                if (variant, target, seed) in store:
                     continue
                 result = lp.prune(dense, example, method=method, target_macs=target, data=calib, seed=seed,
                                   prune_residual=prune_residual, reconstruct=True, evaluate=scorer, **options)
                 without, with_rc = result.one_shot["cut"], result.one_shot["reconstructed"]
-                rows.append({"variant": variant, "target": target, "seed": seed,
-                             "macs_ratio": result.macs_after / result.macs_before,
-                             "without_top1": without["top1"], "without_worst": without["worst"],
-                             "with_top1": with_rc["top1"], "with_worst": with_rc["worst"],
-                             "layers": len(result.reconstruction)})
-                atomic_write_json(out, rows)
-                print(json.dumps(rows[-1]), flush=True)
-    return rows
+                store.add({"variant": variant, "target": target, "seed": seed,
+                           "macs_ratio": result.macs_after / result.macs_before,
+                           "without_top1": without["top1"], "without_worst": without["worst"],
+                           "with_top1": with_rc["top1"], "with_worst": with_rc["worst"],
+                           "layers": len(result.reconstruction)})
+                print(json.dumps(store.rows[-1]), flush=True)
+    return store.rows
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -37,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from compare import Estimate
+from bench.results import ResultsStore
+from bench.stats import Estimate
+from bench.tables import markdown_table
 
 import lassoprune as lp
 from lassoprune.data import BatchLoader, load_dataset
-from lassoprune.io import atomic_write_json
 from lassoprune.pruning import list_methods
 from lassoprune.training import TrainConfig, fit
 from lassoprune.training.data_setup import calibration_batches, make_loaders
@@ -84,16 +85,42 @@ def fine_tuned(pruned: torch.nn.Module, budget: int, seed: int, image_size: int,
 def table(rows: list[dict[str, Any]], budgets: tuple[int, ...]) -> str:
     """Markdown: per target, one line per method, top-1 mean ± SE over seeds for every budget."""
     lines = []
+    header = ["method", "n", *(f"{b // BATCH_SIZE} steps" for b in budgets)]
     for target in sorted({r["target_macs"] for r in rows}, reverse=True):
-        lines += [f"**{target:g} of the MACs** (top-1, mean ± SE over seeds; n = seeds)", "",
-                  "| method | n | " + " | ".join(f"{b // BATCH_SIZE} steps" for b in budgets) + " |",
-                  "|---|---|" + "---|" * len(budgets)]
-        for method in dict.fromkeys(r["method"] for r in rows if r["target_macs"] == target):
+        methods = dict.fromkeys(r["method"] for r in rows if r["target_macs"] == target)
+        body = []
+        for method in methods:
             mine = [r for r in rows if r["method"] == method and r["target_macs"] == target]
-            cells = [Estimate.of([r["top1"][str(budget)] for r in mine]).text() for budget in budgets]
-            lines.append(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
-        lines.append("")
+            body.append([method, len(mine), *(Estimate.of([r["top1"][str(b)] for r in mine]).text() for b in budgets)])
+        lines += [f"**{target:g} of the MACs** (top-1, mean ± SE over seeds; n = seeds)", "",
+                  markdown_table(header, body), ""]
     return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, store: ResultsStore) -> None:
+    """Every (method, target, seed) of ``args`` not yet in ``store``: one cut, then every budget's fine-tuning."""
+    image_size = int(lp.load(args.model).lp_extra.get("image_size", 32))
+    if args.validation_size:
+        test = make_loaders(DATASET, image_size=image_size, with_train=False,
+                            validation_size=args.validation_size).validation
+    else:
+        test = BatchLoader(load_dataset(DATASET, split="test"), 500, image_size=image_size)
+    for method in args.methods:
+        for target in args.targets:
+            for seed in args.seeds:
+                if (method, target, seed) in store:
+                    continue
+                started = time.perf_counter()
+                pruned = prune_once(args.model, method, target, seed, args.calib_size, image_size,
+                                    args.reconstruct, args.validation_size)
+                scores = {str(b): fine_tuned(pruned, b, seed, image_size, test, args.lr, args.validation_size)
+                          for b in BUDGETS}
+                store.add({"method": method, "target_macs": target, "seed": seed,
+                           "top1": {b: s.top1 for b, s in scores.items()},
+                           "worst": {b: s.worst_class for b, s in scores.items()}})
+                print(f"{method:<10s} {target:<5g} seed {seed}: " + "  ".join(
+                    f"{int(b) // BATCH_SIZE}: {s.top1:.4f}" for b, s in scores.items()) +
+                    f"  ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
 def main() -> None:
@@ -112,42 +139,14 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/recovery", help="results directory (resumed)")
     parser.add_argument("--report", action="store_true", help="only print the table of the finished rows")
     args = parser.parse_args()
-    out = Path(args.runs)
-    out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "results.json"
     settings = {"model": args.model, "calib_size": args.calib_size, "budgets": list(BUDGETS), "lr": args.lr,
                 "batch_size": BATCH_SIZE, **({"reconstruct": True} if args.reconstruct else {}),
                 **({"validation_size": args.validation_size} if args.validation_size else {})}
-    data = json.loads(results_file.read_text()) if results_file.exists() else {"settings": settings, "rows": []}
-    if data["settings"] != settings:
-        raise SystemExit(f"{results_file} holds rows of other settings {data['settings']}; use another --runs")
+    store = ResultsStore(Path(args.runs) / "results.json", key=("method", "target_macs", "seed"), settings=settings)
     if not args.report:
-        image_size = int(lp.load(args.model).lp_extra.get("image_size", 32))
-        if args.validation_size:
-            test = make_loaders(DATASET, image_size=image_size, with_train=False,
-                                validation_size=args.validation_size).validation
-        else:
-            test = BatchLoader(load_dataset(DATASET, split="test"), 500, image_size=image_size)
-        done = {(r["method"], r["target_macs"], r["seed"]) for r in data["rows"]}
-        for method in args.methods:
-            for target in args.targets:
-                for seed in args.seeds:
-                    if (method, target, seed) in done:
-                        continue
-                    started = time.perf_counter()
-                    pruned = prune_once(args.model, method, target, seed, args.calib_size, image_size,
-                                        args.reconstruct, args.validation_size)
-                    scores = {str(b): fine_tuned(pruned, b, seed, image_size, test, args.lr, args.validation_size)
-                              for b in BUDGETS}
-                    data["rows"].append({"method": method, "target_macs": target, "seed": seed,
-                                         "top1": {b: s.top1 for b, s in scores.items()},
-                                         "worst": {b: s.worst_class for b, s in scores.items()}})
-                    atomic_write_json(results_file, data)
-                    print(f"{method:<10s} {target:<5g} seed {seed}: " + "  ".join(
-                        f"{int(b) // BATCH_SIZE}: {s.top1:.4f}" for b, s in scores.items()) +
-                        f"  ({time.perf_counter() - started:.0f} s)", flush=True)
-    text = table(data["rows"], BUDGETS)
-    (out / "table.md").write_text(f"{json.dumps(settings)}\n\n{text}\n")
+        run(args, store)
+    text = table(store.rows, BUDGETS)
+    store.write_table(json.dumps(settings), text)
     print(text)
 
 

@@ -19,6 +19,7 @@ import statistics
 import time
 
 import torch
+from bench.tables import markdown_table
 from torch import nn
 
 import lassoprune as lp
@@ -105,11 +106,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [measure(name, args.images, args.batch_size, args.repeats, args.infer_passes) for name in args.models]
-    print("| model | bare train img/s | engine train img/s | ratio | bare infer img/s | engine infer img/s | ratio |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['bare_train_img_s']} | {r['engine_train_img_s']} | {r['train_ratio']} "
-              f"| {r['bare_infer_img_s']} | {r['engine_infer_img_s']} | {r['infer_ratio']} |")
+    header = ("model", "bare train img/s", "engine train img/s", "ratio", "bare infer img/s", "engine infer img/s",
+              "ratio")
+    keys = ("model", "bare_train_img_s", "engine_train_img_s", "train_ratio", "bare_infer_img_s", "engine_infer_img_s",
+            "infer_ratio")
+    print(markdown_table(header, [[r[key] for key in keys] for r in rows]))
     print(json.dumps(rows))
 
 

@@ -1,4 +1,9 @@
-"""``lassoprune eval``: evaluate a model file on a dataset split."""
+"""``lassoprune eval``: evaluate a model file on a dataset split.
+
+``--json`` prints ``checkpoint``, ``data``, ``split`` (``test``) and the metrics on that split in the names of
+:mod:`lassoprune.training.metrics`: ``top1``, ``top5``, ``loss``, ``worst_class``, ``per_class`` (by class
+name), ``confusion``, ``num_samples``.
+"""
 
 from __future__ import annotations
 
@@ -35,23 +40,13 @@ def run(args: argparse.Namespace) -> int:
             f"{args.checkpoint} predicts {outputs} classes but {args.data} has {loaders.info.num_classes}"
         )
     result = evaluate(model, loaders.test, loaders.info.num_classes, device_from(args))
-    metrics = result.to_dict(loaders.info.class_names)
-    report = {
-        "checkpoint": args.checkpoint,
-        "data": args.data,
-        "test_top1": metrics["top1"],
-        "test_top5": metrics["top5"],
-        "test_loss": metrics["loss"],
-        "test_worst_class": metrics["worst_class"],
-        "per_class_accuracy": metrics["per_class"],
-        "confusion_matrix": metrics["confusion"],
-        "test_samples": metrics["num_samples"],
-    }
+    report = {"checkpoint": args.checkpoint, "data": args.data, "split": "test",
+              **result.to_dict(loaders.info.class_names)}
     if args.json:
         print_json(report)
         return 0
     print(f"{args.checkpoint} on {args.data} test ({result.num_samples} images)")
     print(f"  top-1 {result.top1:.4f}   top-5 {result.top5:.4f}   loss {result.loss:.4f}")
-    for name, acc in report["per_class_accuracy"].items():
+    for name, acc in report["per_class"].items():
         print(f"  {name:>16s}  {acc:.4f}")
     return 0

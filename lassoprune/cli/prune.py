@@ -22,11 +22,11 @@ from lassoprune.cli._common import (
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load, save
 from lassoprune.models import create_model
-from lassoprune.pipeline.config import FinetuneSection
 from lassoprune.pruning import ALLOCATIONS, METHODS, PruneResult, PruneSettings, describe_methods, get_method, prune_with
 from lassoprune.pruning.api import modules_named
-from lassoprune.training import TrainConfig, fit
+from lassoprune.pruning.method import EXPERIMENTAL
 from lassoprune.training.data_setup import calibration_batches, check_calibration_size, make_loaders
+from lassoprune.training.finetune import FinetuneSettings, finetune
 from lassoprune.utils import get_logger, seed_everything
 
 HELP = "prune a model structurally to a MACs or parameter target"
@@ -83,8 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="keep the cut's weights (BatchNorm statistics are still re-estimated on the data)")
     group.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
     group.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="an option of the method, repeatable, e.g. target_kind=class pool=8 (lasso methods)")
+                       help="an option of the method, repeatable, e.g. class_fit=label pool=8 (lasso methods)")
     _add_method_option_flags(parser)
+    ablation = parser.add_argument_group("experimental (ablation settings that measured worse; --list-methods)")
+    ablation.add_argument("--experimental", action="append", default=[], metavar="KEY=VALUE",
+                          help="an experimental setting of the method, repeatable, e.g. kernel=median")
     tune = parser.add_argument_group("fine-tuning")
     tune.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune after pruning (needs --data)")
     tune.add_argument("--lr", type=float, help="fine-tuning learning rate (default: 0.001 after reconstruction, "
@@ -143,11 +146,12 @@ def _round_to(text: str) -> int | str:
 
 
 def _method_option_names() -> dict[str, list[str]]:
-    """option name -> the methods that have it, over every registered method."""
+    """option name -> the methods that have it, over every registered method (``experimental`` aside)."""
     owners: dict[str, list[str]] = {}
     for name, spec in METHODS.items():
         for option in spec.options.names():
-            owners.setdefault(option, []).append(name)
+            if option != EXPERIMENTAL:
+                owners.setdefault(option, []).append(name)
     return owners
 
 
@@ -171,15 +175,23 @@ def _option_value(text: str) -> Any:
 
 
 def _method_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The method options given as flags and as ``--method-option KEY=VALUE`` pairs."""
+    """The method options given as flags, as ``--method-option KEY=VALUE`` and ``--experimental KEY=VALUE``."""
     options = {key[len("option_"):]: value for key, value in vars(args).items()
                if key.startswith("option_") and value is not None}
-    for item in args.method_option:
+    options.update(_pairs("--method-option", args.method_option))
+    if args.experimental:
+        options[EXPERIMENTAL] = _pairs("--experimental", args.experimental)
+    return options
+
+
+def _pairs(flag: str, items: list[str]) -> dict[str, Any]:
+    pairs = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise LassopruneError(f"--method-option takes KEY=VALUE, got {item!r}")
-        options[key] = _option_value(value)
-    return options
+            raise LassopruneError(f"{flag} takes KEY=VALUE, got {item!r}")
+        pairs[key] = _option_value(value)
+    return pairs
 
 
 def _print_methods(as_json: bool) -> None:
@@ -187,6 +199,7 @@ def _print_methods(as_json: bool) -> None:
     if as_json:
         print_json(records)
         return
+    described: dict[tuple[str, ...], str] = {}  # experimental settings -> the first method that listed them
     for record in records:
         data = "needs data" if record["needs_data"] else "no data"
         target = "target or --threshold" if record["target"] == "or-threshold" else "target"
@@ -195,6 +208,13 @@ def _print_methods(as_json: bool) -> None:
         for option, about in record["options"].items():
             default = "" if "default:" in about["help"] else f" (default: {about['default']})"
             print(f"{'':<14s}--{option.replace('_', '-'):<20s} {about['help']}{default}")
+        ablations = tuple(record["experimental"])
+        if ablations and ablations in described:
+            print(f"{'':<14s}--experimental KEY=V    as {described[ablations]}: {', '.join(ablations)}")
+        elif ablations:
+            described[ablations] = record["name"]
+            for option, about in record["experimental"].items():
+                print(f"{'':<14s}--experimental {option}=V  {about['help']} (default: {about['default']})")
 
 
 def _flags(message: str) -> str:
@@ -269,22 +289,19 @@ def _finetune(result: PruneResult, args: argparse.Namespace, image_size: int) ->
     )
     run_dir = Path(args.out).with_suffix("").as_posix() + "_finetune"
     get_logger().info("fine-tuning the pruned model for %d epochs (run directory %s)", args.finetune_epochs, run_dir)
-    lr = FinetuneSection(lr=args.lr).lr_after(reconstructed=bool(result.reconstruction))
-    cfg = TrainConfig(epochs=args.finetune_epochs, lr=lr, seed=args.seed)
-    fitted = fit(
-        result.model, loaders.train, loaders.test, cfg, num_classes=loaders.info.num_classes,
-        class_names=loaders.info.class_names, out_dir=run_dir, resume=True, device=device_from(args),
-        progress=not args.no_progress, model_extra={"dataset": args.data, "image_size": image_size},
+    settings = FinetuneSettings(epochs=args.finetune_epochs, lr=args.lr, train_subset=args.train_subset)
+    tuned = finetune(
+        result.model, loaders, settings, run_dir, reconstructed=bool(result.reconstruction), seed=args.seed,
+        device=device_from(args), progress=not args.no_progress,
+        model_extra={"dataset": args.data, "image_size": image_size},
     )
-    result.model.to("cpu")
-    return {"lr": lr, "test_top1": fitted.final.top1, "test_top5": fitted.final.top5,
-            "test_worst_class": fitted.final.worst_class, "epochs": len(fitted.history), "run_dir": run_dir}
+    return {**tuned.summary(), "run_dir": run_dir}  # lr, top1, top5, worst_class, epochs: the model file's metrics
 
 
 def _pruning_record(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("method", "allocation", "target", "macs_before", "macs_after", "params_before", "params_after")
     record = {key: report[key] for key in keys}
-    record.update(report["details"].get("record", {}))  # what the method asks to keep in the model file
+    record.update(report["diagnostics"]["record"])  # what the method asks to keep in the model file
     return record
 
 
@@ -292,9 +309,8 @@ def _print_summary(result: PruneResult, report: dict[str, Any], out: str) -> Non
     print(f"{result.method} ({result.allocation}) -> {out}")
     print(f"  MACs   {result.macs_before:>14,d} -> {result.macs_after:>14,d}  ({report['macs_ratio']:.4f})")
     print(f"  params {result.params_before:>14,d} -> {result.params_after:>14,d}  ({report['params_ratio']:.4f})")
-    per_group = result.details.get("per_group", {})
     for gid, (kept, total) in result.widths.items():
-        note = per_group.get(gid, {}).get("note")
+        note = getattr(result.diagnostics.groups.get(gid), "note", "")
         print(f"  {gid:<40s} {kept:>5d} / {total:<5d}" + (f"  {note}" if note else ""))
     if result.reconstruction:
         before = sum(r.error_before for r in result.reconstruction) / len(result.reconstruction)
@@ -306,4 +322,4 @@ def _print_summary(result: PruneResult, report: dict[str, Any], out: str) -> Non
     else:
         print("  BatchNorm statistics not re-estimated (no --data): evaluate after re-estimating or fine-tuning")
     if "finetune" in report:
-        print(f"  fine-tuned top-1 {report['finetune']['test_top1']:.4f}")
+        print(f"  fine-tuned top-1 {report['finetune']['top1']:.4f}")

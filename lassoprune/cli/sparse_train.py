@@ -161,7 +161,7 @@ def sparsity_summary(reg: Regularizer) -> dict[str, Any]:
 def _print_summary(summary: dict[str, Any]) -> None:
     sparsity = summary["sparsity"]
     reg = summary["regularizer"]
-    print(f"test top-1 {summary['test_top1']:.4f}  {reg['reg']} lam {reg['lam']:g}  "
+    print(f"test top-1 {summary['top1']:.4f}  {reg['reg']} lam {reg['lam']:g}  "
           f"zero slices {sparsity['zero_slices']} / {sparsity['slices']}  -> {summary['out']}/model.pt")
     for gid, g in sparsity["eltwise_groups"].items():
         print(f"  eltwise {gid:<28s} zero in all convs {g['intersection']:>3d}, "

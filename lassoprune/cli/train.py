@@ -26,6 +26,7 @@ from lassoprune.training import SCHEDULES, FitResult, TrainConfig, fit
 from lassoprune.training.engine import SparseTerm
 from lassoprune.training.data_setup import Loaders, make_loaders
 from lassoprune.training.distributed import DistContext, distributed_session, torchrun_env
+from lassoprune.training.metrics import headline
 from lassoprune.utils import get_logger, seed_everything
 
 HELP = "train a model (checkpoint every epoch; --resume continues)"
@@ -36,8 +37,10 @@ examples:
   lassoprune train --model resnet56 --data cifar10 --epochs 160 --out runs/r56 --resume   # after a crash
 
 The run directory gets last.pt (resumable state), metrics.jsonl (one line per
-epoch), metrics.json (final test metrics, per-class accuracy, confusion matrix)
-and model.pt (the trained model).
+epoch: train loss / top1, test top1 / top5 / loss / worst_class), metrics.json
+(final test metrics: top1, top5, loss, worst_class, per_class, confusion,
+num_samples) and model.pt (the trained model). --json prints out, top1, top5,
+worst_class and epochs.
 
 Data-parallel on several processes (gloo on CPU, nccl on GPUs; --batch-size is per process):
   torchrun --nproc_per_node 2 -m lassoprune train --model resnet20 --data fashion-mnist --epochs 2 --out runs/r20
@@ -121,30 +124,21 @@ def train_from_args(
     """
     if dist is None:
         refuse_torchrun(args)
-    for name in ("epochs", "batch_size", "train_subset", "num_classes", "in_channels", "image_size"):
-        positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    check_counts(args)
     if bool(args.model) == bool(args.checkpoint):
         raise LassopruneError("give exactly one of --model NAME (new model) or --checkpoint FILE (start from a model file)")
-    cfg = TrainConfig(
-        epochs=args.epochs, lr=args.lr, momentum=args.momentum, nesterov=not args.no_nesterov,
-        weight_decay=args.weight_decay, schedule=args.schedule, milestones=tuple(args.milestones),
-        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, seed=args.seed,
-    )
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, **train_options(args))
     seed_everything(args.seed)
     model, image_size = _build_model(args)
-    loaders = make_loaders(
-        args.data, image_size=image_size, root=args.data_root, batch_size=args.batch_size,
-        train_subset=args.train_subset, seed=args.seed, augment=not args.no_augment, download=not args.no_download,
-        distributed=dist.shard if dist is not None else None,
-    )
-    _check_fits(model, loaders.info.num_classes, args)
+    loaders = training_loaders(args, image_size, dist)
+    check_fits(model, loaders.info.num_classes, args)
     regularizer = None
     if regularizer_for is not None:
         in_channels = model.lp_spec.kwargs.get("in_channels", loaders.info.in_channels)
         steps = args.epochs * len(loaders.train)
         regularizer = regularizer_for(model, torch.zeros(1, in_channels, image_size, image_size), steps)
     if dist is None or dist.is_main:
-        _log_start(args, model, loaders, cfg, dist)
+        log_start(args, model, loaders, cfg.epochs, dist)
     return fit(
         model, loaders.train, loaders.test, cfg,
         num_classes=loaders.info.num_classes, class_names=loaders.info.class_names,
@@ -168,15 +162,39 @@ def refuse_torchrun(args: argparse.Namespace) -> None:
         )
 
 
-def _log_start(
-    args: argparse.Namespace, model: nn.Module, loaders: Loaders, cfg: TrainConfig, dist: DistContext | None
+def check_counts(args: argparse.Namespace) -> None:
+    """The counts among the options (epochs, batch size, subset, classes, channels, image size) are positive."""
+    for name in ("epochs", "batch_size", "train_subset", "num_classes", "in_channels", "image_size"):
+        positive(f"--{name.replace('_', '-')}", getattr(args, name))
+
+
+def train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~lassoprune.training.TrainConfig` fields the options set, but ``epochs``, ``lr`` and ``seed``."""
+    return {
+        "momentum": args.momentum, "nesterov": not args.no_nesterov, "weight_decay": args.weight_decay,
+        "schedule": args.schedule, "milestones": tuple(args.milestones), "warmup_epochs": args.warmup_epochs,
+        "label_smoothing": args.label_smoothing,
+    }
+
+
+def training_loaders(args: argparse.Namespace, image_size: int, dist: DistContext | None) -> Loaders:
+    """The training and test batches the options describe (this process's share under ``torchrun``)."""
+    return make_loaders(
+        args.data, image_size=image_size, root=args.data_root, batch_size=args.batch_size,
+        train_subset=args.train_subset, seed=args.seed, augment=not args.no_augment, download=not args.no_download,
+        distributed=dist.shard if dist is not None else None,
+    )
+
+
+def log_start(
+    args: argparse.Namespace, model: nn.Module, loaders: Loaders, epochs: int, dist: DistContext | None
 ) -> None:
     """One log line describing the run about to start."""
     ranks = dist.world_size if dist is not None else 1
     where = f" on {ranks} processes ({dist.backend})" if ranks > 1 else ""
     get_logger().info(
         "training %s on %s (%d images, %d classes) for %d epochs%s -> %s",
-        model.lp_spec.name, args.data, loaders.train.num_samples * ranks, loaders.info.num_classes, cfg.epochs,
+        model.lp_spec.name, args.data, loaders.train.num_samples * ranks, loaders.info.num_classes, epochs,
         where, args.out,
     )
 
@@ -189,9 +207,8 @@ def _bn_batches(train: BatchLoader, images: int = 1024) -> list[tuple[torch.Tens
 
 
 def training_summary(args: argparse.Namespace, result: FitResult) -> dict[str, Any]:
-    """The JSON summary of a training run."""
-    return {"out": args.out, "test_top1": result.final.top1, "test_top5": result.final.top5,
-            "test_worst_class": result.final.worst_class, "epochs": len(result.history)}
+    """The JSON summary of a training run: ``out``, the test metrics ``top1``, ``top5``, ``worst_class``, ``epochs``."""
+    return {"out": args.out, **headline(result.final), "epochs": len(result.history)}
 
 
 def _build_model(args: argparse.Namespace):
@@ -211,7 +228,8 @@ def _build_model(args: argparse.Namespace):
     return model, model_image_size(model, args.image_size)
 
 
-def _check_fits(model, num_classes: int, args: argparse.Namespace) -> None:
+def check_fits(model: nn.Module, num_classes: int, args: argparse.Namespace) -> None:
+    """The model has at least one output per class of ``--data``."""
     outputs = model.lp_spec.kwargs.get("num_classes")
     if outputs is not None and outputs < num_classes:
         raise LassopruneError(

@@ -2,8 +2,8 @@
 
 - ``calibration``: one forward pass recording each group's pooled features,
   its consumer outputs and the class means of the penultimate features
-- ``kernels``: per-channel kernels (median, gaussian, laplace), targets, and ``G``, ``R`` of the
-  HSIC lasso (METHODS.md 1.1-1.2)
+- ``kernels``: per-channel kernels (laplace, gaussian, median), responses, and ``G``, ``R`` of the
+  HSIC lasso (docs/METHODS.md 1.1-1.2)
 """
 
 from lassoprune.hsic.calibration import CalibrationFeatures, classifier_layer, collect_features
@@ -11,16 +11,16 @@ from lassoprune.hsic.kernels import (
     ClassFit,
     HsicGram,
     KernelKind,
-    TargetKind,
+    ResponseKind,
     centre_normalise,
     channel_kernels,
     class_fit_gram,
-    class_output_target_kernels,
-    class_target_kernels,
+    class_output_response_kernels,
+    class_response_kernels,
     gaussian_kernels,
     hsic_gram,
     kernel_matrices,
-    output_target_kernel,
+    output_kernel,
     pool_features,
 )
 
@@ -29,17 +29,17 @@ __all__ = [
     "ClassFit",
     "HsicGram",
     "KernelKind",
-    "TargetKind",
+    "ResponseKind",
     "centre_normalise",
     "channel_kernels",
-    "class_output_target_kernels",
-    "class_target_kernels",
+    "class_output_response_kernels",
+    "class_response_kernels",
     "class_fit_gram",
     "classifier_layer",
     "collect_features",
     "gaussian_kernels",
     "hsic_gram",
     "kernel_matrices",
-    "output_target_kernel",
+    "output_kernel",
     "pool_features",
 ]

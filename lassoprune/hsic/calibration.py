@@ -12,7 +12,7 @@ For every channel group g (:class:`~lassoprune.channels.groups.ChannelGroup`):
 
 And once: the penultimate features (the input of the classifier layer, the
 layer that produces the logits), reduced to the class means ``(K, D)`` that the
-class graph and tree are built from (METHODS.md 1.3).
+class graph and tree are built from (docs/METHODS.md 1.3).
 
 Only pooled features are kept, never full maps, so memory is
 ``N * sum_g C_g * P^2`` floats.

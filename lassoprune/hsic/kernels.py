@@ -1,4 +1,4 @@
-"""Per-channel kernels and the Gram form of the HSIC lasso (METHODS.md 1.1-1.2).
+"""Per-channel kernels and the Gram form of the HSIC lasso (docs/METHODS.md 1.1-1.2).
 
 For one channel group with features ``A`` of shape ``(N, C, H, W)`` (what the
 consuming layers read), each channel c gives a vector per image,
@@ -17,7 +17,7 @@ Kernels are centred, ``H K H`` with ``H = I - 11^T / N``, and (``normalise``,
 the first version of this spec) divided by ``||H K H||_F``; APIB leaves them
 unnormalised, so a channel's kernel energy carries its strength. A constant
 channel (a dead ReLU) has ``H K H = 0`` and keeps the zero kernel (score 0,
-never NaN). The output target kernel of ``output`` / ``class-output`` uses the
+never NaN). The output kernel of the ``output`` / ``class-output`` responses uses the
 same family, with D the length of the consumer's pooled output.
 
 The regression ``min_B 1/2 sum_k ||vec(Lbar^(k)) - sum_c B_ck vec(Kbar^(c))||^2``
@@ -32,11 +32,11 @@ kernels are built a chunk of channels at a time, so memory stays bounded.
 For N >= 256 kernels are held in float32 (distances and bandwidths in
 float64); G and R are returned in float64.
 
-Targets (one per column of ``R``):
+Responses (one per column of ``R``, :class:`ResponseKind`):
 
 - ``class``: ``Lbar^(k) = ebar_k ebar_k^T``, ``ebar_k = H e_k / ||H e_k||``, so
   ``R_ck = ebar_k^T Kbar^(c) ebar_k``;
-- ``output``: one target, the centred normalised Gaussian kernel of the
+- ``output``: one response, the centred normalised kernel of the
   group's consumer output in the unpruned network (APIB, Guo et al. 2023);
 - ``class-output``: ``L^(k) = L_out * (e_k e_k^T)``, the class-k block of the
   (uncentred) output kernel, centred and normalised; since ``Kbar`` is already
@@ -66,16 +66,16 @@ __all__ = [
     "ClassFit",
     "HsicGram",
     "KernelKind",
-    "TargetKind",
+    "ResponseKind",
     "centre_normalise",
     "channel_kernels",
-    "class_target_kernels",
+    "class_response_kernels",
     "class_fit_gram",
-    "class_output_target_kernels",
+    "class_output_response_kernels",
     "gaussian_kernels",
     "hsic_gram",
     "kernel_matrices",
-    "output_target_kernel",
+    "output_kernel",
     "pool_features",
 ]
 
@@ -83,8 +83,11 @@ __all__ = [
 _CHUNK_ELEMENTS = 8_000_000
 
 
-class TargetKind(NamedEnum):
-    """What the channel kernels are regressed on (METHODS.md 1.1)."""
+class ResponseKind(NamedEnum):
+    """What the channel kernels are regressed on: the response of the HSIC lasso (docs/METHODS.md 1.1).
+
+    ("Response", not "target": in this library a target is always a cost target.)
+    """
 
     CLASS = "class"
     OUTPUT = "output"
@@ -92,11 +95,11 @@ class TargetKind(NamedEnum):
 
     @property
     def needs_output(self) -> bool:
-        return self is not TargetKind.CLASS
+        return self is not ResponseKind.CLASS
 
 
 class KernelKind(NamedEnum):
-    """The kernel family of the channel (and output target) kernels (module docstring)."""
+    """The kernel family of the channel (and output) kernels (module docstring)."""
 
     MEDIAN = "median"
     GAUSSIAN = "gaussian"
@@ -219,7 +222,9 @@ def fixed_bandwidth_kernels(x: Tensor, kind: KernelKind, dtype: torch.dtype = to
     return k.exp_()
 
 
-def kernel_matrices(x: Tensor, kind: str | KernelKind = KernelKind.MEDIAN, dtype: torch.dtype = torch.float64) -> Tensor:
+def kernel_matrices(
+    x: Tensor, kind: str | KernelKind = KernelKind.LAPLACE, dtype: torch.dtype = torch.float64
+) -> Tensor:
     """``(B, N, D)`` -> ``(B, N, N)`` uncentred kernels of family ``kind`` (:class:`KernelKind`)."""
     kind = KernelKind.parse(kind, "kernel")
     if kind is KernelKind.MEDIAN:
@@ -248,7 +253,7 @@ def centre(k: Tensor) -> Tensor:
 
 
 def channel_kernels(
-    features: Tensor, kernel: str | KernelKind = KernelKind.MEDIAN, normalise: bool = True
+    features: Tensor, kernel: str | KernelKind = KernelKind.LAPLACE, normalise: bool = False
 ) -> Tensor:
     """``(N, C, D)`` -> ``(C, N, N)`` centred (and, with ``normalise``, unit-norm) channel kernels (float64).
 
@@ -259,7 +264,7 @@ def channel_kernels(
     return centre_normalise(k, inplace=True) if normalise else centre(k)
 
 
-def output_target_kernel(outputs: Tensor, kernel: str | KernelKind = KernelKind.MEDIAN) -> Tensor:
+def output_kernel(outputs: Tensor, kernel: str | KernelKind = KernelKind.LAPLACE) -> Tensor:
     """``(N, D)`` consumer outputs -> ``(N, N)`` uncentred kernel ``L_out`` of family ``kernel``."""
     return kernel_matrices(outputs.reshape(outputs.shape[0], -1).unsqueeze(0), kernel)[0]
 
@@ -268,13 +273,13 @@ def _one_hot(labels: Tensor, num_classes: int) -> Tensor:
     return F.one_hot(labels.long(), num_classes).double()  # (N, K)
 
 
-def class_target_kernels(labels: Tensor, num_classes: int) -> Tensor:
+def class_response_kernels(labels: Tensor, num_classes: int) -> Tensor:
     """``(K, N, N)`` explicit ``Lbar^(k) = H e_k e_k^T H`` normalised (for tests; N^2 K memory)."""
     e = _one_hot(labels, num_classes).T  # (K, N)
     return centre_normalise(e.unsqueeze(2) * e.unsqueeze(1))
 
 
-def class_output_target_kernels(l_out: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+def class_output_response_kernels(l_out: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """``(K, N, N)`` explicit ``L^(k) = L_out * (e_k e_k^T)``, centred and normalised (for tests)."""
     e = _one_hot(labels, num_classes).T
     return centre_normalise(l_out.unsqueeze(0) * e.unsqueeze(2) * e.unsqueeze(1))
@@ -289,33 +294,33 @@ def _centre(k: Tensor, eps: float = 1e-12) -> Tensor:
     return torch.where(tiny, 0.0, 1.0 / torch.where(tiny, 1.0, norm))
 
 
-class _Targets:
-    """Computes one chunk's ``R`` rows from centred kernels, without forming ``N^2 x K`` targets.
+class _Responses:
+    """Computes one chunk's ``R`` rows from centred kernels, without forming ``N^2 x K`` response kernels.
 
     The images must be sorted by class, so that class k is the contiguous block
-    ``bounds[k]:bounds[k+1]`` and its targets meet only that block of each kernel.
+    ``bounds[k]:bounds[k+1]`` and its responses meet only that block of each kernel.
     """
 
     def __init__(
-        self, kind: TargetKind, labels: Tensor, num_classes: int, outputs: Tensor | None, dtype: torch.dtype,
-        kernel: KernelKind = KernelKind.MEDIAN,
+        self, kind: ResponseKind, labels: Tensor, num_classes: int, outputs: Tensor | None, dtype: torch.dtype,
+        kernel: KernelKind,
     ) -> None:
         self.kind = kind
         n = labels.numel()
         if kind.needs_output and outputs is None:
-            raise LassopruneError(f"target {kind.value!r} needs the consumers' outputs")
+            raise LassopruneError(f"the {kind.value!r} response needs the consumers' outputs")
         counts = torch.bincount(labels, minlength=num_classes)
         self.bounds = [0] + torch.cumsum(counts, 0).tolist()
         self.num_classes = num_classes
-        if kind is TargetKind.CLASS:
+        if kind is ResponseKind.CLASS:
             # ebar_k^T Kbar ebar_k = e_k^T Kbar e_k / ||H e_k||^2 (Kbar is centred), ||H e_k||^2 = n_k (1 - n_k / N)
             spread = counts.double() * (1.0 - counts.double() / n)
             self.scale = torch.where(spread > 1e-12, 1.0 / torch.where(spread > 1e-12, spread, 1.0), 0.0)
             self.onehot = _one_hot(labels, num_classes).to(dtype)  # (N, K)
-        elif kind is TargetKind.OUTPUT:
-            self.lbar = centre_normalise(output_target_kernel(outputs, kernel)).to(dtype)  # (N, N)
+        elif kind is ResponseKind.OUTPUT:
+            self.lbar = centre_normalise(output_kernel(outputs, kernel)).to(dtype)  # (N, N)
         else:
-            l_out = output_target_kernel(outputs, kernel)
+            l_out = output_kernel(outputs, kernel)
             self.blocks = []
             norms = torch.zeros(num_classes, dtype=torch.float64)
             for k in range(num_classes):
@@ -331,14 +336,14 @@ class _Targets:
 
     @property
     def width(self) -> int:
-        return 1 if self.kind is TargetKind.OUTPUT else self.num_classes
+        return 1 if self.kind is ResponseKind.OUTPUT else self.num_classes
 
     def rows(self, kc: Tensor) -> Tensor:
         """``(c, N, N)`` centred (not yet normalised) kernels -> ``(c, K)`` float64 rows of ``<HKH, Lbar^(k)>``."""
         c, n = kc.shape[0], kc.shape[1]
-        if self.kind is TargetKind.OUTPUT:
+        if self.kind is ResponseKind.OUTPUT:
             return (kc.reshape(c, n * n) @ self.lbar.reshape(n * n, 1)).double()
-        if self.kind is TargetKind.CLASS:  # e_k^T K e_k for every k: one product with the class indicators
+        if self.kind is ResponseKind.CLASS:  # e_k^T K e_k for every k: one product with the class indicators
             per_class = torch.matmul(kc, self.onehot)  # (c, N, K): row sums within each class
             return (per_class * self.onehot).sum(1).double() * self.scale
         r = torch.zeros(c, self.num_classes, dtype=torch.float64)
@@ -396,8 +401,8 @@ def _working_dtype(n: int, dtype: torch.dtype | None) -> torch.dtype:
 
 
 def _gram_dense(
-    features: Tensor, kind: TargetKind, labels: Tensor, num_classes: int, outputs: Tensor | None,
-    dtype: torch.dtype | None, kernel: KernelKind = KernelKind.MEDIAN, normalise: bool = True,
+    features: Tensor, kind: ResponseKind, labels: Tensor, num_classes: int, outputs: Tensor | None,
+    dtype: torch.dtype | None, kernel: KernelKind, normalise: bool,
 ) -> tuple[Tensor, Tensor, float, float]:
     """``G``, ``R`` over all N images (one block), kernels built a chunk of channels at a time.
 
@@ -406,13 +411,13 @@ def _gram_dense(
     started = time.perf_counter()
     features, labels, outputs = _sorted_by_class(features, labels, outputs)
     dtype = _working_dtype(features.shape[0], dtype)
-    targets = _Targets(kind, labels, num_classes, outputs, dtype, kernel)
-    r = torch.empty(features.shape[1], targets.width, dtype=torch.float64)
+    responses = _Responses(kind, labels, num_classes, outputs, dtype, kernel)
+    r = torch.empty(features.shape[1], responses.width, dtype=torch.float64)
 
-    def target_rows(channels: slice, k: Tensor, inv_norm: Tensor) -> None:
-        r[channels] = targets.rows(k) * inv_norm.unsqueeze(1)
+    def response_rows(channels: slice, k: Tensor, inv_norm: Tensor) -> None:
+        r[channels] = responses.rows(k) * inv_norm.unsqueeze(1)
 
-    m, _ = _triangle_rows(features, dtype, kernel, normalise, target_rows)
+    m, _ = _triangle_rows(features, dtype, kernel, normalise, response_rows)
     kernel_seconds = time.perf_counter() - started
     started = time.perf_counter()
     g = (m @ m.T).double()
@@ -421,12 +426,12 @@ def _gram_dense(
 
 
 class ClassFit(NamedEnum):
-    """How the class-wise coefficients ``b_k`` are fitted (METHODS.md 1.3).
+    """How the class-wise coefficients ``b_k`` are fitted (docs/METHODS.md 1.3).
 
-    - ``block``: the class-k block of the output kernel, fitted by full kernels (``class-output`` targets);
+    - ``block``: the class-k block of the output kernel, fitted by full kernels (``class-output`` response);
     - ``conditional``: per class, kernels and output kernel of the class-k images only, centred within it;
     - ``cross``: per class, the output kernel on every pair that involves a class-k image;
-    - ``label``: the centred one-vs-rest indicator kernel of class k (``class`` targets), by full kernels.
+    - ``label``: the centred one-vs-rest indicator kernel of class k (``class`` response), by full kernels.
     """
 
     BLOCK = "block"
@@ -440,9 +445,10 @@ class ClassFit(NamedEnum):
         return self in (ClassFit.CONDITIONAL, ClassFit.CROSS)
 
     @property
-    def target(self) -> TargetKind:
-        """The target kind of the one-Gram fits; the per-class fits regress on the ``output`` kernel."""
-        return {ClassFit.BLOCK: TargetKind.CLASS_OUTPUT, ClassFit.LABEL: TargetKind.CLASS}.get(self, TargetKind.OUTPUT)
+    def response(self) -> ResponseKind:
+        """The response of the one-Gram fits; the per-class fits regress on the ``output`` kernel."""
+        one_gram = {ClassFit.BLOCK: ResponseKind.CLASS_OUTPUT, ClassFit.LABEL: ResponseKind.CLASS}
+        return one_gram.get(self, ResponseKind.OUTPUT)
 
 
 def _gram_conditional(
@@ -458,7 +464,7 @@ def _gram_conditional(
         idx = torch.nonzero(labels == k).flatten()
         if idx.numel() < 2:  # a centred kernel of one image is 0: nothing to fit
             continue
-        gk, rk, tk, tg = _gram_dense(features[idx], TargetKind.OUTPUT, labels[idx], num_classes, outputs[idx],
+        gk, rk, tk, tg = _gram_dense(features[idx], ResponseKind.OUTPUT, labels[idx], num_classes, outputs[idx],
                                      dtype, kernel, normalise)
         g[k], r[:, k] = gk, rk[:, 0]
         seconds_k += tk
@@ -480,7 +486,7 @@ def _gram_cross(
     features, labels, outputs = _sorted_by_class(features, labels, outputs)
     dtype = _working_dtype(features.shape[0], dtype)
     m, pairs = _triangle_rows(features, dtype, kernel, normalise)
-    lbar = centre_normalise(output_target_kernel(outputs, kernel))
+    lbar = centre_normalise(output_kernel(outputs, kernel))
     n = lbar.shape[0]
     t = (lbar.reshape(-1)[pairs[0] * n + pairs[1]] * torch.where(pairs[0] == pairs[1], 1.0, math.sqrt(2.0))).to(dtype)
     seconds_k = time.perf_counter() - started
@@ -509,23 +515,23 @@ def class_fit_gram(
     fit: str | ClassFit,
     outputs: Tensor | None = None,
     dtype: torch.dtype | None = None,
-    kernel: str | KernelKind = KernelKind.MEDIAN,
-    normalise: bool = True,
+    kernel: str | KernelKind = KernelKind.LAPLACE,
+    normalise: bool = False,
     block: int | None = None,
     permutations: int = 1,
     seed: int = 0,
 ) -> HsicGram:
-    """The Gram data of one group's class-wise fit (:class:`ClassFit`, METHODS.md 1.3).
+    """The Gram data of one group's class-wise fit (:class:`ClassFit`, docs/METHODS.md 1.3).
 
     ``block`` and ``label`` are :func:`hsic_gram` with ``class-output`` / ``class``
-    targets (``G`` (C, C)); ``conditional`` and ``cross`` give one Gram per class,
+    responses (``G`` (C, C)); ``conditional`` and ``cross`` give one Gram per class,
     ``G`` (K, C, C), and ``R`` (C, K), and need the consumers' ``outputs``
     ``(N, D_out)``. Other arguments as :func:`hsic_gram` (block HSIC only for the one-Gram fits).
     """
     fit = ClassFit.parse(fit, "class fit")
     family = KernelKind.parse(kernel, "kernel")
     if not fit.per_class:
-        return hsic_gram(features, labels, num_classes, fit.target, outputs, block, permutations, seed, dtype,
+        return hsic_gram(features, labels, num_classes, fit.response, outputs, block, permutations, seed, dtype,
                          family, normalise)
     if outputs is None:
         raise LassopruneError(f"the {fit.value!r} class fit needs the consumers' outputs")
@@ -545,14 +551,14 @@ def hsic_gram(
     features: Tensor,
     labels: Tensor,
     num_classes: int,
-    target: str | TargetKind = TargetKind.CLASS_OUTPUT,
+    response: str | ResponseKind = ResponseKind.OUTPUT,
     outputs: Tensor | None = None,
     block: int | None = None,
     permutations: int = 1,
     seed: int = 0,
     dtype: torch.dtype | None = None,
-    kernel: str | KernelKind = KernelKind.MEDIAN,
-    normalise: bool = True,
+    kernel: str | KernelKind = KernelKind.LAPLACE,
+    normalise: bool = False,
 ) -> HsicGram:
     """``G`` and ``R`` of one group's HSIC lasso (module docstring).
 
@@ -560,21 +566,22 @@ def hsic_gram(
         features: ``(N, C, D)`` pooled channel features (:func:`pool_features`).
         labels: ``(N,)`` class indices in ``[0, num_classes)``.
         num_classes: K.
-        target: ``class``, ``output`` or ``class-output``.
+        response: ``output`` (default, APIB's), ``class`` or ``class-output`` (:class:`ResponseKind`).
         outputs: ``(N, D_out)`` pooled consumer outputs of the unpruned network
             (needed by ``output`` and ``class-output``).
         block: block HSIC with blocks of this many images (None: all N at once).
         permutations: random splits into blocks (block HSIC only).
         seed: of the block permutations.
         dtype: working precision of the kernels (None: float64 for N < 256, else float32).
-        kernel: the kernel family (:class:`KernelKind`) of the channels and of the output target.
+        kernel: the kernel family (:class:`KernelKind`) of the channels and of the output kernel
+            (default ``laplace``, APIB's final setting and the lasso methods').
         normalise: divide every centred channel kernel by its Frobenius norm
-            (False: centred only, APIB).
+            (default False: centred only, as APIB and the lasso methods).
 
     Returns:
         :class:`HsicGram` with ``G`` ``(C, C)`` and ``R`` ``(C, K)`` (K = 1 for ``output``).
     """
-    kind = TargetKind.parse(target)
+    kind = ResponseKind.parse(response)
     family = KernelKind.parse(kernel, "kernel")
     labels = torch.as_tensor(labels).reshape(-1).long()
     n = features.shape[0]

@@ -1,4 +1,4 @@
-"""Class-wise structured lasso on Gram data (METHODS.md 1.2-1.4).
+"""Class-wise structured lasso on Gram data (docs/METHODS.md 1.2-1.4).
 
 ``StructuredLasso(structure, lambda1, lambda2, nonneg, tol, max_iter).fit_gram(G, R)``
 minimises ``1/2 tr(B^T G B) - tr(B^T R) + lambda1 sum|B| + lambda2 Omega(B)`` with

@@ -1,4 +1,4 @@
-"""The quadratic datafits of the structured HSIC lasso in Gram form (METHODS.md 1.2-1.3).
+"""The quadratic datafits of the structured HSIC lasso in Gram form (docs/METHODS.md 1.2-1.3).
 
 - :class:`QuadraticGram`: ``f(B) = 1/2 tr(B^T G B) - tr(B^T R)``, one Gram
   ``G`` (C, C) = M M^T for every class, R (C, K) = M T^T (the ``block`` and
@@ -102,7 +102,7 @@ def _check_symmetric(G: np.ndarray, what: str) -> np.ndarray:
 
 
 class ClassGrams(_GramDatafit):
-    """``f(B) = sum_k (1/2 b_k^T G_k b_k - r_k^T b_k)``: one Gram per class (METHODS.md 1.3 b, c).
+    """``f(B) = sum_k (1/2 b_k^T G_k b_k - r_k^T b_k)``: one Gram per class (docs/METHODS.md 1.3 b, c).
 
     Column k of B (``b_k``) is fitted by its own Gram ``G_k``: the gradient is
     ``[G_1 b_1, ..., G_K b_K] - R`` and its Lipschitz constant ``max_k lambda_max(G_k)``.

@@ -1,4 +1,4 @@
-"""The structured lasso estimator on Gram data (METHODS.md 1.2-1.4).
+"""The structured lasso estimator on Gram data (docs/METHODS.md 1.2-1.4).
 
 Minimises, exactly,
 
@@ -6,7 +6,7 @@ Minimises, exactly,
 
 with Omega the graph-guided fused penalty (:class:`GraphFused`), the tree-guided
 group penalty (:class:`TreeGroup`) or nothing. With per-class Grams (``G`` of
-shape (K, C, C), the ``conditional`` and ``cross`` class fits of METHODS.md 1.3)
+shape (K, C, C), the ``conditional`` and ``cross`` class fits of docs/METHODS.md 1.3)
 the datafit is ``sum_k 1/2 b_k^T G_k b_k - r_k^T b_k`` instead
 (:class:`~lassoprune.lasso.ClassGrams`).
 """
@@ -35,7 +35,7 @@ def objective(
     lambda1: float = 0.0,
     lambda2: float = 0.0,
     structure: Structure = None,
-    nonneg: bool = True,
+    nonneg: bool = False,
 ) -> float:
     """Exact (unsmoothed) F(B); ``inf`` when ``nonneg`` and B has a negative entry.
 
@@ -50,7 +50,7 @@ def objective(
     return datafit.value(B) + penalty.value(B)
 
 
-def lambda_max(G: np.ndarray | None, R: np.ndarray, nonneg: bool = True) -> float:
+def lambda_max(G: np.ndarray | None, R: np.ndarray, nonneg: bool = False) -> float:
     """Smallest lambda1 for which B = 0 solves the problem (exact for lambda2 = 0).
 
     KKT at B = 0: ``R in lambda1 d||0||_1 (+ normal cone of B >= 0)``, i.e.
@@ -91,7 +91,7 @@ class StructuredLasso:
         structure: Structure = None,
         lambda1: float = 0.0,
         lambda2: float = 0.0,
-        nonneg: bool = True,
+        nonneg: bool = False,
         tol: float = 1e-5,
         max_iter: int = 20000,
         solver: str = "auto",
@@ -160,7 +160,7 @@ def lasso_path(
     lambda1s: Sequence[float],
     structure: Structure = None,
     lambda2: float = 0.0,
-    nonneg: bool = True,
+    nonneg: bool = False,
     tol: float = 1e-5,
     max_iter: int = 20000,
     solver: str = "auto",

@@ -1,6 +1,6 @@
 """Penalties of the structured lasso: L1 (+ B >= 0), graph-guided fused, tree-guided group.
 
-Every penalty has the composite form (METHODS.md 1.2-1.4)
+Every penalty has the composite form (docs/METHODS.md 1.2-1.4)
 
     P(B) = lambda1 ||B||_1 + [B >= 0] + lambda2 sum_c N((B A^T)_c,:)
 
@@ -86,7 +86,7 @@ class L1:
 
     has_exact_prox = True
 
-    def __init__(self, lambda1: float, n_classes: int, nonneg: bool = True) -> None:
+    def __init__(self, lambda1: float, n_classes: int, nonneg: bool = False) -> None:
         if not np.isfinite(lambda1) or lambda1 < 0:
             raise ValueError(f"lambda1 must be finite and >= 0, got {lambda1}")
         self.lambda1 = float(lambda1)
@@ -163,7 +163,7 @@ class GraphFusedPenalty(L1):
     has_exact_prox = False
 
     def __init__(
-        self, lambda1: float, lambda2: float, graph: GraphFused, n_classes: int, nonneg: bool = True
+        self, lambda1: float, lambda2: float, graph: GraphFused, n_classes: int, nonneg: bool = False
     ) -> None:
         super().__init__(lambda1, n_classes, nonneg)
         if not np.isfinite(lambda2) or lambda2 < 0:
@@ -229,7 +229,7 @@ class TreeGroupPenalty(L1):
     has_exact_prox = True
 
     def __init__(
-        self, lambda1: float, lambda2: float, tree: TreeGroup, n_classes: int, nonneg: bool = True
+        self, lambda1: float, lambda2: float, tree: TreeGroup, n_classes: int, nonneg: bool = False
     ) -> None:
         super().__init__(lambda1, n_classes, nonneg)
         if not np.isfinite(lambda2) or lambda2 < 0:
@@ -299,7 +299,7 @@ def make_penalty(
     lambda1: float,
     lambda2: float,
     n_classes: int,
-    nonneg: bool = True,
+    nonneg: bool = False,
 ) -> L1:
     """The penalty object for a structure (None: plain L1)."""
     if structure is None:

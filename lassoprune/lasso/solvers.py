@@ -21,7 +21,7 @@ starts. Each stops on an optimality measure, not an iteration count:
   Sylvester step of :func:`admm` (one G for every column) does not apply.
 - :func:`spg`: smoothing proximal gradient (Chen et al. 2012) with FISTA momentum,
   adaptive restart and continuation on mu. Kept as the reference method of
-  METHODS.md 1.4; slower to high accuracy (see docs/BENCHMARKS.md).
+  docs/METHODS.md 1.4; slower to high accuracy (see docs/BENCHMARKS.md).
 
 Choice by measurement (C = 256, K = 10, cond(G) ~ 1e6, ``benchmarks/lasso_solver.py``):
 for the graph, SPG after 5000 iterations (~1.2 s) is still 2e-4 above the optimum,

@@ -8,7 +8,7 @@ read the same objects:
 - :class:`TreeGroup` -- tree-guided group lasso (Kim & Xing 2010),
   ``Omega_T(B) = sum_v w_v sum_c ||B_{c, G_v}||_2`` over a tree of nested groups.
 
-Builders from class means (METHODS.md 1.3): :func:`class_graph`, :func:`class_tree`.
+Builders from class means (docs/METHODS.md 1.3): :func:`class_graph`, :func:`class_tree`.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def _class_correlation(class_means: np.ndarray) -> np.ndarray:
 
 
 def class_graph(class_means: np.ndarray, tau: float | None = None) -> GraphFused:
-    """Class graph from the Pearson correlations r_ml of the class means (METHODS.md 1.3).
+    """Class graph from the Pearson correlations r_ml of the class means (docs/METHODS.md 1.3).
 
     Args:
         class_means: (K, D) one mean feature vector per class.

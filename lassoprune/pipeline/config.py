@@ -30,6 +30,7 @@ import yaml
 
 from lassoprune.errors import LassopruneError, UnknownNameError
 from lassoprune.pruning.settings import AUTO_ROUND_TO, PruneSettings
+from lassoprune.training.finetune import FINETUNE_LR, FINETUNE_LR_AFTER_RECONSTRUCTION, FinetuneSettings
 
 __all__ = [
     "AUTO_ROUND_TO", "FINETUNE_LR", "FINETUNE_LR_AFTER_RECONSTRUCTION", "DataSection", "EvaluateSection", "FinetuneSection", "PretrainSection", "PruneSection", "RunConfig",
@@ -93,31 +94,10 @@ PruneSection = PruneSettings
 defaults as ``lp.prune`` and ``lassoprune prune`` (``reconstruct`` null: on, since a run has calibration images)."""
 
 
-#: Fine-tuning learning rate of a plain cut: chosen by the benchmark protocol's select phase (docs/BENCHMARKS.md).
-FINETUNE_LR = 0.01
-#: Fine-tuning learning rate after least-squares reconstruction: chosen on 5,000 held-out training images
-#: (docs/BENCHMARKS.md, "Defaults of the post-training path"); a reconstructed cut is close to the dense
-#: model and the plain cuts' rate first undoes what reconstruction gave back.
-FINETUNE_LR_AFTER_RECONSTRUCTION = 0.001
-
-
-@dataclass(frozen=True)
-class FinetuneSection:
-    """Fine-tuning of the pruned model (``epochs: 0`` skips it).
-
-    ``lr`` null (default): :data:`FINETUNE_LR_AFTER_RECONSTRUCTION` when the prune stage reconstructed,
-    else :data:`FINETUNE_LR`.
-    """
-
-    epochs: int = 1
-    lr: float | None = None
-    train_subset: int | None = None
-
-    def lr_after(self, reconstructed: bool) -> float:
-        """The learning rate to use after a cut that was (or was not) reconstructed."""
-        if self.lr is not None:
-            return self.lr
-        return FINETUNE_LR_AFTER_RECONSTRUCTION if reconstructed else FINETUNE_LR
+FinetuneSection = FinetuneSettings
+"""The ``finetune:`` section is :class:`~lassoprune.training.finetune.FinetuneSettings` itself (``epochs: 0``
+skips the stage; ``lr`` null: :data:`FINETUNE_LR_AFTER_RECONSTRUCTION` when the prune stage reconstructed, else
+:data:`FINETUNE_LR`), the settings of ``lassoprune prune --finetune-epochs`` and ``lassoprune finetune`` too."""
 
 
 @dataclass(frozen=True)

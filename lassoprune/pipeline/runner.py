@@ -21,10 +21,11 @@ from lassoprune.io import atomic_write_json
 from lassoprune.pipeline.config import RunConfig
 from lassoprune.pipeline.run_dir import RunDirectory
 from lassoprune.pipeline.stages import STAGES, Stage, StageContext
+from lassoprune.report import SCHEMA_VERSION
 from lassoprune.utils import get_logger
 
 SUMMARY_NAME = "summary.json"
-SUMMARY_SCHEMA = 1
+SUMMARY_SCHEMA = SCHEMA_VERSION
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def build_summary(config: RunConfig, run: RunDirectory, info: Any) -> dict[str, 
     """The ``summary.json`` of a finished run (schema of :mod:`lassoprune.report`)."""
     stages = run.stages
     prune_record = json.loads(run.path("prune", "prune.json").read_text())
-    details = prune_record.get("details", {})
+    details = prune_record.get("diagnostics") or prune_record.get("details") or {}  # "details": older runs
     sparse = None
     if config.sparse is not None:
         sparse = {"regularizer": config.sparse.regularizer, "lam": config.sparse.lam,
@@ -141,7 +142,6 @@ def build_summary(config: RunConfig, run: RunDirectory, info: Any) -> dict[str, 
             "final": _metrics(stages["evaluate"]),
         },
         "class_structure": details.get("structure"),
-        "class_means_linkage": None,
         "latency": stages["evaluate"].get("latency"),
         "stages": {name: {"seconds": record["seconds"]} for name, record in stages.items()},
         "method_seconds": stages["prune"].get("method_seconds"),

@@ -45,10 +45,14 @@ from lassoprune.regularizers import Regularizer, create_regularizer
 from lassoprune.training import EvalResult, TrainConfig, evaluate, fit
 from lassoprune.training.data_setup import Loaders, calibration_batches, make_loaders
 from lassoprune.training.engine import SparseTerm
+from lassoprune.training.finetune import finetune
+from lassoprune.training.metrics import current_extra, metrics_record
 from lassoprune.utils import get_logger, seed_everything
 from lassoprune.utils.runtime import default_device
 
 MODEL_FILE = "model.pt"
+#: Added to ``config.seed`` for the fine-tuning batches and training (pretrain: 0, sparse: 1).
+FINETUNE_SEED_OFFSET = 2
 
 
 @dataclass
@@ -146,12 +150,6 @@ class StageContext:
         return result
 
 
-def metrics_record(result: EvalResult) -> dict[str, Any]:
-    """The metrics kept in a summary: top-1, top-5, worst class, per-class accuracy (K,)."""
-    return {"top1": result.top1, "top5": result.top5, "worst_class": result.worst_class,
-            "per_class": list(result.per_class), "loss": result.loss}
-
-
 def run_pretrain(ctx: StageContext) -> dict[str, Any]:
     """Train the dense model, or copy the given model file; evaluate it."""
     cfg = ctx.config
@@ -161,7 +159,7 @@ def run_pretrain(ctx: StageContext) -> dict[str, Any]:
         _check_classes(model, ctx)
         result = ctx.evaluate(model)
         model.to("cpu")
-        save(model, out, extra={**model.lp_extra, **ctx.model_extra(source=cfg.pretrain.checkpoint)})
+        save(model, out, extra={**current_extra(model.lp_extra), **ctx.model_extra(source=cfg.pretrain.checkpoint)})
     else:
         seed_everything(cfg.seed)
         model = create_model(cfg.model, num_classes=cfg.num_classes or ctx.info.num_classes,
@@ -235,10 +233,13 @@ def run_finetune(ctx: StageContext) -> dict[str, Any]:
     model = load(ctx.run.path("prune", MODEL_FILE))
     if f.epochs == 0:
         return {"model": f"prune/{MODEL_FILE}", "metrics": ctx.run.stages["prune"]["metrics"], "resumed_from": 0}
-    reconstructed = bool(ctx.run.stages["prune"].get("reconstructed"))
-    result = ctx.fit(model, "finetune", f.epochs, f.lr_after(reconstructed), f.train_subset, 2)
-    return {"model": f"finetune/{MODEL_FILE}", "metrics": metrics_record(result.final),
-            "resumed_from": result.resumed_from}
+    seed = ctx.config.seed + FINETUNE_SEED_OFFSET
+    result = finetune(
+        model, ctx.loaders(f.train_subset, FINETUNE_SEED_OFFSET), f, ctx.run.path("finetune"),
+        reconstructed=bool(ctx.run.stages["prune"].get("reconstructed")), seed=seed, test_batches=ctx.test,
+        device=ctx.device, progress=ctx.progress, model_extra=ctx.model_extra(stage="finetune"),
+    )
+    return {"model": f"finetune/{MODEL_FILE}", "metrics": result.metrics, "resumed_from": result.resumed_from}
 
 
 def run_evaluate(ctx: StageContext) -> dict[str, Any]:

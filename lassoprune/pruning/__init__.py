@@ -3,10 +3,12 @@
 Layout (one concern per module; channel groups, norms, the cost model and the
 target live one layer down, in :mod:`lassoprune.channels`):
 
-- ``method``: :class:`MethodSpec`, the one method registry (:func:`register_method`, :func:`list_methods`)
+- ``method``: :class:`MethodSpec`, the one method registry (:func:`register_method`, :func:`list_methods`),
+  options (:class:`MethodOptions`, :class:`ExperimentalOptions`) and typed :class:`Diagnostics`
 - ``methods/``: one module per method family; every module there registers itself
 - ``criteria``: score-only methods (:func:`register_criterion`) and the scoring context
-- ``search``: the one target search (bisection over a strength, greedy width walk, floors, rounding)
+- ``search``: the one target search (a path over a strength and its bisection, greedy width walk, floors, rounding)
+- ``lasso_search``: the lasso methods' route over that path (drop / add fix-ups, rounded widths)
 - ``allocation``: scores -> per-group widths (``global``, ``uniform``)
 - ``surgery``: physical removal (Torch-Pruning) and the masking reference
 - ``tp_adapter``: criteria <-> Torch-Pruning importances
@@ -41,6 +43,10 @@ from lassoprune.pruning.criteria import (
 )
 from lassoprune.pruning.method import (
     METHODS,
+    ClassStructureRecord,
+    Diagnostics,
+    ExperimentalOptions,
+    GroupDiagnostics,
     MethodContext,
     MethodOptions,
     MethodSpec,
@@ -52,6 +58,7 @@ from lassoprune.pruning.method import (
     list_methods,
     register_method,
 )
+from lassoprune.pruning.search import SearchRecord
 from lassoprune.pruning.surgery import mask_channels, remove_channels
 from lassoprune.pruning.tp_adapter import as_tp_importance, from_tp_importance
 from lassoprune.pruning import methods  # noqa: F401  (registers every built-in method)
@@ -61,8 +68,12 @@ __all__ = [
     "AUTO_ROUND_TO",
     "METHODS",
     "ChannelGroup",
+    "ClassStructureRecord",
     "CostModel",
+    "Diagnostics",
+    "ExperimentalOptions",
     "GroupAnalysis",
+    "GroupDiagnostics",
     "LayerSlice",
     "MethodContext",
     "MethodOptions",
@@ -72,6 +83,7 @@ __all__ = [
     "PruneResult",
     "PruneSettings",
     "ScoreContext",
+    "SearchRecord",
     "Selection",
     "Target",
     "TargetUse",

@@ -19,7 +19,7 @@ from lassoprune.channels.target import target_from
 from lassoprune.errors import LassopruneError, UnreachableTargetError
 from lassoprune.pruning.allocation import ALLOCATIONS, allocate
 from lassoprune.pruning.criteria import criterion_spec, resolve_criterion
-from lassoprune.pruning.method import MethodContext, MethodSpec, get_method
+from lassoprune.pruning.method import Diagnostics, MethodContext, MethodSpec, get_method
 from lassoprune.pruning.post_cut import Evaluate, after_cut
 from lassoprune.pruning.reconstruct import LayerRefit
 from lassoprune.pruning.settings import PruneSettings
@@ -42,7 +42,7 @@ class PruneResult:
         macs_before, macs_after, params_before, params_after: measured counts
             (MACs for one image of the example input's shape).
         method, allocation, target: what was asked.
-        details: method-specific diagnostics (solver statistics, ...).
+        diagnostics: the method's typed diagnostics (per-group records, search, class structure).
         seconds: wall time of scoring + allocation + surgery + reconstruction + BatchNorm re-estimation
             (the evaluations of ``evaluate`` excluded).
         reconstruction: one record per layer refitted by reconstruction
@@ -65,7 +65,7 @@ class PruneResult:
     method: str
     allocation: str
     target: Target | None
-    details: dict[str, Any]
+    diagnostics: Diagnostics
     seconds: float
     reconstruction: tuple[LayerRefit, ...] = ()
     prune_residual: bool = True
@@ -83,6 +83,18 @@ class PruneResult:
         """group id -> (kept, total)."""
         return {g.id: (len(self.keep.get(g.id, range(g.num_channels))), g.num_channels) for g in self.groups}
 
+    @property
+    def residual_channels(self) -> dict[str, int]:
+        """Channels of the residual (eltwise) groups: ``{"total": ..., "removed": ...}``."""
+        eltwise = [g for g in self.groups if g.is_eltwise]
+        total = sum(g.num_channels for g in eltwise)
+        kept = sum(len(self.keep.get(g.id, range(g.num_channels))) for g in eltwise)
+        return {"total": total, "removed": total - kept}
+
+    def _group_diagnostics(self, gid: str) -> dict[str, Any]:
+        record = self.diagnostics.groups.get(gid)
+        return record.to_dict() if record is not None else {}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (the CLI's ``--json``)."""
         return {
@@ -97,12 +109,13 @@ class PruneResult:
             "params_ratio": self.params_after / self.params_before,
             "groups": {
                 g.id: {"kept": len(self.keep.get(g.id, range(g.num_channels))), "total": g.num_channels,
-                       "eltwise": g.is_eltwise, **self.details.get("per_group", {}).get(g.id, {})}
+                       "eltwise": g.is_eltwise, **self._group_diagnostics(g.id)}
                 for g in self.groups
             },
             "prune_residual": self.prune_residual,
             "seconds": self.seconds,
-            "details": self.details,
+            "residual_channels": self.residual_channels,
+            "diagnostics": self.diagnostics.to_dict(),
             "reconstruction": [r.to_dict() for r in self.reconstruction],
             "round_to": self.round_to,
             "one_shot": self.one_shot,
@@ -259,7 +272,7 @@ def _cut(
 
     ctx = MethodContext(work, analysis, cost_model, target, floor, batches, seed, opts, round_to, single)
     selection = spec.run(ctx)
-    keep, scores, details = selection.keep, selection.scores, selection.details
+    keep, scores = selection.keep, selection.scores
     if spec.decides_widths:
         _check_keep_sets(spec.name, analysis.groups, keep, floor)
     else:
@@ -278,7 +291,7 @@ def _cut(
         macs_before=cost_model.full_macs, macs_after=after.macs,
         params_before=cost_model.full_params, params_after=after.params,
         method=spec.name, allocation=allocation_name,
-        target=target, details=details, seconds=0.0, prune_residual=prune_residual, round_to=round_to,
+        target=target, diagnostics=selection.diagnostics, seconds=0.0, prune_residual=prune_residual, round_to=round_to,
     )
 
 

@@ -47,6 +47,7 @@ from torch import nn
 
 from lassoprune.channels import CostModel, GroupAnalysis, Target
 from lassoprune.errors import LassopruneError, UnknownOptionError
+from lassoprune.pruning.search import SearchRecord
 from lassoprune.utils.enums import NamedEnum
 from lassoprune.utils.registry import Registry
 
@@ -65,12 +66,52 @@ def option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+#: The name of the one option that holds a method's :class:`ExperimentalOptions`.
+EXPERIMENTAL = "experimental"
+
+
+@dataclass(frozen=True)
+class ExperimentalOptions:
+    """Base of a method's ablation settings: ones that measured worse than the defaults and stay for research.
+
+    A method that has them declares one option field ``experimental`` whose
+    default is an instance of its subclass; users pass a dict
+    (``lp.prune(..., experimental={"kernel": "gaussian"})``, ``prune.options.experimental``
+    in a run config, ``--experimental kernel=gaussian`` on the command line).
+    Every setting is listed by ``--list-methods`` under "experimental".
+    """
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def parse(cls, method: str, value: Any) -> ExperimentalOptions:
+        """From a dict (or an instance, or None for the defaults); an unknown key lists the valid ones."""
+        if value is None or isinstance(value, cls):
+            return value if value is not None else cls()
+        if not isinstance(value, Mapping):
+            raise LassopruneError(f"{method}: experimental takes a mapping of settings, got {type(value).__name__}")
+        unknown = sorted(set(value) - set(cls.names()))
+        if unknown:
+            raise UnknownOptionError(f"{method} experimental", unknown[0], cls.names())
+        return cls(**value)
+
+    def changed(self) -> dict[str, Any]:
+        """The settings that differ from their defaults (JSON-safe)."""
+        default = type(self)()
+        return {f.name: _json_safe(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
+
+
 @dataclass(frozen=True)
 class MethodOptions:
     """Base of every method's options: a frozen dataclass of keyword options with defaults.
 
     Subclasses add fields (``name: float = option(0.1, "help, with units and range")``;
-    the help shows in ``lassoprune prune --list-methods``) and override :meth:`validate`.
+    the help shows in ``lassoprune prune --list-methods``) and override :meth:`validate`,
+    which must refuse every option value the method would ignore. Ablation settings go
+    in one ``experimental`` field (:class:`ExperimentalOptions`).
     """
 
     @classmethod
@@ -79,24 +120,36 @@ class MethodOptions:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
+    def experimental_type(cls) -> type[ExperimentalOptions] | None:
+        """The method's :class:`ExperimentalOptions` subclass, or None when it has none."""
+        for f in dataclasses.fields(cls):
+            if f.name == EXPERIMENTAL:
+                return type(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        return None
+
+    @classmethod
     def parse(cls, method: str, options: Mapping[str, Any]) -> MethodOptions:
         """Build and validate from keyword options.
 
         Raises:
             UnknownOptionError: an option the method does not have (the message
                 lists the ones it has).
-            LassopruneError: a value out of range.
+            LassopruneError: a value out of range, or one the method would ignore.
         """
         valid = cls.names()
         unknown = sorted(set(options) - set(valid))
         if unknown:
             raise UnknownOptionError(method, unknown[0], valid)
+        options = dict(options)
+        experimental = cls.experimental_type()
+        if experimental is not None:
+            options[EXPERIMENTAL] = experimental.parse(method, options.get(EXPERIMENTAL))
         opts = cls(**options)
         opts.validate(method)
         return opts
 
     def validate(self, method: str) -> None:
-        """Raise :class:`LassopruneError` for a value out of range (the message names the option)."""
+        """Raise :class:`LassopruneError` for a value out of range or ignored (the message names the option)."""
 
     def replaces_target(self) -> bool:
         """True when these options set a threshold that stands in for a target (``TargetUse.OR_THRESHOLD``)."""
@@ -138,21 +191,92 @@ class MethodContext:
 
 
 @dataclass(frozen=True)
+class GroupDiagnostics:
+    """What a method says about one group beyond its width.
+
+    Attributes:
+        note: one short line printed beside the group's width by ``lassoprune prune`` (may be empty).
+        values: method-specific numbers (JSON-safe), e.g. the lasso's ``lambda_max`` and support size,
+            a vote's counts.
+    """
+
+    note: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**({"note": self.note} if self.note else {}), **self.values}
+
+
+@dataclass(frozen=True)
+class ClassStructureRecord:
+    """The structure a method put over the classes.
+
+    Attributes:
+        kind: ``graph`` or ``tree``.
+        source: ``output`` (one structure, from the penultimate features' class means) or ``layer``
+            (one per group, from that group's own features; then ``edges`` and ``groups`` are empty).
+        edges: the class graph's edges ``(m, l, weight)``.
+        groups: the class tree's groups ``((classes...), weight)``.
+    """
+
+    kind: str
+    source: str = "output"
+    edges: tuple[tuple[int, int, float], ...] = ()
+    groups: tuple[tuple[tuple[int, ...], float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "from": self.source}
+        if self.kind == "graph" and self.source == "output":
+            out["edges"] = [list(e) for e in self.edges]
+        if self.kind == "tree" and self.source == "output":
+            out["groups"] = [[list(g), w] for g, w in self.groups]
+        return out
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """A method's diagnostics, typed: read by the command line, reports, ``PruneResult.to_dict`` and benchmarks.
+
+    Attributes:
+        groups: group id -> :class:`GroupDiagnostics` (groups the method says nothing about are absent).
+        search: how the method's strength was set (:class:`~lassoprune.pruning.search.SearchRecord`), or None.
+        structure: the structure over the classes, or None.
+        record: a small dict stored with the pruned model file (e.g. the vote's ``tau``).
+        seconds: wall time of the method's phases.
+        settings: the settings the method ran with (JSON-safe), for the record.
+        extra: anything else the method reports (JSON-safe), e.g. ``dwgl-vote``'s per-voter lists.
+    """
+
+    groups: dict[str, GroupDiagnostics] = field(default_factory=dict)
+    search: SearchRecord | None = None
+    structure: ClassStructureRecord | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (the per-group records are merged into ``PruneResult.to_dict``'s ``groups``)."""
+        return {
+            "search": self.search.to_dict() if self.search is not None else None,
+            "structure": self.structure.to_dict() if self.structure is not None else None,
+            "record": self.record, "seconds": self.seconds, "settings": self.settings, "extra": self.extra,
+        }
+
+
+@dataclass(frozen=True)
 class Selection:
     """A method's answer.
 
     Attributes:
         keep: group id -> kept channel numbers (methods that decide widths; else empty).
         scores: group id -> ``(C,)`` importance, higher = keep.
-        details: method-specific diagnostics (JSON-safe). Two keys are read by
-            the command line: ``record`` (a small dict stored with the pruned
-            model file) and ``per_group[group id]["note"]`` (printed beside the
-            group's width).
+        diagnostics: :class:`Diagnostics`.
     """
 
     keep: dict[str, tuple[int, ...]]
     scores: dict[str, torch.Tensor] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
 
 
 @dataclass(frozen=True)
@@ -223,15 +347,21 @@ def list_methods() -> list[str]:
 
 
 def describe_methods() -> list[dict[str, Any]]:
-    """One JSON-safe record per method: name, summary, needs data, target use, residual default, options."""
+    """One JSON-safe record per method: name, summary, needs data, target use, residual default, options
+    (``experimental``: its ablation settings, listed apart)."""
     records = []
     for name, spec in METHODS.items():
-        options = {f.name: {"default": _default(f), "help": f.metadata.get("help", "")}
-                   for f in dataclasses.fields(spec.options)}
+        options = {f.name: _described(f) for f in dataclasses.fields(spec.options) if f.name != EXPERIMENTAL}
+        experimental = spec.options.experimental_type()
+        ablations = {f.name: _described(f) for f in dataclasses.fields(experimental)} if experimental else {}
         records.append({"name": name, "summary": spec.summary, "needs_data": spec.needs_data,
                         "target": spec.target.value, "decides_widths": spec.decides_widths,
-                        "prune_residual": spec.prune_residual, "options": options})
+                        "prune_residual": spec.prune_residual, "options": options, "experimental": ablations})
     return records
+
+
+def _described(f: dataclasses.Field) -> dict[str, Any]:
+    return {"default": _default(f), "help": f.metadata.get("help", "")}
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -241,4 +371,8 @@ def _default(f: dataclasses.Field) -> Any:
         value = f.default_factory()
     else:
         return None
+    return _json_safe(value)
+
+
+def _json_safe(value: Any) -> Any:
     return value.value if isinstance(value, NamedEnum) else value

@@ -341,7 +341,7 @@ def _rows_of_output(layer: nn.Module, out: Tensor, kept_out: Tensor, where: Tens
     return picked[:, :, kept_out].reshape(-1, len(kept_out))
 
 
-class _Targets:
+class _Responses:
     """The unpruned layers' sampled output rows and positions, per layer and batch, in memory or on disk."""
 
     def __init__(self, order: Sequence[str], spill: Path | None) -> None:
@@ -386,12 +386,12 @@ def _target_bytes(original: nn.Module, order: Sequence[str], fit: _Fit, images: 
 
 
 @torch.no_grad()
-def _original_outputs(original: nn.Module, images: Sequence[Tensor], order: Sequence[str], fit: _Fit) -> _Targets:
+def _original_outputs(original: nn.Module, images: Sequence[Tensor], order: Sequence[str], fit: _Fit) -> _Responses:
     """Per layer, per batch: the unpruned layer's output rows (kept outputs) and the sampled positions."""
     modules = dict(original.named_modules())
     generator = torch.Generator().manual_seed(fit.seed)
     spill = fit.spill if _target_bytes(original, order, fit, images) > fit.targets_in_memory else None
-    targets = _Targets(order, spill)
+    targets = _Responses(order, spill)
     batch = 0
 
     def hook(name: str):

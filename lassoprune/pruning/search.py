@@ -5,7 +5,8 @@ searches of this module, so that floors, ``round_to``, the tolerance band and
 the error for an unreachable target behave the same for every method:
 
 - :func:`bisect`: a one-dimensional bisection over a *family of keep sets
-  indexed by one strength* whose cost falls as the strength grows: the lasso
+  indexed by one strength* whose cost falls as the strength grows
+  (:class:`StrengthPath` memoises and records such a family): the lasso
   methods' ``rho``, the vote threshold ``tau`` of ``dwgl-vote``, the uniform
   keep fraction of the ``uniform`` allocation, Torch-Pruning's
   ``pruning_ratio`` in the benchmarks.
@@ -261,6 +262,79 @@ def log_midpoint(min_log_gap: float) -> Callable[[float, float], float | None]:
 def index_midpoint(a: int, b: int) -> int | None:
     """Middle index between two indices of a sorted candidate list, None once they are adjacent."""
     return None if abs(b - a) <= 1 else (a + b) // 2
+
+
+# --------------------------------------------------------------------------- a path of keep sets over a strength
+
+K = TypeVar("K")
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """How a method's strength was set: the value, each strength tried and the fix-up after it (JSON-safe).
+
+    Attributes:
+        parameter: the strength's name (``rho`` for the lasso methods, ``tau`` for ``dwgl-vote``).
+        value: the strength the keep sets come from.
+        searched: True when searched for a target, False when given (a threshold).
+        steps: ``({"value": s, "cost_ratio": c}, ...)`` in the order tried.
+        adjustment: how the keep sets were moved after the search: ``none``, ``drop``, ``add``, with
+            ``+round_to_N`` when widths were rounded.
+    """
+
+    parameter: str
+    value: float
+    searched: bool = True
+    steps: tuple[dict[str, float], ...] = ()
+    adjustment: str = "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"parameter": self.parameter, "value": self.value, "searched": self.searched,
+                "steps": list(self.steps), "adjustment": self.adjustment}
+
+
+class StrengthPath(Generic[S, K]):
+    """A family of keep sets indexed by one strength, evaluated lazily, memoised and recorded.
+
+    The one "path over a strength" of the width-deciding methods: the lasso
+    methods' ``rho`` and ``dwgl-vote``'s ``tau``. Each strength is evaluated
+    once (``keep_at``), costed (``cost_of``), judged (``verdict_of``) and
+    recorded, and :meth:`bisect` runs :func:`bisect` on it.
+
+    Args:
+        keep_at: strength -> keep sets.
+        cost_of: keep sets -> cost (the target's unit).
+        verdict_of: cost -> :class:`Verdict`.
+        full: the unpruned cost (the history records ``cost / full``).
+        value_of: strength -> the number recorded for it (e.g. an index -> the threshold it stands for).
+    """
+
+    def __init__(self, keep_at: Callable[[S], K], cost_of: Callable[[K], float], verdict_of: Callable[[float], Verdict],
+                 full: float, value_of: Callable[[S], float] = float) -> None:
+        self.keep_at, self.cost_of, self.verdict_of = keep_at, cost_of, verdict_of
+        self.full, self.value_of = full, value_of
+        self.solved: dict[S, tuple[K, float]] = {}
+        self.history: list[dict[str, float]] = []
+
+    def at(self, strength: S) -> tuple[K, float]:
+        """(keep sets, cost) at ``strength``; evaluated once, recorded in :attr:`history`."""
+        if strength not in self.solved:
+            keep = self.keep_at(strength)
+            cost = self.cost_of(keep)
+            self.solved[strength] = (keep, cost)
+            self.history.append({"value": float(self.value_of(strength)), "cost_ratio": cost / self.full})
+        return self.solved[strength]
+
+    def verdict(self, strength: S) -> Verdict:
+        return self.verdict_of(self.at(strength)[1])
+
+    def bisect(self, over: S, under: S, midpoint: Callable[[S, S], S | None], max_steps: int) -> Bisection[S]:
+        """:func:`bisect` on this path (``over`` and ``under`` are not evaluated)."""
+        return bisect(self.verdict, over, under, midpoint, max_steps)
+
+    def record(self, parameter: str, strength: S, adjustment: str = "none", searched: bool = True) -> SearchRecord:
+        """The :class:`SearchRecord` of a search that settled on ``strength``."""
+        return SearchRecord(parameter, float(self.value_of(strength)), searched, tuple(self.history), adjustment)
 
 
 # --------------------------------------------------------------------------- greedy width moves

@@ -168,7 +168,7 @@ class TargetSteering:
         ctx = MethodContext(self.base.model, GroupAnalysis(tuple(self.base.groups), None, {}), self._cost_model,
                             self.target, self._floors, None, 0, self._options)
         votes = collect_votes(ctx, self._options)
-        keep = keep_all(votes, search_tau(ctx, votes, check=False))
+        keep = keep_all(votes, search_tau(ctx, votes, check=False).value)
         removed = zero = 0
         self._masks = {}
         for v in votes:

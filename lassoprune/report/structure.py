@@ -75,14 +75,12 @@ def _parent(node: frozenset[int], nodes: Sequence[frozenset[int]]) -> frozenset[
 def class_linkage(summary: Mapping[str, Any]) -> tuple[np.ndarray, str] | None:
     """The dendrogram linkage of a tree-structured run and where it came from.
 
-    ``class_means_linkage`` when the summary has one, else the tree rebuilt
-    from ``class_structure.groups``; ``None`` when the run has no class tree.
+    The tree rebuilt from ``class_structure.groups``; ``None`` when the run has no
+    class tree (or one tree per group, ``"from": "layer"``, which has no groups to draw).
     """
     structure = summary.get("class_structure") or {}
-    if structure.get("kind") != "tree":
+    if structure.get("kind") != "tree" or "groups" not in structure:
         return None
-    if summary.get("class_means_linkage"):
-        return np.asarray(summary["class_means_linkage"], dtype=float), "class means"
     return tree_linkage(structure["groups"], len(summary["class_names"])), "tree groups"
 
 

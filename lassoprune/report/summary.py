@@ -16,15 +16,16 @@ writes ``RUN/summary.json``, a plain dict (schema version 1)::
         M = {"top1": f, "top5": f | null, "worst_class": f, "per_class": [K f]}   # accuracies in [0, 1]
     class_structure: null | {"kind": "graph", "edges": [[m, l, r_ml], ...]}
                           | {"kind": "tree", "groups": [[[class indices], w_v], ...]}
+                          | {"kind": "graph" | "tree", "from": "layer"}   # one structure per group
                           | {"kind": "none"}
-    class_means_linkage: null | [[a, b, dist, count], ...]   # scipy linkage, (K-1, 4)
     latency: null | {"batch_size": int, "threads": int, "before_ms": f, "after_ms": f, "speedup": f}
     stages: {stage name: {"seconds": f}, ...}
     reconstruction: null | [{"name": str, "inputs_kept": int, "inputs_before": int, "rows": int,
                              "error_before": f, "error_after": f}, ...]   # network order
 
-The nullable keys (``sparse``, ``class_structure``, ``class_means_linkage``,
-``latency``, ``reconstruction``) may also be absent; :func:`check_summary` fills them with ``None``.
+The nullable keys (``sparse``, ``class_structure``, ``latency``, ``reconstruction``) may also be
+absent; :func:`check_summary` fills them with ``None``. Schema 2 dropped ``class_means_linkage``
+(always null); summaries of schema 1 are still read (the key is ignored).
 """
 
 from __future__ import annotations
@@ -39,14 +40,15 @@ from typing import Any
 
 from lassoprune.errors import LassopruneError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # schema 1 had an always-null ``class_means_linkage``
 SUMMARY_FILE = "summary.json"
 THRESHOLD = "threshold"  # no size target: channels below a norm threshold were removed (dwgl-vote)
 TARGET_KINDS = ("macs", "params", THRESHOLD)
 STRUCTURE_KINDS = ("graph", "tree", "none")
 METRIC_STAGES = ("baseline", "unreconstructed", "pruned", "final")  # the middle two are optional
 OPTIONAL_METRIC_STAGES = ("unreconstructed", "pruned")
-NULLABLE_KEYS = ("sparse", "class_structure", "class_means_linkage", "latency", "reconstruction")
+NULLABLE_KEYS = ("sparse", "class_structure", "latency", "reconstruction")
 LATENCY_KEYS = ("batch_size", "threads", "before_ms", "after_ms", "speedup")
 
 
@@ -107,8 +109,9 @@ def check_summary(summary: Mapping[str, Any], source: str = "summary") -> dict[s
     out = copy.deepcopy(dict(summary))
     for key in NULLABLE_KEYS:
         out.setdefault(key, None)
-    if c.key(out, "schema", "") != SCHEMA_VERSION:
-        raise c.fail("schema", f"must be {SCHEMA_VERSION}, got {out['schema']!r}")
+    if c.key(out, "schema", "") not in READABLE_VERSIONS:
+        raise c.fail("schema", f"must be one of {READABLE_VERSIONS}, got {out['schema']!r}")
+    out.pop("class_means_linkage", None)
     for key in ("name", "model", "dataset", "method"):
         c.text(c.key(out, key, ""), key)
     num_classes = _check_class_names(c, out)
@@ -119,7 +122,6 @@ def check_summary(summary: Mapping[str, Any], source: str = "summary") -> dict[s
     _check_groups(c, c.key(out, "groups", ""))
     _check_metrics(c, c.key(out, "metrics", ""), num_classes)
     _check_class_structure(c, out["class_structure"], num_classes)
-    _check_linkage(c, out["class_means_linkage"], num_classes)
     _check_latency(c, out["latency"])
     _check_reconstruction(c, out["reconstruction"])
     _check_stages(c, c.key(out, "stages", ""))
@@ -223,21 +225,6 @@ def _check_class_structure(c: _Checker, structure: Any, num_classes: int) -> Non
 def _check_class_index(c: _Checker, value: Any, where: str, num_classes: int) -> None:
     if c.integer(value, where) >= num_classes:
         raise c.fail(where, f"must be a class index below {num_classes}, got {value}")
-
-
-def _check_linkage(c: _Checker, linkage: Any, num_classes: int) -> None:
-    if linkage is None:
-        return
-    rows = c.array(linkage, "class_means_linkage", length=num_classes - 1)
-    for i, row in enumerate(rows):
-        for j, value in enumerate(c.array(row, f"class_means_linkage[{i}]", length=4)):
-            c.number(value, f"class_means_linkage[{i}][{j}]", low=0.0)
-    if rows:
-        import numpy as np
-        from scipy.cluster.hierarchy import is_valid_linkage
-
-        if not is_valid_linkage(np.asarray(rows, dtype=float)):
-            raise c.fail("class_means_linkage", "is not a valid scipy linkage matrix")
 
 
 def _check_latency(c: _Checker, latency: Any) -> None:

@@ -3,7 +3,7 @@
 After channels are removed, the inputs of every later BatchNorm change, and
 the stored running means / variances no longer match them. Re-estimating them
 on a few hundred training images (no gradient step) restores most of the
-one-shot accuracy of any criterion (METHODS.md section 3: with 25% uniform
+one-shot accuracy of any criterion (docs/METHODS.md section 3: with 25% uniform
 pruning of a ResNet-20 on Fashion-MNIST, l1 went from .847 to .892 and random
 from .262 to .761), so comparisons between criteria are meaningful.
 """

@@ -5,10 +5,17 @@ One call to :func:`fit` trains a model for ``cfg.epochs`` epochs. With an
 
 ``last.pt``        full training state after the last finished epoch
                    (atomic write; ``resume=True`` continues from it),
-``metrics.jsonl``  one JSON line per finished epoch,
-``metrics.json``   the final summary (test top-1/top-5, per-class accuracy,
-                   confusion matrix, history),
-``model.pt``       the trained model as a lassoprune model file.
+``metrics.jsonl``  one JSON line per finished epoch: ``epoch``, ``train``
+                   (``loss``, ``top1``), ``test`` (``top1``, ``top5``, ``loss``,
+                   ``worst_class``), ``lr``, ``images_per_s``, ``seconds``,
+``metrics.json``   the final metrics on the test batches (``top1``, ``top5``,
+                   ``loss``, ``worst_class``, ``per_class``, ``confusion``,
+                   ``num_samples``), ``epochs``, ``config``, ``history``,
+``model.pt``       the trained model as a lassoprune model file; its extra's
+                   ``metrics`` holds ``top1``, ``top5``, ``worst_class``, ``epochs``.
+
+The metric names are those of :mod:`lassoprune.training.metrics`, which also
+reads the files of older runs.
 
 Every epoch's shuffling, augmentation and in-model randomness are seeded from
 ``(cfg.seed, epoch)`` only, so stopping after epoch e and resuming gives the
@@ -48,6 +55,7 @@ from lassoprune.training.distributed import (
     wrap_model,
 )
 from lassoprune.training.evaluate import EvalResult, evaluate
+from lassoprune.training.metrics import current_epoch_record, epoch_metrics, headline
 from lassoprune.training.optim import build_optimizer, build_scheduler
 from lassoprune.utils.enums import NamedEnum
 from lassoprune.utils.runtime import default_device, epoch_seed, get_logger
@@ -91,7 +99,7 @@ class FitResult:
 
     Attributes:
         final: metrics of the trained model on the test batches.
-        history: one dict per epoch (the lines of ``metrics.jsonl``).
+        history: one dict per epoch (the lines of ``metrics.jsonl``; see the module docstring).
         resumed_from: epochs already done when the run was resumed, else 0.
     """
 
@@ -185,8 +193,8 @@ def fit(
         if dist.is_main:
             log.info(
                 "epoch %d/%d  loss %.4f  train %.4f  test top1 %.4f  top5 %.4f  %.0f img/s",
-                epoch + 1, cfg.epochs, record["train_loss"], record["train_top1"],
-                record["test_top1"], record["test_top5"], record["images_per_s"],
+                epoch + 1, cfg.epochs, record["train"]["loss"], record["train"]["top1"],
+                record["test"]["top1"], record["test"]["top5"], record["images_per_s"],
             )
         if run is not None:
             if dist.is_main:
@@ -302,7 +310,7 @@ class _TrainStep:
 def _train_epoch(
     step: _TrainStep, batches: EpochBatches, epoch: int, cfg: TrainConfig, progress: bool, dist: DistContext = SINGLE
 ) -> dict[str, float]:
-    """Train for one epoch; returns mean loss, accuracy, throughput (all ranks together) and the last lr."""
+    """Train for one epoch: mean ``loss``, ``top1`` and ``images_per_s`` (all ranks together), the last ``lr``."""
     step.model.train()
     loss_sum = torch.zeros((), device=step.device)
     correct_sum = torch.zeros((), dtype=torch.long, device=step.device)
@@ -327,8 +335,8 @@ def _train_epoch(
     elapsed = time.perf_counter() - started
     loss_total, correct_total, seen = _sum_over_ranks(loss_sum, correct_sum, seen, dist)
     return {
-        "train_loss": loss_total / seen,
-        "train_top1": correct_total / seen,
+        "loss": loss_total / seen,
+        "top1": correct_total / seen,
         "images_per_s": seen / elapsed,
         "lr": step.optimizer.param_groups[0]["lr"],
     }
@@ -347,13 +355,13 @@ def _sum_over_ranks(
 
 
 def _epoch_record(epoch: int, train: dict[str, float], test: EvalResult, seconds: float) -> dict[str, Any]:
+    """One line of ``metrics.jsonl``: the split of each metric is the dict it sits in."""
     return {
         "epoch": epoch + 1,
-        **train,
-        "test_top1": test.top1,
-        "test_top5": test.top5,
-        "test_loss": test.loss,
-        "test_worst_class": test.worst_class,
+        "train": {"loss": train["loss"], "top1": train["top1"]},
+        "test": epoch_metrics(test),
+        "lr": train["lr"],
+        "images_per_s": train["images_per_s"],
         "seconds": seconds,
     }
 
@@ -390,7 +398,7 @@ class _RunDir:
             raise CheckpointError(f"{self.checkpoint} was written for another model: {exc}") from exc
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        return int(state["epoch"]), list(state.get("history", []))
+        return int(state["epoch"]), [current_epoch_record(record) for record in state.get("history", [])]
 
     def save_epoch(
         self,
@@ -424,31 +432,16 @@ class _RunDir:
     ) -> None:
         metrics = _final_metrics(final, history, cfg, class_names)
         if getattr(model, "lp_spec", None) is not None:
-            save(model, self.root / MODEL_NAME, extra={**model_extra, "metrics": _headline(metrics)})
+            save(model, self.root / MODEL_NAME,
+                 extra={**model_extra, "metrics": {**headline(final), "epochs": metrics["epochs"]}})
         atomic_write_json(self.root / "metrics.json", metrics)
 
 
 def _final_metrics(
     final: EvalResult, history: list[dict[str, Any]], cfg: TrainConfig, class_names: Sequence[str] | None
 ) -> dict[str, Any]:
-    evaluation = final.to_dict(class_names)
-    return {
-        "test_top1": evaluation.pop("top1"),
-        "test_top5": evaluation.pop("top5"),
-        "test_loss": evaluation.pop("loss"),
-        "test_worst_class": evaluation.pop("worst_class"),
-        "per_class_accuracy": evaluation.pop("per_class"),
-        "confusion_matrix": evaluation.pop("confusion"),
-        "test_samples": evaluation.pop("num_samples"),
-        "epochs": len(history),
-        "config": cfg.to_dict(),
-        "history": history,
-    }
-
-
-def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("test_top1", "test_top5", "test_worst_class", "epochs")
-    return {key: metrics[key] for key in keys}
+    """``metrics.json``: the final metrics on the test batches, then ``epochs``, ``config``, ``history``."""
+    return {**final.to_dict(class_names), "epochs": len(history), "config": cfg.to_dict(), "history": history}
 
 
 def _check_same_config(path: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:

@@ -31,7 +31,7 @@ class NamedEnum(str, Enum):
         Args:
             value: a member or its value.
             what: the option's name in words for the error (default: the class name in
-                words, ``TargetKind`` -> ``target kind``).
+                words, ``ResponseKind`` -> ``response kind``).
         """
         try:
             return cls(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -10,13 +11,18 @@ from types import ModuleType
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
+def _on_path() -> None:
+    """Put the folder on ``sys.path`` as it is when a script runs, so the scripts' imports resolve."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.append(str(BENCHMARKS))
+
+
 def load(name: str) -> ModuleType:
     """``benchmarks/<name>.py`` as module ``name`` (imported once; later calls return the same module).
 
     The folder goes on ``sys.path`` as it does when a script runs, so the scripts' imports of each other resolve.
     """
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.append(str(BENCHMARKS))
+    _on_path()
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
         assert spec is not None and spec.loader is not None
@@ -24,3 +30,9 @@ def load(name: str) -> ModuleType:
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def shared(name: str) -> ModuleType:
+    """``benchmarks/bench/<name>.py`` as module ``bench.<name>``, the name the scripts import it by."""
+    _on_path()
+    return importlib.import_module(f"bench.{name}")

@@ -1,11 +1,10 @@
 """benchmarks/compare.py: every phase of the protocol runs end to end through the library's pipeline stages,
 resumes without redoing rows, chooses learning rates on held-out training images only, and reports
-mean ± SE with the two-standard-error marks."""
+mean ± SE with the two-standard-error marks (the statistics themselves: test_bench.py)."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -97,29 +96,6 @@ def test_table_before_select_says_what_to_run(tmp_path: Path, baseline: Path) ->
     with pytest.raises(SystemExit, match="--phase select"):
         compare.main(["--tiny", "--phase", "table", "--runs", str(tmp_path), "--checkpoint",
                       f"resnet20={baseline}", "--methods", "l1"])
-
-
-def test_estimates_and_the_two_standard_error_rule() -> None:
-    est = compare.Estimate.of([0.90, 0.92])
-    assert est.mean == pytest.approx(0.91) and est.se == pytest.approx(0.01)  # sd 0.01414 / sqrt 2
-    assert compare.Estimate.of([0.5]).se is None
-    close = compare.Estimate(0.905, 0.01, 2)
-    far = compare.Estimate(0.86, 0.01, 2)
-    assert compare.differs(est, close) is False  # 0.005 < 2 * sqrt(2) * 0.01
-    assert compare.differs(est, far) is True  # 0.05 > 0.0283
-    assert compare.differs(est, compare.Estimate.of([0.5])) is None
-    assert 2 * math.sqrt(2) * 0.01 == pytest.approx(0.028284, abs=1e-6)
-    # two seeds that agree have an SE of about 0: the floor keeps a few test images from counting as real
-    agree, other = compare.Estimate(0.9404, 0.0, 2), compare.Estimate(0.9399, 0.0, 2)
-    assert compare.differs(agree, other) is True
-    floor = compare.sampling_se(0.94, 10_000)
-    assert floor == pytest.approx(math.sqrt(0.94 * 0.06 / 10_000))  # 0.0024
-    assert compare.differs(agree, other, floor) is False
-    assert compare.differs(compare.Estimate(0.94, 0.0, 2), compare.Estimate(0.93, 0.0, 2), floor) is True
-    assert compare.sampling_se(0.9, None) == 0.0
-    one_seed = compare.Estimate.of([0.9448])
-    assert compare.differs(one_seed, compare.Estimate.of([0.9437]), floor) is False  # 0.0011 < 2 sqrt(2) 0.0024
-    assert compare.differs(one_seed, compare.Estimate.of([0.9371]), floor) is True  # 0.0077 > 0.0067
 
 
 def test_shards_split_whole_units_and_cover_every_row() -> None:

@@ -17,15 +17,15 @@ def test_two_epoch_fashion_mnist_run_reaches_80_percent_and_eval_reproduces_it(t
     )
     assert train.returncode == 0, train.stderr
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["test_samples"] == 10000 and metrics["test_top1"] >= 0.80
-    assert len(metrics["per_class_accuracy"]) == 10
+    assert metrics["num_samples"] == 10000 and metrics["top1"] >= 0.80
+    assert len(metrics["per_class"]) == 10
     evaluated = subprocess.run(
         [sys.executable, "-m", "lassoprune", "eval", "--checkpoint", str(run / "model.pt"), "--data", "fashion-mnist",
          "--json"],
         capture_output=True, text=True, timeout=600,
     )
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads(evaluated.stdout)["test_top1"] == pytest.approx(metrics["test_top1"], abs=1e-9)
+    assert json.loads(evaluated.stdout)["top1"] == pytest.approx(metrics["top1"], abs=1e-9)
 
 
 @pytest.mark.slow

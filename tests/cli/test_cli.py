@@ -62,14 +62,14 @@ def test_train_then_eval_in_a_new_process_reproduces_accuracy(tmp_path):
     assert proc.returncode == 0, proc.stderr
     trained = json.loads(proc.stdout)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["test_top1"] == trained["test_top1"]
-    assert 0.0 <= metrics["test_top1"] <= 1.0 and len(metrics["per_class_accuracy"]) == 10
+    assert metrics["top1"] == trained["top1"]
+    assert 0.0 <= metrics["top1"] <= 1.0 and len(metrics["per_class"]) == 10
 
     proc = _run("eval", "--checkpoint", str(run / "model.pt"), "--data", "synthetic", "--json")
     assert proc.returncode == 0, proc.stderr
     evaluated = json.loads(proc.stdout)
-    assert evaluated["test_top1"] == pytest.approx(metrics["test_top1"], abs=1e-9)
-    assert evaluated["per_class_accuracy"] == pytest.approx(metrics["per_class_accuracy"])
+    assert evaluated["top1"] == pytest.approx(metrics["top1"], abs=1e-9)
+    assert evaluated["per_class"] == pytest.approx(metrics["per_class"])
 
     # a second train into the same directory refuses to overwrite it
     proc = _run("train", "--model", "resnet20", "--data", "synthetic", "--epochs", "1", "--out", str(run))

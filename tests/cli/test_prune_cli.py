@@ -42,10 +42,10 @@ def test_prune_with_data_criterion_and_finetune(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert abs(report["params_after"] / report["params_before"] - 0.5) <= 0.01
-    assert 0.0 <= report["finetune"]["test_top1"] <= 1.0
+    assert 0.0 <= report["finetune"]["top1"] <= 1.0
     model = lp.load(out)
     assert model.lp_extra["pruning"]["method"] == "taylor"
-    assert model.lp_extra["metrics"]["test_top1"] == report["finetune"]["test_top1"]
+    assert model.lp_extra["metrics"]["top1"] == report["finetune"]["top1"]
 
 
 def test_prune_with_reconstruction_reports_the_refitted_layers(tmp_path):
@@ -79,7 +79,13 @@ def test_method_options_reach_the_method(tmp_path):
     base = ["prune", "--model", "resnet20", "--data", "synthetic", "--method", "class-lasso", "--target-macs", "0.5",
             "--calib-size", "50", "--out", str(tmp_path / "p.pt")]
     proc = _run(*base, "--method-option", "pool=2", "--method-option", "bogus=1")
-    assert proc.returncode == 2 and "unknown class-lasso option 'bogus'" in proc.stderr and "target_kind" in proc.stderr
-    proc = _run("--quiet", *base, "--method-option", "pool=2", "--method-option", "target_kind=class", "--json")
+    assert proc.returncode == 2 and "unknown class-lasso option 'bogus'" in proc.stderr and "class_fit" in proc.stderr
+    proc = _run("--quiet", *base, "--method-option", "pool=2", "--method-option", "class_fit=label",
+                "--experimental", "kernel=gaussian", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert abs(json.loads(proc.stdout)["macs_ratio"] - 0.5) <= 0.01
+    report = json.loads(proc.stdout)
+    assert abs(report["macs_ratio"] - 0.5) <= 0.01
+    settings = report["diagnostics"]["settings"]
+    assert (settings["pool"], settings["class_fit"], settings["experimental"]) == (2, "label", {"kernel": "gaussian"})
+    proc = _run(*base, "--experimental", "structure_from=layer")  # class-lasso has no class structure
+    assert proc.returncode == 2 and "structure_from" in proc.stderr and "Traceback" not in proc.stderr

@@ -60,8 +60,8 @@ def test_prune_then_eval_gives_what_run_records(trained: Path, tmp_path: Path, r
                            "finetune": {"epochs": 0}})
     run, _, _ = run_stages(config, tmp_path / "run", progress=False, stop_after="prune")
     recorded = run.stages["prune"]["metrics"]
-    images = report["test_samples"]
-    assert round(report["test_top1"] * images) == round(recorded["top1"] * images)  # to the last image
+    images = report["num_samples"]
+    assert round(report["top1"] * images) == round(recorded["top1"] * images)  # to the last image
     assert (run.stages["prune"]["unreconstructed"] is not None) == reconstruct
 
 

@@ -41,7 +41,7 @@ def test_sparse_train_then_vote_prune(tmp_path):
         assert group["intersection"] <= group["union"] <= group["total"], gid
         assert group["kept"] == max(1, group["total"] - group["intersection"]), gid
     assert set(report["groups"]["conv1"]["votes"]) == {"conv1", "layer1.0.conv2", "layer1.1.conv2", "layer1.2.conv2"}
-    assert report["details"]["tau"] == 0.6
+    assert report["diagnostics"]["search"]["value"] == 0.6
     assert lp.load(pruned).lp_extra["pruning"]["tau"] == 0.6
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,9 +12,7 @@ import lassoprune as lp
 from lassoprune.cli import main
 from lassoprune.deployment import deploy, fold_batchnorm, load_aoti, load_torchscript
 from lassoprune.errors import LassopruneError
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "pruning"))
-from pruning_helpers import model_with_random_bn  # noqa: E402
+from tests.pruning.pruning_helpers import model_with_random_bn
 
 SIDE = {"resnet18": 64, "resnet34": 64, "resnet50": 64}
 

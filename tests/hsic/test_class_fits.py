@@ -1,4 +1,4 @@
-"""The class-wise fits of METHODS.md 1.3 in Gram form: every reading equals its brute-force definition."""
+"""The class-wise fits of docs/METHODS.md 1.3 in Gram form: every reading equals its brute-force definition."""
 
 import pytest
 import torch
@@ -9,9 +9,9 @@ from lassoprune.hsic import (
     centre_normalise,
     channel_kernels,
     class_fit_gram,
-    class_target_kernels,
+    class_response_kernels,
     hsic_gram,
-    output_target_kernel,
+    output_kernel,
 )
 
 N, C, K = 30, 6, 3
@@ -32,7 +32,7 @@ def test_cross_is_the_masked_fit(kernel, normalise):
     feats, labels, outputs = _data()
     gram = class_fit_gram(feats, labels, K, "cross", outputs, kernel=kernel, normalise=normalise)
     kbar = channel_kernels(feats, kernel, normalise=normalise)  # (C, N, N), centred over all N images
-    lbar = centre_normalise(output_target_kernel(outputs, kernel))
+    lbar = centre_normalise(output_kernel(outputs, kernel))
     assert gram.G.shape == (K, C, C) and gram.R.shape == (C, K)
     for k in range(K):
         inside = (labels == k).double()
@@ -58,7 +58,7 @@ def test_conditional_is_the_within_class_output_fit(normalise):
     for k in range(K):
         idx = torch.nonzero(labels == k).flatten()
         kbar = channel_kernels(feats[idx], "laplace", normalise=normalise).reshape(C, -1)  # centred within class k
-        lbar = centre_normalise(output_target_kernel(outputs[idx], "laplace")).reshape(-1)
+        lbar = centre_normalise(output_kernel(outputs[idx], "laplace")).reshape(-1)
         assert torch.allclose(gram.G[k], kbar @ kbar.T, atol=1e-10)
         assert torch.allclose(gram.R[:, k], kbar @ lbar, atol=1e-10)
 
@@ -67,7 +67,7 @@ def test_label_and_block_are_the_one_gram_targets():
     feats, labels, outputs = _data(3)
     label = class_fit_gram(feats, labels, K, "label", outputs, kernel="laplace", normalise=False)
     kbar = channel_kernels(feats, "laplace", normalise=False).reshape(C, -1)
-    targets = class_target_kernels(labels, K).reshape(K, -1)  # centred one-vs-rest kernels, normalised
+    targets = class_response_kernels(labels, K).reshape(K, -1)  # centred one-vs-rest kernels, normalised
     assert label.G.shape == (C, C)
     assert torch.allclose(label.R, kbar @ targets.T, atol=1e-10)
     block = class_fit_gram(feats, labels, K, "block", outputs, kernel="laplace", normalise=False)
@@ -81,7 +81,7 @@ def test_one_vs_rest_indicator_kernel_is_the_class_target():
     for k in range(K):
         y = (labels == k).long()
         delta = (y.view(-1, 1) == y.view(1, -1)).double()
-        assert torch.allclose(centre_normalise(delta), class_target_kernels(labels, K)[k], atol=1e-12)
+        assert torch.allclose(centre_normalise(delta), class_response_kernels(labels, K)[k], atol=1e-12)
 
 
 def test_a_class_with_one_image_has_an_empty_conditional_fit():

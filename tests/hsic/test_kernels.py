@@ -8,16 +8,16 @@ from torch import nn
 
 from lassoprune.errors import LassopruneError
 from lassoprune.hsic import (
-    TargetKind,
+    ResponseKind,
     centre_normalise,
     channel_kernels,
-    class_output_target_kernels,
-    class_target_kernels,
+    class_output_response_kernels,
+    class_response_kernels,
     collect_features,
     gaussian_kernels,
     hsic_gram,
     kernel_matrices,
-    output_target_kernel,
+    output_kernel,
     pool_features,
 )
 from lassoprune.pruning import analyse_groups
@@ -34,11 +34,11 @@ def _data(n: int = 30, c: int = 6, d: int = 4, k: int = 3, seed: int = 0):
 def _explicit_targets(kind: str, labels: torch.Tensor, l_out: torch.Tensor) -> torch.Tensor:
     """``(K, N * N)`` target kernels built explicitly (3 classes), the brute-force side of the Gram trick."""
     if kind == "class":
-        t = class_target_kernels(labels, 3)
+        t = class_response_kernels(labels, 3)
     elif kind == "output":
         t = centre_normalise(l_out).unsqueeze(0)
     else:
-        t = class_output_target_kernels(l_out, labels, 3)
+        t = class_output_response_kernels(l_out, labels, 3)
     return t.reshape(t.shape[0], -1)
 
 
@@ -60,7 +60,7 @@ def test_kernel_facts():
     assert torch.allclose(kbar.sum(-1), torch.zeros(6, 30, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(torch.linalg.matrix_norm(kbar), torch.ones(6, dtype=torch.float64))
     assert torch.linalg.eigvalsh(kbar).min() > -1e-10
-    assert torch.allclose(channel_kernels(feats), kbar)
+    assert torch.allclose(channel_kernels(feats, "median", normalise=True), kbar)
 
 
 def test_median_heuristic():
@@ -72,9 +72,9 @@ def test_median_heuristic():
 @pytest.mark.parametrize("kind", ["class", "output", "class-output"])
 def test_gram_trick_equals_brute_force(kind):
     feats, labels, outputs = _data()
-    gram = hsic_gram(feats, labels, 3, target=kind, outputs=outputs)
+    gram = hsic_gram(feats, labels, 3, response=kind, outputs=outputs)
     m = channel_kernels(feats).reshape(6, -1)
-    t = _explicit_targets(kind, labels, output_target_kernel(outputs))
+    t = _explicit_targets(kind, labels, output_kernel(outputs))
     assert torch.allclose(gram.G, m @ m.T, atol=1e-10)
     assert torch.allclose(gram.R, m @ t.T, atol=1e-10)
     assert torch.allclose(torch.linalg.matrix_norm(t.reshape(-1, 30, 30)), torch.ones(t.shape[0], dtype=torch.float64))
@@ -90,9 +90,9 @@ def test_gram_float32_storage_is_close():
 
 def test_block_hsic_sums_blocks():
     feats, labels, outputs = _data(n=40)
-    full = hsic_gram(feats, labels, 3, target="class", block=40)
-    blocked = hsic_gram(feats, labels, 3, target="class", block=10, permutations=2, seed=1)
-    assert torch.allclose(full.G, hsic_gram(feats, labels, 3, target="class").G)
+    full = hsic_gram(feats, labels, 3, response="class", block=40)
+    blocked = hsic_gram(feats, labels, 3, response="class", block=10, permutations=2, seed=1)
+    assert torch.allclose(full.G, hsic_gram(feats, labels, 3, response="class").G)
     assert blocked.G.shape == (6, 6) and blocked.R.shape == (6, 3)
     assert torch.isfinite(blocked.G).all() and torch.isfinite(blocked.R).all()
     assert torch.linalg.eigvalsh(blocked.G).min() > -1e-8
@@ -104,7 +104,7 @@ def test_dead_channels_score_zero_without_nan(kind):
     feats[:, 2] = 0.0  # dead ReLU
     feats[:, 4] = 3.5  # constant
     feats[:25, 5] = 0.0  # mostly dead: the median distance is 0
-    gram = hsic_gram(feats, labels, 3, target=kind, outputs=outputs)
+    gram = hsic_gram(feats, labels, 3, response=kind, outputs=outputs, kernel="median", normalise=True)
     assert torch.isfinite(gram.G).all() and torch.isfinite(gram.R).all()
     for c in (2, 4):
         assert gram.G[c].abs().max() == 0 and gram.R[c].abs().max() == 0
@@ -114,9 +114,9 @@ def test_dead_channels_score_zero_without_nan(kind):
 def test_unknown_target_is_a_clear_error():
     feats, labels, _ = _data()
     with pytest.raises(LassopruneError, match="class-output"):
-        hsic_gram(feats, labels, 3, target="klass")
+        hsic_gram(feats, labels, 3, response="klass")
     with pytest.raises(LassopruneError, match="outputs"):
-        hsic_gram(feats, labels, 3, target=TargetKind.OUTPUT)
+        hsic_gram(feats, labels, 3, response=ResponseKind.OUTPUT)
 
 
 def test_planted_class_channels_rank_first():
@@ -127,7 +127,7 @@ def test_planted_class_channels_rank_first():
     informative = [3, 7, 10]
     for j, ch in enumerate(informative):  # each carries one class
         feats[:, ch] += 4.0 * (labels == j).float().view(-1, 1)
-    gram = hsic_gram(feats, labels, k, target="class")
+    gram = hsic_gram(feats, labels, k, response="class")
     relevance = gram.R.max(1).values
     assert set(relevance.topk(3).indices.tolist()) == set(informative)
     assert all(int(gram.R[ch].argmax()) == j for j, ch in enumerate(informative))
@@ -175,8 +175,8 @@ def test_missing_class_is_named():
 @pytest.mark.parametrize("kind", ["class", "class-output"])
 def test_large_n_float32_path_matches_float64(kind):
     feats, labels, outputs = _data(n=260, c=3, k=4)
-    auto = hsic_gram(feats, labels, 4, target=kind, outputs=outputs)  # N >= 256: float32 kernels
-    exact = hsic_gram(feats, labels, 4, target=kind, outputs=outputs, dtype=torch.float64)
+    auto = hsic_gram(feats, labels, 4, response=kind, outputs=outputs)  # N >= 256: float32 kernels
+    exact = hsic_gram(feats, labels, 4, response=kind, outputs=outputs, dtype=torch.float64)
     assert auto.G.dtype == torch.float64
     assert torch.allclose(auto.G, exact.G, atol=1e-5) and torch.allclose(auto.R, exact.R, atol=1e-5)
 
@@ -201,9 +201,9 @@ def test_a_weak_channel_has_a_weak_unnormalised_kernel():
     feats, labels, _ = _data()
     feats[:, 1] *= 1e-2
     for kernel in ("gaussian", "laplace"):
-        g = hsic_gram(feats, labels, 3, target="class", kernel=kernel, normalise=False).G
+        g = hsic_gram(feats, labels, 3, response="class", kernel=kernel, normalise=False).G
         assert g[1, 1] < 1e-2 * g[0, 0]
-    g = hsic_gram(feats, labels, 3, target="class", kernel="median").G
+    g = hsic_gram(feats, labels, 3, response="class", kernel="median", normalise=True).G
     assert g[1, 1] == pytest.approx(g[0, 0]) == pytest.approx(1.0)
 
 
@@ -211,9 +211,9 @@ def test_a_weak_channel_has_a_weak_unnormalised_kernel():
 @pytest.mark.parametrize("kind", ["class", "output", "class-output"])
 def test_unnormalised_gram_trick_equals_brute_force(kernel, kind):
     feats, labels, outputs = _data()
-    gram = hsic_gram(feats, labels, 3, target=kind, outputs=outputs, kernel=kernel, normalise=False)
+    gram = hsic_gram(feats, labels, 3, response=kind, outputs=outputs, kernel=kernel, normalise=False)
     m = channel_kernels(feats, kernel, normalise=False).reshape(6, -1)
-    t = _explicit_targets(kind, labels, output_target_kernel(outputs, kernel))
+    t = _explicit_targets(kind, labels, output_kernel(outputs, kernel))
     assert torch.allclose(m.reshape(6, 30, 30).sum(-1), torch.zeros(6, 30, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(gram.G, m @ m.T, atol=1e-10)
     assert torch.allclose(gram.R, m @ t.T, atol=1e-10)

@@ -27,7 +27,7 @@ from lassoprune.io.model_file import METADATA_KEY, layer_widths
 ZOO = ("resnet56", "vgg16", "mobilenetv2", "densenet40", "googlenet")
 SIZE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "num_groups", "num_channels",
               "normalized_shape", "in_features", "out_features")  # fmt: skip
-HERE = Path(__file__).resolve().parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder above the `tests` package
 
 
 class SmallNet(nn.Module):
@@ -130,9 +130,10 @@ def round_trips(tmp_path_factory) -> dict[str, dict[str, Any]]:
             "logits_out": str(root / f"{name}.logits"), "describe_out": str(root / f"{name}.json"),
         })  # fmt: skip
     (root / "manifest.json").write_text(json.dumps(manifest))
-    code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import test_pruned_files as t; t.child_main(sys.argv[1])"
-    proc = subprocess.run([sys.executable, "-c", code, str(root / "manifest.json")], capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    # The child runs this module by its package path from the repository root (`-m` puts the working folder on
+    # sys.path), so it loads the files with the same SmallNet and describe() as this side.
+    command = [sys.executable, "-m", "tests.io.test_pruned_files", str(root / "manifest.json")]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     for name, item in expected.items():
         item["loaded_logits"] = load_file(str(root / f"{name}.logits"))["logits"]
@@ -264,3 +265,7 @@ def test_record_without_spec_entry_is_a_clear_error(pruned_resnet20_file):
     _rewrite_document(pruned_resnet20_file, lambda d: d.pop("spec"))
     with pytest.raises(CheckpointError, match="no 'spec'"):
         lp.load(pruned_resnet20_file)
+
+
+if __name__ == "__main__":  # the child process of round_trips
+    child_main(sys.argv[1])

@@ -1,4 +1,4 @@
-"""The per-class Gram datafit (METHODS.md 1.3 b, c): agreement with cvxpy for every structure, identities."""
+"""The per-class Gram datafit (docs/METHODS.md 1.3 b, c): agreement with cvxpy for every structure, identities."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Class graph and class tree: validation and the builders of METHODS.md 1.3."""
+"""Class graph and class tree: validation and the builders of docs/METHODS.md 1.3."""
 
 from __future__ import annotations
 

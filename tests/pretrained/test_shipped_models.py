@@ -1,7 +1,6 @@
 """The model files shipped with the package: present, small, loadable, and actually trained."""
 
 import pytest
-import torch
 
 import lassoprune as lp
 from lassoprune.data import BatchLoader, load_dataset, stratified_subset

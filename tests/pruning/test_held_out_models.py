@@ -20,7 +20,7 @@ from torch import nn
 import lassoprune as lp
 from lassoprune.errors import LassopruneError
 from lassoprune.pruning import METHODS, analyse_groups, mask_channels
-from pruning_helpers import randomise_batchnorm
+from tests.pruning.pruning_helpers import randomise_batchnorm
 
 NUM_CLASSES = 10
 SIDE = 16

@@ -10,13 +10,10 @@ message lists the groups and channels that moved (:mod:`keep_sets`).
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import keep_sets  # noqa: E402
+from tests.pruning import keep_sets
 
 REFERENCE = json.loads(keep_sets.REFERENCE.read_text())
 CASES = [

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_helpers import model_with_random_bn
+from tests.pruning.pruning_helpers import model_with_random_bn
 from lassoprune.errors import LassopruneError
 from lassoprune.hsic import hsic_gram
 from lassoprune.lasso import StructuredLasso, lambda_max
@@ -15,8 +15,9 @@ from lassoprune.pruning import list_methods, mask_channels, prune
 from lassoprune.pruning.methods.hsic_lasso import LASSO_METHODS
 
 METHODS = ("sglp-ib", "stlp-ib", "hsic-ib", "class-lasso")
-#: The lasso methods' first defaults (median kernels, normalised, B >= 0, residual stream cut), still reachable.
-FIRST_SPEC = {"kernel": "median", "normalise": True, "nonneg": True, "prune_residual": True}
+#: The lasso methods' first spec (median kernels, normalised, B >= 0), still reachable as experimental settings.
+FIRST_KERNELS = {"kernel": "median", "normalise": True, "nonneg": True}
+FIRST_SPEC = {"experimental": FIRST_KERNELS, "prune_residual": True}
 
 
 def _model(name: str = "resnet20") -> nn.Module:
@@ -63,27 +64,30 @@ def test_target_met_and_pruned_equals_masked(resnet20_results, method):
 def test_details_and_scores(resnet20_results, method):
     _, results = resnet20_results
     result = results[method]
-    details = result.details
-    assert details["method"] == method
-    assert 0 < details["rho"] <= 1
-    assert set(details["seconds"]) == {"features", "kernels", "gram", "solver", "bisection"}
-    assert set(details["groups"]) == {g.id for g in result.groups}
+    diagnostics = result.diagnostics
+    assert diagnostics.search.parameter == "rho" and 0 < diagnostics.search.value <= 1
+    assert set(diagnostics.seconds) == {"features", "kernels", "gram", "search"}
+    assert set(diagnostics.groups) == {g.id for g in result.groups}
+    summary = result.to_dict()
     for g in result.groups:
-        info = details["groups"][g.id]
-        assert info["kept"] == len(result.keep[g.id]) and info["total"] == g.num_channels
+        info = diagnostics.groups[g.id].values
+        assert info["kept"] == len(result.keep[g.id]) and 0 <= info["support"] <= g.num_channels
         assert info["lambda_max"] >= 0
+        assert summary["groups"][g.id]["lambda_max"] == info["lambda_max"]  # the typed record reaches to_dict
         score = result.scores[g.id]
         assert score.shape == (g.num_channels,) and torch.isfinite(score).all() and (score >= 0).all()
-    kind = {"sglp-ib": "graph", "stlp-ib": "tree"}.get(method, "none")
-    assert details["structure"]["kind"] == kind
+    kind = {"sglp-ib": "graph", "stlp-ib": "tree"}.get(method)
+    structure = summary["diagnostics"]["structure"]
+    assert (structure or {}).get("kind") == kind
     if kind == "graph":
-        assert all(len(edge) == 3 for edge in details["structure"]["edges"])
-        assert {c for e in details["structure"]["edges"] for c in e[:2]} == set(range(10))  # every class has an edge
+        assert all(len(edge) == 3 for edge in structure["edges"])
+        assert {c for e in structure["edges"] for c in e[:2]} == set(range(10))  # every class has an edge
     if kind == "tree":
-        assert sorted(details["structure"]["groups"][-1][0]) == list(range(10))  # the root holds every class
-    assert details["target_kind"] == "output"  # hsic-ib's one target; the cross fit regresses on the output kernel
-    assert details["class_fit"] == (None if method == "hsic-ib" else "cross")
-    assert (details["kernel"], details["normalise"], details["nonneg"]) == ("laplace", False, False)  # APIB's
+        assert sorted(structure["groups"][-1][0]) == list(range(10))  # the root holds every class
+    settings = diagnostics.settings
+    assert settings["response"] == "output"  # hsic-ib's one response; the cross fit regresses on the output kernel
+    assert settings["class_fit"] == (None if method == "hsic-ib" else "cross")
+    assert settings["experimental"] == {}  # the defaults: APIB's Laplace kernel, unnormalised, signed
     assert result.prune_residual is False
     for g in result.groups:  # the residual stream is kept whole by default
         if g.is_eltwise:
@@ -93,20 +97,22 @@ def test_details_and_scores(resnet20_results, method):
 def test_params_target_floors_and_class_target():
     model = _model("vgg11")
     result = prune(model, torch.randn(1, 3, 32, 32), method="class-lasso", target_params=0.5, data=_calibration(),
-                   min_channels=4, target_kind="class", pool=2)
+                   min_channels=4, class_fit="label", pool=2)
     assert abs(result.params_after / result.params_before - 0.5) <= 0.01
     assert min(kept for kept, _ in result.widths.values()) >= 4
-    assert result.details["target_kind"] == "class" and result.details["pool"] == 2
+    assert result.diagnostics.settings["response"] == "class" and result.diagnostics.settings["pool"] == 2
 
 
 def test_option_errors_are_clear():
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
-    with pytest.raises(LassopruneError, match="lambda2"):
+    with pytest.raises(LassopruneError, match="lambda2_ratio"):
         prune(model, x, method="sglp-ib", target_macs=0.5, data=data, lamda2=0.1)
-    with pytest.raises(LassopruneError, match="class-output"):
-        prune(model, x, method="sglp-ib", target_macs=0.5, data=data, target_kind="labels")
-    with pytest.raises(LassopruneError, match="hsic-ib"):
-        prune(model, x, method="stlp-ib", target_macs=0.5, data=data, target_kind="output")
+    with pytest.raises(LassopruneError, match="cross"):
+        prune(model, x, method="sglp-ib", target_macs=0.5, data=data, class_fit="labels")
+    with pytest.raises(LassopruneError, match="edge_threshold"):  # an option of sglp-ib only
+        prune(model, x, method="stlp-ib", target_macs=0.5, data=data, edge_threshold=0.5)
+    with pytest.raises(LassopruneError, match="kernel"):  # unknown experimental settings list the valid ones
+        prune(model, x, method="hsic-ib", target_macs=0.5, data=data, experimental={"kernl": "median"})
     with pytest.raises(LassopruneError, match="data"):
         prune(model, x, method="hsic-ib", target_macs=0.5)
 
@@ -130,9 +136,9 @@ def test_planted_channels_are_selected_by_the_lasso():
     informative = [2, 6, 9]
     for j, ch in enumerate(informative):
         feats[:, ch] += 3.0 * onehot[:, j : j + 1]
-    gram = hsic_gram(feats, labels, k, target="class")
+    gram = hsic_gram(feats, labels, k, response="class", kernel="median", normalise=True)
     G, R = gram.G.numpy(), gram.R.numpy()
-    lasso = StructuredLasso(None, lambda1=0.3 * lambda_max(G, R), tol=1e-8).fit_gram(G, R)
+    lasso = StructuredLasso(None, lambda1=0.3 * lambda_max(G, R, nonneg=True), nonneg=True, tol=1e-8).fit_gram(G, R)
     support = np.flatnonzero(np.linalg.norm(lasso.coef_, axis=1) > 0)
     assert set(support.tolist()) == set(informative)
     assert [int(np.argmax(lasso.coef_[c])) for c in informative] == [0, 1, 2]
@@ -151,7 +157,7 @@ def test_fix_up_paths_meet_the_target(method, ratio, options, adjustment):
     first_fit = {} if method == "hsic-ib" else {"class_fit": "block"}
     result = prune(model, torch.randn(1, 3, 32, 32), method=method, target_macs=ratio, data=_calibration(),
                    **FIRST_SPEC, **first_fit, **options)
-    assert result.details["adjustment"] == adjustment
+    assert result.diagnostics.search.adjustment == adjustment
     assert abs(result.macs_after / result.macs_before - ratio) <= 0.01
     for g in result.groups:  # adjusted sets stay valid channel numbers
         kept = result.keep[g.id]
@@ -163,16 +169,17 @@ def test_ridge_lets_the_lasso_reach_a_mild_target_on_its_own():
     model = _model()
     plain = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.8, data=_calibration(),
                   **FIRST_SPEC)
-    ridged = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.8, data=_calibration(), ridge=1.0,
-                   **FIRST_SPEC)
-    assert plain.details["adjustment"] == "add"
-    assert ridged.details["adjustment"] in ("none", "drop") and ridged.details["ridge"] == 1.0
+    ridged = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.8, data=_calibration(),
+                   **{**FIRST_SPEC, "experimental": {**FIRST_KERNELS, "ridge": 1.0}})
+    assert plain.diagnostics.search.adjustment == "add"
+    assert ridged.diagnostics.search.adjustment in ("none", "drop")
+    assert ridged.diagnostics.settings["experimental"]["ridge"] == 1.0
     assert abs(ridged.macs_after / ridged.macs_before - 0.8) <= 0.01
 
 
 def test_magnitude_weighting_equals_a_weighted_l1_and_drops_weak_channels():
     """B = D B' on (D G D, D R) solves the lasso with penalty lambda1 sum_c |B_c| / d_c."""
-    from lassoprune.pruning.methods.hsic_lasso import _magnitude_weighted
+    from lassoprune.hsic.problem import _magnitude_weighted
 
     gen = torch.Generator().manual_seed(3)
     n, k = 60, 3
@@ -180,18 +187,18 @@ def test_magnitude_weighting_equals_a_weighted_l1_and_drops_weak_channels():
     feats = torch.randn(n, 6, 4, generator=gen) * 0.5
     feats[:, :3] += 3.0 * torch.nn.functional.one_hot(labels, k).float()[:, :, None]
     feats[:, 1] *= 1e-3  # class information, but a tiny activation
-    gram = hsic_gram(feats, labels, k, target="class")
+    gram = hsic_gram(feats, labels, k, response="class", kernel="median", normalise=True)
     G, R = gram.G.numpy(), gram.R.numpy()
     Gw, Rw = _magnitude_weighted(G, R, feats)
     d = np.sqrt(np.diag(Gw) / np.diag(G))
-    lam = 0.2 * lambda_max(Gw, Rw)
-    weighted = StructuredLasso(None, lambda1=lam, tol=1e-10, max_iter=50000).fit_gram(Gw, Rw)
+    lam = 0.2 * lambda_max(Gw, Rw, nonneg=True)
+    weighted = StructuredLasso(None, lambda1=lam, nonneg=True, tol=1e-10, max_iter=50000).fit_gram(Gw, Rw)
     B = d[:, None] * weighted.coef_
     # KKT of min 1/2 tr(B^T G B) - tr(B^T R) + lam sum_c |B_c| / d_c over B >= 0
     grad = G @ B - R + lam / d[:, None]
     assert np.all(grad >= -1e-6) and np.all(np.abs(grad[B > 1e-9]) <= 1e-6)
     # scale-blind kernels keep the tiny channel; the weighted lasso drops it first
-    plain = StructuredLasso(None, lambda1=0.5 * lambda_max(G, R), tol=1e-10).fit_gram(G, R)
+    plain = StructuredLasso(None, lambda1=0.5 * lambda_max(G, R, nonneg=True), nonneg=True, tol=1e-10).fit_gram(G, R)
     assert np.linalg.norm(plain.coef_[1]) > 0
     assert np.linalg.norm(weighted.coef_[1]) == 0 and all(np.linalg.norm(weighted.coef_[c]) > 0 for c in (0, 2))
 
@@ -201,7 +208,7 @@ def test_round_to_gives_multiples_and_still_meets_the_target(method):
     model = _model()
     result = prune(model, torch.randn(1, 3, 32, 32), method=method, target_macs=0.5, data=_calibration(), round_to=8)
     assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
-    assert result.details["adjustment"].endswith("+round_to_8")
+    assert result.diagnostics.search.adjustment.endswith("+round_to_8")
     for g in result.groups:
         kept = len(result.keep[g.id])
         assert kept % 8 == 0 or kept == g.num_channels, (g.id, kept)
@@ -216,12 +223,12 @@ def test_round_to_gives_multiples_and_still_meets_the_target(method):
 def test_edge_threshold_sets_the_class_graph_and_an_empty_graph_is_class_lasso():
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
     complete = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=0.0)
-    assert len(complete.details["structure"]["edges"]) == 10 * 9 // 2
+    assert len(complete.diagnostics.structure.edges) == 10 * 9 // 2
     empty = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.0, target_tolerance=0.005)
     plain = prune(model, x, method="class-lasso", target_macs=0.3, data=data, target_tolerance=0.005)
-    weights = [abs(w) for _, _, w in complete.details["structure"]["edges"]]
+    weights = [abs(w) for _, _, w in complete.diagnostics.structure.edges]
     assert max(weights) < 1.0  # no pair of class means is perfectly correlated: edge_threshold = 1 leaves no edge
-    assert empty.details["structure"]["edges"] == []
+    assert empty.diagnostics.structure.edges == ()
     assert empty.keep == plain.keep
     with pytest.raises(LassopruneError, match="edge_threshold"):
         prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.5)
@@ -230,21 +237,24 @@ def test_edge_threshold_sets_the_class_graph_and_an_empty_graph_is_class_lasso()
 @pytest.mark.parametrize("method", ["sglp-ib", "stlp-ib"])
 def test_structure_from_each_layer_meets_the_target_and_reports_its_source(method):
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
-    per_layer = prune(model, x, method=method, target_macs=0.5, data=data, structure_from="layer")
+    per_layer = prune(model, x, method=method, target_macs=0.5, data=data, experimental={"structure_from": "layer"})
     assert abs(per_layer.macs_after / per_layer.macs_before - 0.5) <= 0.01
-    assert per_layer.details["structure"] == {"kind": per_layer.details["structure"]["kind"], "from": "layer"}
+    assert per_layer.to_dict()["diagnostics"]["structure"] == {"kind": per_layer.diagnostics.structure.kind,
+                                                               "from": "layer"}
     with pytest.raises(LassopruneError, match="structure_from"):
-        prune(model, x, method=method, target_macs=0.5, data=data, structure_from="penultimate")
+        prune(model, x, method=method, target_macs=0.5, data=data, experimental={"structure_from": "penultimate"})
+    with pytest.raises(LassopruneError, match="structure_from"):  # no structure: the setting would be ignored
+        prune(model, x, method="class-lasso", target_macs=0.5, data=data, experimental={"structure_from": "layer"})
 
 
 @pytest.mark.parametrize("method", ["sglp-ib", "class-lasso"])
 def test_confusable_class_weights_meet_the_target_and_are_reported(method):
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
-    weighted = prune(model, x, method=method, target_macs=0.5, data=data, class_weight="confusable")
+    weighted = prune(model, x, method=method, target_macs=0.5, data=data, experimental={"class_weight": "confusable"})
     assert abs(weighted.macs_after / weighted.macs_before - 0.5) <= 0.01
-    w = np.asarray(weighted.details["class_weights"])
+    w = np.asarray(weighted.diagnostics.settings["class_weights"])
     assert w.shape == (10,) and w.mean() == pytest.approx(1.0) and w.std() > 0
-    assert prune(model, x, method=method, target_macs=0.5, data=data).details["class_weights"] is None
+    assert prune(model, x, method=method, target_macs=0.5, data=data).diagnostics.settings["class_weights"] is None
 
 
 def test_class_weights_scale_each_class_term_and_a_common_scale_changes_nothing():
@@ -252,17 +262,18 @@ def test_class_weights_scale_each_class_term_and_a_common_scale_changes_nothing(
     common factor scales the whole objective and leaves every solution unchanged."""
     from lassoprune.channels import analyse_groups
     from lassoprune.hsic import collect_features
-    from lassoprune.pruning.methods.hsic_lasso import LassoOptions, _problems
+    from lassoprune.hsic.problem import ProblemSettings, build_problems
 
     model, data = _model(), _calibration()
     analysis = analyse_groups(model, torch.randn(1, 3, 32, 32))
     groups = analysis.groups[:3]
-    opts = LassoOptions(); opts.validate("class-lasso")
-    features = collect_features(model, groups, data, pool=opts.pool, outputs=True)
-    plain, _, _ = _problems(groups, features, opts, dict.fromkeys(g.id for g in groups), seed=0)
+    settings = ProblemSettings()  # the cross fit of class-lasso
+    features = collect_features(model, groups, data, pool=4, outputs=True)
+    none = dict.fromkeys(g.id for g in groups)
+    plain, _, _ = build_problems(groups, features, settings, none, seed=0)
     w = np.linspace(0.5, 1.5, 10)
-    weighted, _, _ = _problems(groups, features, opts, dict.fromkeys(g.id for g in groups), 0, w)
-    scaled, _, _ = _problems(groups, features, opts, dict.fromkeys(g.id for g in groups), 0, np.full(10, 3.0))
+    weighted, _, _ = build_problems(groups, features, settings, none, 0, w)
+    scaled, _, _ = build_problems(groups, features, settings, none, 0, np.full(10, 3.0))
     for a, b, c in zip(plain, weighted, scaled):
         assert np.allclose(b.R, a.R * w[None, :])
         B = np.random.default_rng(0).normal(size=a.R.shape)
@@ -276,29 +287,30 @@ def test_class_weights_need_a_per_class_fit():
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
     for method, options in (("hsic-ib", {}), ("sglp-ib", {"class_fit": "block"})):
         with pytest.raises(LassopruneError, match="class_weight"):
-            prune(model, x, method=method, target_macs=0.5, data=data, class_weight="confusable", **options)
+            prune(model, x, method=method, target_macs=0.5, data=data, experimental={"class_weight": "confusable"},
+                  **options)
     with pytest.raises(LassopruneError, match="class_weight"):
-        prune(model, x, method="sglp-ib", target_macs=0.5, data=data, class_weight="inverse")
+        prune(model, x, method="sglp-ib", target_macs=0.5, data=data, experimental={"class_weight": "inverse"})
 
 
 def test_per_layer_graphs_without_edges_are_class_lasso():
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
     empty = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.0,
-                  structure_from="layer", target_tolerance=0.005)
+                  experimental={"structure_from": "layer"}, target_tolerance=0.005)
     plain = prune(model, x, method="class-lasso", target_macs=0.3, data=data, target_tolerance=0.005)
     assert empty.keep == plain.keep
 
 
 def test_layer_class_means_are_the_means_of_each_class_features():
     from lassoprune.hsic import CalibrationFeatures
-    from lassoprune.pruning.methods.hsic_lasso import _layer_class_means
+    from lassoprune.hsic.problem import layer_class_means
 
     feats = torch.randn(6, 2, 3)  # (N, C, D)
     labels = torch.tensor([0, 1, 0, 2, 1, 2])
     features = CalibrationFeatures(inputs={"g": feats}, outputs={}, labels=labels, class_means=torch.zeros(3, 1),
                                    num_classes=3, classifier=None, seconds=0.0)
     group = type("G", (), {"id": "g"})()
-    means = _layer_class_means(features, group)
+    means = layer_class_means(features, group)
     assert means.shape == (3, 6)
     assert np.allclose(means[1], feats[[1, 4]].double().mean(0).flatten().numpy())
 
@@ -312,9 +324,11 @@ def test_layer_class_means_are_the_means_of_each_class_features():
 ])
 def test_apib_settings_meet_the_target_and_are_reported(options):
     model, data = _model(), _calibration()
-    result = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.5, data=data, **options)
+    result = prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.5, data=data,
+                   experimental=options)
     assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
-    assert {k: result.details[k] for k in options} == options
+    changed = {k: v for k, v in options.items() if k == "kernel" and v != "laplace" or k == "strength"}
+    assert result.diagnostics.settings["experimental"] == changed  # what differs from the defaults is recorded
 
 
 def test_global_strength_is_one_lambda_for_every_group():
@@ -322,10 +336,11 @@ def test_global_strength_is_one_lambda_for_every_group():
     lambda_max(g) <= lambda1; relative strength (rho * lambda_max(g), rho < 1) leaves every group a support."""
     model, data = _model(), _calibration()
     example = torch.randn(1, 3, 32, 32)
-    options = {"kernel": "gaussian", "normalise": False, "nonneg": False, "target_macs": 0.4, "data": data}
     for strength in ("global", "relative"):
-        result = prune(model, example, method="hsic-ib", strength=strength, **options)
-        rho, groups = result.details["rho"], result.details["groups"].values()
+        result = prune(model, example, method="hsic-ib", target_macs=0.4, data=data,
+                       experimental={"kernel": "gaussian", "strength": strength})
+        rho = result.diagnostics.search.value
+        groups = [g.values for g in result.diagnostics.groups.values()]
         assert rho < 1
         lam = rho * (max(g["lambda_max"] for g in groups) if strength == "global" else 1.0)
         for g in groups:
@@ -336,12 +351,14 @@ def test_global_strength_is_one_lambda_for_every_group():
 def test_kernel_and_strength_errors_list_the_choices():
     model, data = _model(), _calibration()
     with pytest.raises(LassopruneError, match="laplace"):
-        prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.5, data=data, kernel="rbf")
+        prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.5, data=data,
+              experimental={"kernel": "rbf"})
     with pytest.raises(LassopruneError, match="relative"):
-        prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.5, data=data, strength="local")
+        prune(model, torch.randn(1, 3, 32, 32), method="hsic-ib", target_macs=0.5, data=data,
+              experimental={"strength": "local"})
 
 
-# --------------------------------------------------------------------------- class fits (METHODS.md 1.3)
+# --------------------------------------------------------------------------- class fits (docs/METHODS.md 1.3)
 
 
 @pytest.fixture(scope="module")
@@ -361,8 +378,8 @@ def test_every_class_fit_meets_the_target_with_the_lasso_deciding(class_fit_resu
     for method in ("sglp-ib", "stlp-ib", "class-lasso"):
         result = results[method, fit]
         assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
-        assert result.details["class_fit"] == fit
-        assert result.details["adjustment"] in ("none", "drop"), (method, fit)  # never the relevance fall-back
+        assert result.diagnostics.settings["class_fit"] == fit
+        assert result.diagnostics.search.adjustment in ("none", "drop"), (method, fit)  # never the relevance fall-back
 
 
 def test_structures_and_fits_give_different_keep_sets(class_fit_results):
@@ -374,14 +391,9 @@ def test_structures_and_fits_give_different_keep_sets(class_fit_results):
                 ("block", "conditional", "cross", "label")}) == 4
 
 
-def test_target_kind_is_the_older_name_of_the_one_gram_fits():
+def test_class_fit_errors_name_the_methods_that_have_one():
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
-    by_fit = prune(model, x, method="class-lasso", target_macs=0.5, data=data, class_fit="label", pool=2)
-    by_target = prune(model, x, method="class-lasso", target_macs=0.5, data=data, target_kind="class", pool=2)
-    assert by_fit.keep == by_target.keep and by_target.details["class_fit"] == "label"
-    with pytest.raises(LassopruneError, match="disagree"):
-        prune(model, x, method="class-lasso", target_macs=0.5, data=data, class_fit="cross", target_kind="class")
-    with pytest.raises(LassopruneError, match="class_fit is an option"):
+    with pytest.raises(LassopruneError, match="class_fit"):  # hsic-ib has one output response: no class fit
         prune(model, x, method="hsic-ib", target_macs=0.5, data=data, class_fit="cross")
     with pytest.raises(LassopruneError, match="conditional"):
         prune(model, x, method="sglp-ib", target_macs=0.5, data=data, class_fit="pairs")

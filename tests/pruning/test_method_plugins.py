@@ -19,7 +19,15 @@ from lassoprune.cli import main
 from lassoprune.errors import LassopruneError, UnknownNameError
 from lassoprune.pipeline.config import parse_config
 from lassoprune.pruning.criteria import CriterionSpec
-from lassoprune.pruning import METHODS, MethodContext, MethodOptions, MethodSpec, Selection, register_method
+from lassoprune.pruning import (
+    METHODS,
+    Diagnostics,
+    MethodContext,
+    MethodOptions,
+    MethodSpec,
+    Selection,
+    register_method,
+)
 from lassoprune.pruning.methods import METHOD_MODULES
 
 TOY = "keep-last"
@@ -41,7 +49,7 @@ def keep_last(ctx: MethodContext) -> Selection:
     opts: KeepLastOptions = ctx.options
     scores = {g.id: opts.weight * torch.arange(1, g.num_channels + 1, dtype=torch.float64)
               for g in ctx.analysis.groups}
-    return Selection(keep={}, scores=scores, details={"weight": opts.weight})
+    return Selection(keep={}, scores=scores, diagnostics=Diagnostics(settings={"weight": opts.weight}))
 
 
 @pytest.fixture
@@ -59,7 +67,7 @@ def _net() -> torch.nn.Module:
 def test_toy_method_runs_through_prune(toy_method) -> None:
     result = lp.prune(_net(), torch.zeros(1, 3, 32, 32), method=TOY, target_macs=0.5, weight=2.0)
     assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
-    assert result.details == {"weight": 2.0} and result.method == TOY
+    assert result.diagnostics.settings == {"weight": 2.0} and result.method == TOY
     for group in result.groups:  # the kept channels are a suffix of every group
         kept = result.keep[group.id]
         assert kept == tuple(range(group.num_channels - len(kept), group.num_channels))
@@ -89,7 +97,7 @@ def test_toy_method_on_the_command_line(toy_method, tmp_path, capsys) -> None:
     code = main(["--quiet", "prune", "--model", "resnet20", "--num-classes", "10", "--method", TOY,
                  "--target-macs", "0.5", "--weight", "2", "--out", str(out), "--json"])
     report = json.loads(capsys.readouterr().out)
-    assert code == 0 and report["method"] == TOY and report["details"] == {"weight": 2}
+    assert code == 0 and report["method"] == TOY and report["diagnostics"]["settings"] == {"weight": 2}
     assert abs(report["macs_ratio"] - 0.5) <= 0.01 and out.is_file()
     assert main(["prune", "--list-methods"]) == 0
     assert TOY in capsys.readouterr().out

@@ -18,7 +18,7 @@ from torch import nn
 import lassoprune as lp
 from lassoprune.errors import LassopruneError
 from lassoprune.pruning import PruneSettings, mask_channels, prune_with
-from pruning_helpers import model_with_random_bn
+from tests.pruning.pruning_helpers import model_with_random_bn
 
 ROOT = Path(__file__).resolve().parents[2]
 #: function name -> the files allowed to call it (outside the module that defines it)

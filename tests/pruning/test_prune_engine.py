@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 import lassoprune as lp
-from pruning_helpers import model_with_random_bn
 from lassoprune.errors import LassopruneError
 from lassoprune.models import list_models, model_entry
 from lassoprune.pruning import CostModel, analyse_groups, list_criteria, mask_channels, prune
+from tests.pruning.pruning_helpers import model_with_random_bn
 
 CRITERIA = ("l1", "l2", "bn-scale", "taylor", "random")
 

@@ -40,7 +40,8 @@ def test_steered_training_then_the_vote_lands_on_the_target(kind: str) -> None:
     after, before = (result.macs_after, result.macs_before) if kind == "macs" else (result.params_after,
                                                                                   result.params_before)
     assert abs(after / before - 0.5) <= 0.01
-    eltwise = result.details["eltwise"]
+    eltwise = result.diagnostics.extra["eltwise"]
+    assert result.residual_channels == {"total": eltwise["channels"], "removed": eltwise["removed"]}
     assert eltwise["channels"] > 0 and 0 <= eltwise["removed"] <= eltwise["channels"]
 
 

@@ -61,14 +61,15 @@ def _model() -> nn.Module:
 def test_intersection_and_union_reported_and_removed():
     model = _model()
     result = lp.prune(model, EXAMPLE, method="dwgl-vote", threshold=0.01)
-    stage1 = result.details["per_group"]["conv1"]
+    stage1 = result.diagnostics.groups["conv1"].values
     assert stage1["votes"] == {"conv1": 5, "layer1.0.conv2": 5, "layer1.1.conv2": 4, "layer1.2.conv2": 4}
     assert (stage1["intersection"], stage1["union"], stage1["removed"]) == (4, 6, 4)
-    assert result.details["voted"]["conv1"]["conv1"] == [3, 12, 13, 14, 15]
+    assert result.diagnostics.extra["voted"]["conv1"]["conv1"] == [3, 12, 13, 14, 15]
     assert result.keep["conv1"] == tuple(range(12))
     assert result.keep["layer2.1.conv1"] == tuple(range(1, 32, 2))
-    assert result.target is None and result.details["tau"] == 0.01
-    summary = result.details["eltwise"]
+    assert result.target is None and result.diagnostics.search.value == 0.01
+    assert not result.diagnostics.search.searched
+    summary = result.diagnostics.extra["eltwise"]
     assert (summary["channels"], summary["intersection"], summary["union"]) == (16 + 32 + 64, 4, 6)
     report = result.to_dict()
     assert report["target"] is None
@@ -96,15 +97,16 @@ def test_bn_votes_read_gamma():
             dict(model.named_modules())[name].weight[:2].zero_()
     result = lp.prune(model, EXAMPLE, method="dwgl-vote", threshold=0.01, vote_on="bn")
     assert result.keep["conv1"] == tuple(range(2, 16))
-    assert result.details["vote_on"] == "bn"
+    assert result.diagnostics.settings["vote_on"] == "bn"
 
 
 def test_tau_is_searched_for_a_macs_target():
     model = lp.create_model("resnet20", num_classes=10).eval()
     result = lp.prune(model, EXAMPLE, method="dwgl-vote", target_macs=0.6)
     assert result.macs_after / result.macs_before <= 0.6
-    assert result.details["tau_searched"]
-    tau = result.details["tau"]
+    assert result.diagnostics.search.searched and result.diagnostics.search.parameter == "tau"
+    tau = result.diagnostics.search.value
+    assert any(step["value"] == tau for step in result.diagnostics.search.steps)  # the search tried it
     statistics = torch.cat(list(result.scores.values()))
     previous = statistics[statistics < tau].max().item()  # the next smaller removal set
     smaller = lp.prune(model, EXAMPLE, method="dwgl-vote", threshold=previous)

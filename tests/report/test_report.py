@@ -8,7 +8,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from scipy.cluster.hierarchy import dendrogram, is_valid_linkage, linkage
+from scipy.cluster.hierarchy import dendrogram, is_valid_linkage
 
 import lassoprune as lp
 from lassoprune.cli import main
@@ -42,7 +42,7 @@ def _metrics(top1: float, worst: float, seed: int) -> dict:
 def _summary(name: str, method: str, macs_after: int, structure: dict | None, groups: list[dict],
              pruned: bool = True) -> dict:
     return {
-        "schema": 1, "name": name, "model": "resnet20", "dataset": "fashion-mnist", "class_names": CLASS_NAMES,
+        "schema": 2, "name": name, "model": "resnet20", "dataset": "fashion-mnist", "class_names": CLASS_NAMES,
         "method": method, "sparse": {"regularizer": "dwgl", "lam": 0.5, "epochs": 2},
         "target": {"kind": "macs", "ratio": round(macs_after / 40_000_000, 2)},
         "macs_before": 40_000_000, "macs_after": macs_after, "params_before": 270_000,
@@ -52,7 +52,6 @@ def _summary(name: str, method: str, macs_after: int, structure: dict | None, gr
                     **({"pruned": _metrics(0.4567, 0.1034, 2)} if pruned else {}),
                     "final": _metrics(0.8876, 0.6543, 3)},
         "class_structure": structure,
-        "class_means_linkage": None,
         "latency": {"batch_size": 64, "threads": 1, "before_ms": 30.0, "after_ms": 16.0, "speedup": 1.875},
         "stages": {"pretrain": {"seconds": 120.5}, "prune": {"seconds": 2.25}, "finetune": {"seconds": 60.0}},
     }
@@ -161,11 +160,11 @@ def test_tree_groups_that_overlap_are_rejected():
         tree_linkage([[[0, 1, 2], 1.0], [[0, 1], 0.5], [[1, 2], 0.5]], 3)
 
 
-def test_class_means_linkage_drawn_and_kind_none_skips_the_structure_figure(tmp_path, pruned_groups):
-    with_linkage = _summary("t", "stlp-ib", 20_000_000, {"kind": "tree", "groups": TREE}, pruned_groups[0])
-    means = np.random.default_rng(0).normal(size=(6, 4))
-    with_linkage["class_means_linkage"] = linkage(means, "average").tolist()
-    files = render_report([with_linkage], tmp_path / "a")
+def test_a_schema_1_summary_is_read_and_kind_none_skips_the_structure_figure(tmp_path, pruned_groups):
+    """Schema 1 carried an always-null ``class_means_linkage``: such a summary still loads and draws its tree."""
+    old = _summary("t", "stlp-ib", 20_000_000, {"kind": "tree", "groups": TREE}, pruned_groups[0])
+    old.update(schema=1, class_means_linkage=None)
+    files = render_report([old], tmp_path / "a")
     assert files.images["class_structure"].read_bytes()[:8] == PNG_MAGIC
     plain = _summary("n", "l1", 20_000_000, {"kind": "none"}, pruned_groups[0])
     files = render_report([plain, {**plain, "name": "m", "class_structure": None}], tmp_path / "b")
@@ -192,7 +191,7 @@ def test_missing_key_is_named_with_the_file(tmp_path, real_summary, path, key):
 
 @pytest.mark.parametrize(
     "change, key",
-    [({"schema": 2}, "schema"), ({"class_names": []}, "class_names"),
+    [({"schema": 3}, "schema"), ({"class_names": []}, "class_names"),
      ({"target": {"kind": "flops", "ratio": 0.5}}, "target.kind"),
      ({"class_structure": {"kind": "graph", "edges": [[0, 9, 0.5]]}}, "class_structure.edges[0][1]")],
 )

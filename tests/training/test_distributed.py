@@ -83,9 +83,9 @@ def test_only_rank_0_writes_one_run_directory(torchrun_finetune):
 def test_metrics_cover_the_whole_test_set_and_match_stdout(torchrun_finetune):
     root, proc = torchrun_finetune
     metrics = json.loads((root / "run" / "metrics.json").read_text())
-    assert metrics["test_samples"] == 200  # synthetic test split: 10 classes x 20, not one rank's half
+    assert metrics["num_samples"] == 200  # synthetic test split: 10 classes x 20, not one rank's half
     printed = json.loads(proc.stdout)  # one JSON document: only rank 0 prints
-    assert printed["test_top1"] == metrics["test_top1"] and printed["epochs"] == 1
+    assert printed["top1"] == metrics["top1"] and printed["epochs"] == 1
 
 
 def test_finetuned_model_loads_and_differs_from_the_start(torchrun_finetune):

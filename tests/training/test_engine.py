@@ -9,6 +9,7 @@ import torch
 import lassoprune as lp
 from lassoprune.data import BatchLoader, load_dataset
 from lassoprune.errors import CheckpointError
+from lassoprune.io import load_checkpoint, save_checkpoint
 from lassoprune.training import TrainConfig, fit
 from lassoprune.training.data_setup import make_loaders
 
@@ -55,6 +56,27 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
+def test_resume_reads_an_older_runs_history_in_todays_names(tmp_path):
+    cfg = TrainConfig(epochs=2, lr=0.05, seed=7)
+    train, test = _synthetic_batches(cfg.seed)
+    with pytest.raises(_Crash):
+        fit(_fresh_model(), train, test, cfg, num_classes=4, out_dir=tmp_path, progress=False,
+            on_epoch_end=_crash_after_first_epoch)
+    state = load_checkpoint(tmp_path / "last.pt")
+    (record,) = state["history"]
+    state["history"] = [{"epoch": 1, "train_loss": record["train"]["loss"], "train_top1": record["train"]["top1"],
+                         "test_top1": record["test"]["top1"], "test_top5": record["test"]["top5"],
+                         "test_loss": record["test"]["loss"], "test_worst_class": record["test"]["worst_class"],
+                         "lr": record["lr"], "images_per_s": record["images_per_s"], "seconds": record["seconds"]}]
+    save_checkpoint(state, tmp_path / "last.pt")  # as an older version wrote it
+
+    result = fit(_fresh_model(), train, test, cfg, num_classes=4, out_dir=tmp_path, resume=True, progress=False)
+    assert result.resumed_from == 1 and result.history[0] == record
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0] == record and set(lines[1]) == set(record)
+    assert json.loads((tmp_path / "metrics.json").read_text())["history"] == lines
+
+
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
     cfg = TrainConfig(epochs=1, seed=0)
     train, test = _synthetic_batches()
@@ -79,12 +101,12 @@ def test_run_directory_holds_model_and_metrics(tmp_path):
     result = fit(model, train, test, TrainConfig(epochs=2, lr=0.05), num_classes=4, out_dir=tmp_path,
                  progress=False, class_names=["a", "b", "c", "d"], model_extra={"image_size": 16})
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["test_top1"] == result.final.top1
-    assert set(metrics["per_class_accuracy"]) == {"a", "b", "c", "d"}
-    assert sum(map(sum, metrics["confusion_matrix"])) == 32
+    assert metrics["top1"] == result.final.top1
+    assert set(metrics["per_class"]) == {"a", "b", "c", "d"}
+    assert sum(map(sum, metrics["confusion"])) == 32
     reloaded = lp.load(tmp_path / "model.pt")
     assert reloaded.lp_extra["image_size"] == 16
-    assert reloaded.lp_extra["metrics"]["test_top1"] == result.final.top1
+    assert reloaded.lp_extra["metrics"]["top1"] == result.final.top1
     # the synthetic classes are easy: two epochs must learn them
     assert result.final.top1 >= 0.9
 

@@ -45,6 +45,8 @@ from torch import Tensor, nn
 from lassoprune.channels import ChannelGroup, LayerSlice, SliceRole, slice_norms
 from lassoprune.errors import LassopruneError, UnknownNameError
 from lassoprune.pruning.method import (
+    Diagnostics,
+    GroupDiagnostics,
     MethodContext,
     MethodOptions,
     MethodSpec,
@@ -53,7 +55,7 @@ from lassoprune.pruning.method import (
     option,
     register_method,
 )
-from lassoprune.pruning.search import TARGET_TOLERANCE, Verdict, bisect, index_midpoint
+from lassoprune.pruning.search import TARGET_TOLERANCE, SearchRecord, StrengthPath, Verdict, index_midpoint
 from lassoprune.utils.enums import NamedEnum
 
 VOTE_METHOD = "dwgl-vote"
@@ -219,32 +221,35 @@ def _cost(ctx: MethodContext, keep: Mapping[str, Tensor]) -> int:
     return ctx.target.cost(ctx.cost_model, counts)
 
 
-def search_tau(ctx: MethodContext, votes: Sequence[_GroupVotes], check: bool = True) -> float:
+def search_tau(ctx: MethodContext, votes: Sequence[_GroupVotes], check: bool = True) -> SearchRecord:
     """The smallest candidate ``tau <= 1`` whose pruned cost meets ``ctx.target`` (bisection; cost falls with tau).
 
-    ``check``: refuse, with the reason, a vote whose all-zero channels alone remove more than the target.
+    The candidates are the statistics' values in (0, 1] and 1; a candidate meets the target at or
+    below it. ``check``: refuse, with the reason, a vote whose all-zero channels alone remove more
+    than the target.
+
+    Returns:
+        The :class:`SearchRecord` (``value``: tau; ``steps``: each tau tried and its cost ratio).
     """
     values = torch.cat([v.statistic for v in votes])
-    candidates = torch.unique(values[(values > 0) & (values <= 1)]).tolist()
-    candidates = sorted(set(candidates) | {1.0})
+    candidates = sorted(set(torch.unique(values[(values > 0) & (values <= 1)]).tolist()) | {1.0})
     budget = ctx.target.ratio * ctx.target.full(ctx.cost_model)
-    most = _cost(ctx, keep_all(votes, candidates[-1]))
-    if most > budget:
-        reachable = most / ctx.target.full(ctx.cost_model)
+    path: StrengthPath[int, dict[str, Tensor]] = StrengthPath(
+        lambda index: keep_all(votes, candidates[index]), lambda keep: _cost(ctx, keep),
+        lambda cost: Verdict.KEEPS_TOO_MUCH if cost > budget else Verdict.KEEPS_TOO_LITTLE,
+        ctx.target.full(ctx.cost_model), value_of=lambda index: candidates[index])
+    last = len(candidates) - 1
+    if path.verdict(last) is Verdict.KEEPS_TOO_MUCH:
+        reachable = path.at(last)[1] / ctx.target.full(ctx.cost_model)
         raise LassopruneError(
             f"target_{ctx.target.kind}={ctx.target.ratio} is unreachable by voting: even tau = 1 keeps "
             f"{reachable:.4f} of the {ctx.target.kind} (sparse-train longer / with a larger lam, or use vote union)"
         )
-
-    def verdict(index: int) -> Verdict:
-        over = _cost(ctx, keep_all(votes, candidates[index])) > budget
-        return Verdict.KEEPS_TOO_MUCH if over else Verdict.KEEPS_TOO_LITTLE
-
     if check:
         _check_zeros(ctx, votes)
     # index -1 stands for "no threshold" (keeps too much); the last candidate meets the budget
-    found = bisect(verdict, over=-1, under=len(candidates) - 1, midpoint=index_midpoint, max_steps=len(candidates))
-    return float(candidates[found.under])
+    found = path.bisect(over=-1, under=last, midpoint=index_midpoint, max_steps=len(candidates))
+    return path.record("tau", found.under)
 
 
 def _check_zeros(ctx: MethodContext, votes: Sequence[_GroupVotes]) -> None:
@@ -263,7 +268,7 @@ def _check_zeros(ctx: MethodContext, votes: Sequence[_GroupVotes]) -> None:
     )
 
 
-def _group_report(v: _GroupVotes, tau: float, keep: Tensor) -> tuple[dict[str, Any], dict[str, list[int]]]:
+def _group_report(v: _GroupVotes, tau: float, keep: Tensor) -> tuple[GroupDiagnostics, dict[str, list[int]]]:
     votes = v.ratios < tau
     voted = {name: torch.nonzero(row).flatten().tolist() for name, row in zip(v.names, votes)}
     counts = {
@@ -272,14 +277,15 @@ def _group_report(v: _GroupVotes, tau: float, keep: Tensor) -> tuple[dict[str, A
         "union": int(votes.any(0).sum()),
         "removed": int((~keep).sum()),
     }
-    counts["note"] = f"votes: all {counts['intersection']}, any {counts['union']}"
-    return counts, voted
+    note = f"votes: all {counts['intersection']}, any {counts['union']}"
+    return GroupDiagnostics(note=note, values=counts), voted
 
 
-def _eltwise_summary(votes: Sequence[_GroupVotes], per_group: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def _eltwise_summary(votes: Sequence[_GroupVotes], groups: Mapping[str, GroupDiagnostics]) -> dict[str, Any]:
+    """The residual (eltwise) groups' vote counts: how many channels every / any voter voted out, and removed."""
     eltwise = [v.group for v in votes if v.group.is_eltwise]
     channels = sum(g.num_channels for g in eltwise)
-    total = {key: sum(per_group[g.id][key] for g in eltwise) for key in ("intersection", "union", "removed")}
+    total = {key: sum(groups[g.id].values[key] for g in eltwise) for key in ("intersection", "union", "removed")}
     return {"groups": len(eltwise), "channels": channels, **total,
             "removed_fraction": total["removed"] / channels if channels else 0.0}
 
@@ -288,20 +294,23 @@ def dwgl_vote(ctx: MethodContext) -> Selection:
     """Keep sets of ``dwgl-vote`` (see the module docstring); ``ctx.options``: :class:`VoteOptions`."""
     opts: VoteOptions = ctx.options
     votes = collect_votes(ctx, opts)
-    tau = opts.threshold if opts.threshold is not None else search_tau(ctx, votes)
+    searched = opts.threshold is None
+    search = search_tau(ctx, votes) if searched else SearchRecord("tau", float(opts.threshold), searched=False)
+    tau = search.value
     keep = keep_all(votes, tau)
-    per_group, voted = {}, {}
+    groups, voted = {}, {}
     for v in votes:
-        per_group[v.group.id], voted[v.group.id] = _group_report(v, tau, keep[v.group.id])
-    details = {
-        "tau": tau, "tau_searched": opts.threshold is None, "vote": opts.vote, "vote_k": opts.vote_k,
-        "vote_on": opts.vote_on, "per_group": per_group, "voted": voted, "eltwise": _eltwise_summary(votes, per_group),
-        "record": {"tau": tau, "vote": opts.vote.value, "vote_on": opts.vote_on.value},
-    }
+        groups[v.group.id], voted[v.group.id] = _group_report(v, tau, keep[v.group.id])
+    diagnostics = Diagnostics(
+        groups=groups, search=search,
+        settings={"vote": opts.vote.value, "vote_k": opts.vote_k, "vote_on": opts.vote_on.value},
+        record={"tau": tau, "vote": opts.vote.value, "vote_on": opts.vote_on.value},
+        extra={"voted": voted, "eltwise": _eltwise_summary(votes, groups)},
+    )
     return Selection(
         keep={gid: tuple(torch.nonzero(mask).flatten().tolist()) for gid, mask in keep.items()},
         scores={v.group.id: v.statistic for v in votes},  # float64 (C,): removed iff < tau
-        details=details,
+        diagnostics=diagnostics,
     )
 
 

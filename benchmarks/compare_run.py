@@ -1,0 +1,119 @@
+"""Running the benchmark protocol's rows (``benchmarks/compare.py``) through the library's pipeline stages.
+
+A row is :func:`lassoprune.pipeline.run_stages` on its configuration, with the stages that are not the
+library's put in where a row needs them: a ``sparse`` stage that copies one sparse-trained model shared by
+every target of (model, method, seed), Torch-Pruning's group sparse learning, and Torch-Pruning's cut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from compare_peers import make_pruner, peer_cut
+from compare_profiles import METHODS, TOLERANCE, Profile
+from compare_rows import Row, row_config, row_result
+
+from lassoprune.io import atomic_write_json, load, save
+from lassoprune.pipeline import FinetuneSection, PruneSection, Stage, StageContext, run_stages
+from lassoprune.pipeline.stages import MODEL_FILE, metrics_record
+from lassoprune.pruning import after_cut
+
+log = logging.getLogger("lassoprune.compare")
+
+
+def run_row(profile: Profile, runs: Path, row: Row, progress: bool) -> dict[str, Any]:
+    """Run (or resume) ``row`` through the pipeline's stages; returns its result record."""
+    method = METHODS[row.method]
+    replace: dict[str, Stage] = {}
+    if method.sparse is not None:
+        replace["sparse"] = shared_sparse_stage(profile, runs, row, progress)
+    if method.peer is not None:
+        replace["prune"] = peer_prune_stage(method.peer, profile.tp_reg)
+    run, _, _ = run_stages(row_config(profile, row), row.directory(runs), progress=progress, replace=replace,
+                           extra_state={"benchmark_row": dataclasses.asdict(row)})
+    return row_result(row, run.stages, row.directory(runs))
+
+
+def run_rows(profile: Profile, runs: Path, rows: Sequence[Row], progress: bool) -> None:
+    """Run (or resume) ``rows`` in order, logging each one's numbers and time."""
+    for i, row in enumerate(rows, 1):
+        started = time.perf_counter()
+        result = run_row(profile, runs, row, progress)
+        log.info("[%d/%d] %s %s %s @ %g seed %d lr %g: MACs %.3f, pruned %.4f, final %.4f (%.0f s)", i, len(rows),
+                 row.phase, row.model, row.method, row.target, row.seed, row.lr, result["macs_ratio"],
+                 result["pruned_top1"], result["final_top1"], time.perf_counter() - started)
+
+
+# -- the stages that are not the library's ------------------------------------------------------------------
+
+
+def shared_sparse_stage(profile: Profile, runs: Path, row: Row, progress: bool) -> Stage:
+    """A ``sparse`` stage that copies one sparse-trained model shared by every target of (model, method, seed).
+
+    The shared model is its own pipeline run in ``RUNS/sparse/<model>/<method>-s<seed>`` (stopped after
+    ``sparse``), trained on the profile's sparse budget whatever the row's phase.
+    """
+    method = METHODS[row.method]
+
+    def stage(ctx: StageContext) -> dict[str, Any]:
+        shared = runs / "sparse" / row.model / f"{row.method}-s{row.seed}"
+        config = dataclasses.replace(
+            row_config(profile, dataclasses.replace(row, phase="table")),
+            finetune=FinetuneSection(epochs=0), prune=PruneSection(target_macs=0.5, round_to=None),
+        )
+        replace = {"sparse": tp_sparse_stage(profile)} if method.sparse == "tp-group-sl" else {}
+        run, _, _ = run_stages(config, shared, progress=progress, replace=replace, stop_after="sparse",
+                               extra_state={"benchmark_sparse": method.sparse})
+        target = ctx.run.path("sparse", MODEL_FILE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run.path(run.stages["sparse"]["model"]), target)
+        return {"model": f"sparse/{MODEL_FILE}", "metrics": run.stages["sparse"]["metrics"],
+                "shared": str(shared.relative_to(runs)), "train_seconds": run.stages["sparse"]["seconds"]}
+
+    return stage
+
+
+def tp_sparse_stage(profile: Profile) -> Stage:
+    """Torch-Pruning's group sparse learning as a ``sparse`` stage: the engine's ``fit`` with
+    ``GroupNormPruner.regularize`` called after every backward pass."""
+
+    def stage(ctx: StageContext) -> dict[str, Any]:
+        model = load(ctx.run.path("pretrain", MODEL_FILE))
+        pruner = make_pruner("tp-group-sl", model, ctx.example, 0.5, ctx.info.num_classes, profile.tp_reg)
+        result = ctx.fit(model, "sparse", profile.sparse_epochs, profile.sparse_lr, profile.sparse_subset, 1,
+                         weight_decay=profile.tp_weight_decay, after_backward=pruner.regularize,
+                         bn_batches=ctx.calibration)
+        return {"model": f"sparse/{MODEL_FILE}", "metrics": metrics_record(result.final)}
+
+    return stage
+
+
+def peer_prune_stage(peer: str, reg: float) -> Stage:
+    """Torch-Pruning's cut as a ``prune`` stage: the ``pruning_ratio`` keeping the MACs target is searched
+    (``compare_peers.peer_cut``), then BatchNorm re-estimation and evaluation as the library's stage does."""
+
+    def stage(ctx: StageContext) -> dict[str, Any]:
+        source = ctx.run.stages.get("sparse", ctx.run.stages["pretrain"])["model"]
+        target = ctx.config.prune.target_macs
+        assert target is not None
+        cut = peer_cut(peer, load(ctx.run.path(source)).eval(), ctx.example, target, ctx.info.num_classes, reg,
+                       TOLERANCE)
+        post = after_cut(cut.model, cut.model, ctx.calibration, evaluate=lambda m: metrics_record(ctx.evaluate(m)))
+        metrics = post.one_shot["cut"]
+        cut.model.to("cpu")
+        counts = {"macs_before": cut.macs_before, "macs_after": cut.macs_after,
+                  "params_before": cut.params_before, "params_after": cut.params_after}
+        record = {"method": peer, "pruning_ratio": cut.ratio, "within_tolerance": cut.within_tolerance,
+                  "trials": [list(t) for t in cut.trials], **counts}
+        atomic_write_json(ctx.run.path("prune", "prune.json"), record)
+        save(cut.model, ctx.run.path("prune", MODEL_FILE), extra=ctx.model_extra(pruning=record))
+        return {"model": f"prune/{MODEL_FILE}", "metrics": metrics, "method_seconds": cut.seconds, **counts}
+
+    return stage
+
