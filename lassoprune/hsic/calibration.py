@@ -108,6 +108,7 @@ def _group_features(x: Tensor, positions: Tensor, channels: Tensor, num_channels
     return out
 
 
+# Long on purpose: the hooks it installs, the one pass and their removal (in finally) read as one unit.
 def collect_features(
     model: nn.Module,
     groups: Sequence[ChannelGroup],

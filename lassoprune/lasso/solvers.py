@@ -107,6 +107,7 @@ def fista(
     return SolverResult(x, np.asarray(hist), crit, it, crit <= tol)
 
 
+# Long on purpose: one ADMM iteration (x, z, u updates, residuals, step adaptation, stop) kept in one loop.
 def admm(
     datafit: Datafit,
     penalty: L1,
@@ -214,6 +215,7 @@ def _middle_rho(lam: np.ndarray) -> float:
     return float(np.sqrt(pos.min() * pos.max()))
 
 
+# Long on purpose: one consensus-ADMM iteration (per-class solves, consensus, duals, stop) kept in one loop.
 def consensus_admm(
     datafit: Datafit,
     penalty: L1,

@@ -108,6 +108,7 @@ class FitResult:
     resumed_from: int
 
 
+# Long on purpose: the epoch loop with resume, checkpoints and distributed branches reads best in one place.
 def fit(
     model: nn.Module,
     train_batches: EpochBatches,

@@ -99,3 +99,22 @@ def test_the_readme_states_the_same_layers() -> None:
     for names in LAYERS:
         line = " · ".join(f"`{n}`" for n in names)
         assert line in readme, f"README's Development section should list the layer {line}"
+
+
+#: The longest a function of ``lassoprune`` may be without a reason written on the line above it.
+LONGEST_FUNCTION = 80
+REASON = "# Long on purpose:"
+
+
+def test_long_functions_say_why() -> None:
+    """No function over :data:`LONGEST_FUNCTION` lines unless the line above it starts with :data:`REASON`."""
+    unexplained = []
+    for path in _modules():
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                long = node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION
+                if long and not lines[first - 2].strip().startswith(REASON):
+                    unexplained.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.name}")
+    assert not unexplained, unexplained
