@@ -59,9 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_args(parser, required=False, batch_size=64)
     group = parser.add_argument_group("pruning")
     group.add_argument("--method", default="l1", help="pruning method (see `lassoprune prune --list-methods`)")
-    target = group.add_mutually_exclusive_group()
-    target.add_argument("--target-macs", type=float, metavar="R", help="keep this fraction of the MACs")
-    target.add_argument("--target-params", type=float, metavar="R", help="keep this fraction of the parameters")
+    group.add_argument("--target-macs", type=float, metavar="R", help="keep this fraction of the MACs")
+    group.add_argument("--target-params", type=float, metavar="R", help="keep this fraction of the parameters (with "
+                       "--target-macs: two limits, the binding one met within 1%%, the other kept at most)")
     group.add_argument("--allocation", choices=ALLOCATIONS, default="global", help="how criteria scores become widths")
     group.add_argument("--min-channels", type=int, default=1, help="fewest channels a group keeps (default: 1)")
     group.add_argument("--round-to", type=_round_to, metavar="N|auto",

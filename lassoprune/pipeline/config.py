@@ -91,7 +91,11 @@ class SparseSection:
 
 PruneSection = PruneSettings
 """The ``prune:`` section is :class:`~lassoprune.pruning.settings.PruneSettings` itself: the same fields and
-defaults as ``lp.prune`` and ``lassoprune prune`` (``reconstruct`` null: on, since a run has calibration images)."""
+defaults as ``lp.prune`` and ``lassoprune prune`` (``reconstruct`` null: on, since a run has calibration images).
+
+``steps: k`` (> 1) prunes in k cuts on a geometric schedule with ``step_epochs`` whole epochs of fine-tuning
+(the ``finetune:`` section's ``lr`` and ``train_subset``) after every cut but the last
+(:mod:`lassoprune.pruning.iterative`); the ``finetune`` stage then fine-tunes the last cut as usual."""
 
 
 FinetuneSection = FinetuneSettings
@@ -241,7 +245,7 @@ def _scalar(option: Any, value: Any) -> Any:
 
 def _check_names(config: RunConfig) -> None:
     from lassoprune.data import list_datasets
-    from lassoprune.models import list_models
+    from lassoprune.models import model_entry
     from lassoprune.pruning import ALLOCATIONS, get_method
     from lassoprune.regularizers import REGULARIZERS, SCHEDULES
     from lassoprune.training import RegularizerMode
@@ -250,8 +254,8 @@ def _check_names(config: RunConfig) -> None:
         raise LassopruneError("the config names no model: set `model:` (a zoo name) or `pretrain.checkpoint:`")
     if config.pretrain.checkpoint is not None:
         _check_checkpoint(config.pretrain.checkpoint)
-    if config.model is not None and config.model not in list_models():
-        raise UnknownNameError("model", config.model, list_models())
+    if config.model is not None:
+        model_entry(config.model)  # an unknown name, or torchvision:/timm: without the vision extra
     if config.data.name not in list_datasets():
         raise UnknownNameError("dataset", config.data.name, list_datasets())
     spec = get_method(config.prune.method)
@@ -289,9 +293,7 @@ def _check_checkpoint(checkpoint: str) -> None:
 
 def _check_values(config: RunConfig) -> None:
     prune = config.prune
-    targets = [t for t in (prune.target_macs, prune.target_params) if t is not None]
-    if len(targets) > 1:
-        raise LassopruneError("set exactly one of prune.target_macs or prune.target_params (a fraction to keep)")
+    targets = [t for t in (prune.target_macs, prune.target_params) if t is not None]  # both: two limits
     for target in targets:
         if not 0 < target < 1:
             raise LassopruneError(f"prune targets are fractions of the original to keep, in (0, 1); got {target}")
@@ -319,9 +321,17 @@ def _check_values(config: RunConfig) -> None:
                               "(e.g. 5000)")
     if config.finetune.epochs < 0:
         raise LassopruneError(f"finetune.epochs must be >= 0, got {config.finetune.epochs}")
+    _check_steps(prune)
     for name, lr in (("pretrain.lr", config.pretrain.lr), ("finetune.lr", config.finetune.lr)):
         if lr is not None and not lr > 0:
             raise LassopruneError(f"{name} must be > 0, got {lr}")
+
+
+def _check_steps(prune: PruneSection) -> None:
+    """``prune.steps`` / ``prune.step_epochs`` (the error names the config keys)."""
+    from lassoprune.pruning.iterative import check_steps
+
+    check_steps(prune, prefix="prune.")
 
 
 def _plain(value: Any) -> Any:

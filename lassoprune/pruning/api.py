@@ -14,7 +14,16 @@ import torch
 from torch import nn
 
 from lassoprune.analysis import count
-from lassoprune.channels import ChannelGroup, CostModel, GroupAnalysis, LayerKind, Target, analyse_groups, layer_kind
+from lassoprune.channels import (
+    ChannelGroup,
+    CostModel,
+    GroupAnalysis,
+    LayerKind,
+    Target,
+    analyse_groups,
+    flatten_outputs,
+    layer_kind,
+)
 from lassoprune.channels.target import target_from
 from lassoprune.errors import LassopruneError, UnreachableTargetError
 from lassoprune.pruning.allocation import ALLOCATIONS, allocate
@@ -154,8 +163,10 @@ def prune(
             MACs are counted for its first image.
         method: a registered method name (:func:`list_methods`) or a callable
             criterion ``score(group, ctx) -> Tensor[C]``.
-        target_macs / target_params: the fraction of the original to keep
-            (exactly one of them), 0 < r < 1; met within 1% of the original.
+        target_macs / target_params: the fraction of the original to keep, 0 < r < 1;
+            met within 1% of the original. Both: two limits (e.g. the seed's
+            -61% FLOPs and -85% params): the cut meets the one that binds within
+            1% and keeps at most the other (``PruneResult.target`` is the binding one).
         data: calibration batches (x, y): scored on by data-driven methods, and
             used to reconstruct and to re-estimate BatchNorm statistics after the cut.
         allocation: ``global`` or ``uniform`` (for importance criteria).
@@ -228,18 +239,17 @@ def prune_with(
                               "(a few batches of training images with their labels)")
     modules_named(model, settings.ignore)  # a clear error before any copy
     original = copy.deepcopy(model) if reconstruct and inplace else model
-    work = model if inplace else copy.deepcopy(model)
-    ignored = modules_named(work, settings.ignore)
-    result = None
-    for step in steps:
-        try:
-            result = _cut(work, example_inputs, spec, opts, settings, batches, ignored, step, seed)
+    targets = [None] if spec.uses_threshold(opts) else _targets(settings.target_macs, settings.target_params)
+    if inplace and len(targets) > 1:
+        raise LassopruneError("inplace=True with both target_macs and target_params is not supported: "
+                              "prune a copy (inplace=False)")
+    for target in targets:  # two limits: the MACs cut first; the params cut when it keeps too many params
+        work = model if inplace else copy.deepcopy(model)
+        result = _cut_rounded(work, example_inputs, spec, opts, settings, batches, steps, target, seed)
+        if _within_limits(result, settings):
             break
-        except UnreachableTargetError:
-            if step is steps[-1]:
-                raise
-            get_logger().info("round_to %s cannot reach the target; trying %s", step, steps[steps.index(step) + 1])
-    assert result is not None
+    else:
+        raise LassopruneError(_limits_message(result, settings))
     cut_seconds = time.perf_counter() - started
     post = after_cut(original, work, batches, result.groups, result.keep, reconstruct_layers=reconstruct,
                      recalibrate=recalibrate, evaluate=evaluate, seed=seed)
@@ -249,14 +259,50 @@ def prune_with(
     )
 
 
+def _cut_rounded(
+    work: nn.Module, example_inputs: torch.Tensor, spec: MethodSpec, opts: Any, settings: PruneSettings,
+    batches: list[tuple[torch.Tensor, torch.Tensor]] | None, steps: tuple[int | None, ...], target: Target | None,
+    seed: int,
+) -> PruneResult:
+    """:func:`_cut` with the first ``round_to`` step of ``steps`` that reaches ``target``."""
+    ignored = modules_named(work, settings.ignore)
+    for step in steps:
+        try:
+            return _cut(work, example_inputs, spec, opts, settings, batches, ignored, step, seed, target)
+        except UnreachableTargetError:
+            if step is steps[-1]:
+                raise
+            get_logger().info("round_to %s cannot reach the target; trying %s", step, steps[steps.index(step) + 1])
+    raise AssertionError("round_steps() is never empty")
+
+
+def _targets(target_macs: float | None, target_params: float | None) -> list[Target]:
+    """The cuts to try: one target, or for two limits the MACs one then the params one."""
+    if target_macs is not None and target_params is not None:
+        return [Target("macs", target_macs), Target("params", target_params)]
+    return [_target(target_macs, target_params)]
+
+
+def _within_limits(result: PruneResult, settings: PruneSettings) -> bool:
+    """Whether the cut keeps at most each limit given (plus :data:`TARGET_TOLERANCE` of the original)."""
+    kept = {"macs": (result.macs_after / result.macs_before, settings.target_macs),
+            "params": (result.params_after / result.params_before, settings.target_params)}
+    return all(limit is None or ratio <= limit + TARGET_TOLERANCE for ratio, limit in kept.values())
+
+
+def _limits_message(result: PruneResult, settings: PruneSettings) -> str:
+    return (f"cannot meet both target_macs={settings.target_macs} and target_params={settings.target_params}: "
+            f"the cut to the params limit keeps {result.macs_after / result.macs_before:.4f} of the MACs and "
+            f"{result.params_after / result.params_before:.4f} of the params (relax one of the two limits)")
+
+
 def _cut(
     work: nn.Module, example_inputs: torch.Tensor, spec: MethodSpec, opts: Any, settings: PruneSettings,
     batches: list[tuple[torch.Tensor, torch.Tensor]] | None, ignored: Sequence[nn.Module], round_to: int | None,
-    seed: int,
+    seed: int, target: Target | None,
 ) -> PruneResult:
     """Score, allocate and remove channels of ``work`` in place (the target is checked before any scoring)."""
     prune_residual = spec.prune_residual if settings.prune_residual is None else settings.prune_residual
-    target = None if spec.uses_threshold(opts) else _target(settings.target_macs, settings.target_params)
     allocation_name = ALLOCATIONS.get(settings.allocation).name if not spec.decides_widths else "method"
     work.eval()
     single = example_inputs[:1]
@@ -264,7 +310,7 @@ def _cut(
     cost_model = CostModel(work, single, analysis.groups)
     floor = floors(analysis.groups, settings.min_channels, round_to, prune_residual)
     if target is not None:
-        check_target(cost_model, target, floor, analysis.groups)
+        _check_target(cost_model, target, floor, analysis)
     if spec.decides_widths and not spec.rounds_widths and round_to is not None and round_to > 1:
         get_logger().warning(
             "%s decides its own keep sets: round_to=%d raises every group's floor to %d channels, "
@@ -281,8 +327,10 @@ def _cut(
                         round_to, floor=floor)
 
     predicted = cost_model.macs({gid: len(kept) for gid, kept in keep.items()})
+    shapes = _output_shapes(work, single)
     remove_channels(analysis, keep)
     after = _count_after_surgery(work, single)
+    _check_output_shapes(work, single, shapes)
     if after.macs != predicted:
         get_logger().warning("cost model predicted %d MACs, the pruned model has %d", predicted, after.macs)
     _warn_if_target_missed(spec.name, target, cost_model, after)
@@ -293,6 +341,36 @@ def _cut(
         method=spec.name, allocation=allocation_name,
         target=target, diagnostics=selection.diagnostics, seconds=0.0, prune_residual=prune_residual, round_to=round_to,
     )
+
+
+def _check_target(cost_model: CostModel, target: Target, floor: np.ndarray, analysis: GroupAnalysis) -> None:
+    """:func:`check_target`, its message naming the layers left whole because the model rearranges channels."""
+    try:
+        check_target(cost_model, target, floor, analysis.groups)
+    except UnreachableTargetError as exc:
+        if not analysis.protected:
+            raise
+        named = "; ".join(f"{name}: {why}" for name, why in list(analysis.protected.items())[:3])
+        more = f" and {len(analysis.protected) - 3} more" if len(analysis.protected) > 3 else ""
+        raise UnreachableTargetError(f"{exc}; left whole because the model rearranges their channels: "
+                                     f"{named}{more}") from None
+
+
+def _output_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]]:
+    """The shape of every tensor the model returns for ``example``."""
+    with torch.no_grad():
+        return [tuple(t.shape) for t in flatten_outputs(model(example))]
+
+
+def _check_output_shapes(model: nn.Module, example: torch.Tensor, before: list[tuple[int, ...]]) -> None:
+    """Raise when the cut changed an output's shape (e.g. removed classes): the model would be silently wrong."""
+    after = _output_shapes(model, example)
+    if after != before:
+        raise LassopruneError(
+            f"the cut changed the model's output shapes from {before} to {after}: a layer producing an output "
+            "lost channels the analysis did not see reach the output; pass the last conv / linear layers "
+            "in ignored_layers"
+        )
 
 
 def _warn_if_target_missed(method: str, target: Target | None, cost_model: CostModel, after: Any) -> None:
@@ -389,7 +467,9 @@ def _module_names(model: nn.Module, layers: Sequence[nn.Module]) -> list[str]:
 def _analyse(model: nn.Module, example: torch.Tensor, ignored: Sequence[nn.Module] | None) -> GroupAnalysis:
     analysis = analyse_groups(model, example, list(ignored or ()))
     if not analysis.groups:
+        why = "; ".join(f"{n}: {r}" for n, r in list(analysis.protected.items())[:3])
         raise LassopruneError(
-            "found no prunable channel group in this model (every conv/linear is ignored or feeds the output)"
+            "found no prunable channel group in this model (every conv/linear is ignored or feeds the output"
+            + (f"; left whole: {why}" if why else "") + ")"
         )
     return analysis

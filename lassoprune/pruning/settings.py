@@ -26,8 +26,9 @@ class PruneSettings:
     Attributes:
         method: a registered method (``lassoprune prune --list-methods``), or in Python a callable
             criterion ``score(group, ctx) -> Tensor[C]``.
-        target_macs / target_params: the fraction of the original to keep (exactly one, unless the
-            method takes a threshold in ``options``), met within 1% of the original.
+        target_macs / target_params: the fraction of the original to keep (at least one, unless the
+            method takes a threshold in ``options``), met within 1% of the original; both: two limits,
+            the binding one met within 1%, the other kept at most.
         options: the method's options (e.g. ``pool`` for the lasso methods).
         allocation: ``global`` or ``uniform`` (for importance criteria).
         min_channels: every group keeps at least this many channels.
@@ -41,6 +42,12 @@ class PruneSettings:
             is given: measured no worse one-shot and after fine-tuning for every method
             (docs/BENCHMARKS.md, "Defaults of the post-training path").
         calib_size: calibration images drawn by the routes that draw them (CLI, run config).
+        steps: cut in this many steps on a geometric schedule, each of the already pruned model, with
+            fine-tuning between them (:func:`lassoprune.pruning.iterative.prune_iteratively`, which reads it,
+            as does the run config); 1 (default): one cut. :func:`~lassoprune.pruning.api.prune_with` always
+            makes one cut.
+        step_epochs: fine-tuning epochs after every cut but the last, read by the routes that fine-tune
+            (run config; ``prune_iteratively`` takes a fine-tuning callback instead); 0: none.
     """
 
     method: str | Callable[..., Any] = "sglp-ib"
@@ -54,6 +61,8 @@ class PruneSettings:
     prune_residual: bool | None = None
     reconstruct: bool | None = None
     calib_size: int = 500
+    steps: int = 1
+    step_epochs: int = 1
 
     def round_steps(self) -> tuple[int | None, ...]:
         """The ``round_to`` values to try in order (one, or :data:`AUTO_ROUND_TO` for ``auto``)."""

@@ -77,7 +77,7 @@ def test_unknown_names_fail_with_the_valid_choices(patch: dict, kind: str, valid
     [
         {"prune": {"method": "l1"}},  # no target
         {"prune": {"method": "l1", "target_macs": 1.5}},
-        {"prune": {"method": "l1", "target_macs": 0.5, "target_params": 0.5}},
+        {"prune": {"method": "l1", "target_macs": 0.5, "target_params": 1.2}},
         {"finetune": {"epochs": -1}},
         {"finetune": {"epochs": "two"}},
         {"data": "fashion-mnist"},
