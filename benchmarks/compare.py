@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     models = args.models or list(profile.models)
     targets = args.targets or list(profile.targets)
     phases = [] if args.report else PHASES if args.phase == "all" else (args.phase,)
-    if profile.select_from:  # the learning rates come from another study: nothing to select or pilot here
+    if profile.select_from or profile.finetune_epochs == 0:  # rates from another study, or none to choose
         phases = [phase for phase in phases if phase == "table"]
     started = time.perf_counter()
     try:

@@ -80,6 +80,7 @@ METHODS: dict[str, Method] = {
 PRETRAINED = {
     "resnet20": "pretrained:resnet20-fashion-mnist",
     "resnet56": "pretrained:resnet56-fashion-mnist",
+    "vgg16": "pretrained:vgg16-fashion-mnist",
 }
 
 
@@ -93,6 +94,8 @@ class Profile:
         checkpoints: model -> model file (``pretrained:NAME`` or a path) of the converged baseline.
         seeds: model -> seeds of its table rows (a model not listed: seed 0).
         targets: MACs fractions kept.
+        model_targets: model -> its own ``(MACs kept, params kept)`` pairs instead of ``targets`` (None: no
+            limit of that kind; both: two limits).
         methods: row names (:data:`METHODS`).
         finetune_epochs, finetune_subset: the table's fine-tuning (None = all training images).
         lr_candidates: fine-tuning learning rates tried by ``select``.
@@ -139,6 +142,7 @@ class Profile:
     test_images: int | None = 10_000  # the test split's size: the SE floor of the report (None: no floor)
     select_from: str | None = None
     notes: tuple[str, ...] = ()
+    model_targets: dict[str, tuple[tuple[float | None, float | None], ...]] = dataclasses.field(default_factory=dict)
 
 
 STANDARD = Profile(
@@ -173,4 +177,23 @@ SHORT = dataclasses.replace(
     notes=(("a fine-tuning budget of 1 epoch on 6,000 training images (1/20 of the standard's): what a user "
             "with little compute for fine-tuning sees; learning rates from the standard profile's select phase"),),
 )  # fmt: skip
-PROFILES: dict[str, Profile] = {p.name: p for p in (STANDARD, FULL, TINY, SHORT)}
+#: The seeds' headline regimes: VGG-16 at the sGLP-IB paper's -61% FLOPs alone and with its -85% parameters as a
+#: second limit; ResNet-56 at 0.2 and 0.1 of the MACs and at DWGL's 75% compression (0.25 of the parameters).
+HEADLINE_TARGETS = {"vgg16": ((0.39, None), (0.39, 0.15)), "resnet56": ((0.2, None), (0.1, None), (None, 0.25))}
+HEADLINE = Profile(
+    name="headline", dataset="fashion-mnist", models=("vgg16", "resnet56"), checkpoints=PRETRAINED,
+    seeds={"vgg16": (0, 1), "resnet56": (0, 1)}, targets=(), model_targets=HEADLINE_TARGETS,
+    methods=("sglp-ib", "stlp-ib", "hsic-ib", "l1", "random", "tp-magnitude", "tp-group-sl", "sglp-ib-rc",
+             "hsic-ib-rc", "l1-rc", "dwgl"),
+    finetune_epochs=5, finetune_subset=None, lr_candidates=(0.01, 0.001), select_epochs=1, select_subset=20000,
+    select_target=0.39, pilot_methods=("l1", "sglp-ib", "tp-magnitude"), pilot_epochs=8, validation_size=5000,
+    sparse_epochs=2, sparse_lr=0.01, tp_reg=5e-3,
+    notes=("the fine-tuning budget (5 epochs) is a placeholder until the pilot phase has run at these ratios",),
+)  # fmt: skip
+HEADLINE_ONESHOT = dataclasses.replace(
+    HEADLINE, name="headline-oneshot", finetune_epochs=0, pilot_methods=(),
+    methods=("sglp-ib", "stlp-ib", "hsic-ib", "l1", "random", "tp-magnitude", "sglp-ib-rc", "hsic-ib-rc", "l1-rc"),
+    notes=("post-training: the cut, BatchNorm re-estimated on the calibration images (and least-squares "
+           "reconstruction for the -rc rows), no fine-tuning; pruned top-1 = final top-1",),
+)  # fmt: skip
+PROFILES: dict[str, Profile] = {p.name: p for p in (STANDARD, FULL, TINY, SHORT, HEADLINE, HEADLINE_ONESHOT)}

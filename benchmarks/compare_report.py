@@ -23,11 +23,23 @@ MODEL_COLUMNS = ("target", "method", "n", "lr", "MACs kept", "params kept", "pru
                  "final top-1", "final worst", "vs best")
 
 
-def _by_method(rows: Sequence[Result], target: float) -> dict[str, list[Result]]:
-    """The rows at ``target``, grouped by method (in the rows' order)."""
+def _label(row: Result) -> str:
+    """The row's target: ``0.39`` (MACs kept), ``p 0.25`` (params kept), ``0.39 / p 0.15`` (both limits)."""
+    macs, params = row["target"], row.get("target_params")
+    return " / ".join(([f"{macs:g}"] if macs is not None else []) + ([f"p {params:g}"] if params is not None else []))
+
+
+def _order(label: str) -> tuple[int, list[float]]:
+    """Sort key of a :func:`_label`: MACs targets, then pairs, then params targets, each in decreasing order."""
+    kind = 0 if "p" not in label else 1 if "/" in label else 2
+    return kind, [-float(x) for x in label.replace("p ", "").split(" / ")]
+
+
+def _by_method(rows: Sequence[Result], target: str) -> dict[str, list[Result]]:
+    """The rows at ``target`` (a :func:`_label`), grouped by method (in the rows' order)."""
     groups: dict[str, list[Result]] = {}
     for r in rows:
-        if r["target"] == target:
+        if _label(r) == target:
             groups.setdefault(r["method"], []).append(r)
     return groups
 
@@ -43,12 +55,12 @@ def _mark(method: str, best: str, finals: dict[str, Estimate], floor: float) -> 
     return mark
 
 
-def _model_row(target: float, name: str, group: Sequence[Result], final: Estimate, mark: str) -> list[str]:
+def _model_row(target: str, name: str, group: Sequence[Result], final: Estimate, mark: str) -> list[str]:
     """The cells of one (target, method) line of :func:`model_table`."""
     def estimate(key: str) -> Estimate:
         return Estimate.of([r[key] for r in group])
 
-    return [f"{target:g}", name, str(len(group)), f"{group[0]['lr']:g}", f"{estimate('macs_ratio').mean:.3f}",
+    return [target, name, str(len(group)), f"{group[0]['lr']:g}", f"{estimate('macs_ratio').mean:.3f}",
             f"{estimate('params_ratio').mean:.3f}", estimate("pruned_top1").text(), estimate("pruned_worst").text(3),
             final.text(), estimate("final_worst").text(3), mark]
 
@@ -69,7 +81,7 @@ def model_table(rows: Sequence[Result], model: str, profile: Profile) -> str:
              f"({floor_text}); ¹: one seed on a side, compared by that sampling error alone (seed-to-seed "
              "variation unknown)", ""]
     lines = []
-    for target in sorted({r["target"] for r in mine}, reverse=True):
+    for target in sorted({_label(r) for r in mine}, key=_order):
         groups = _by_method(mine, target)
         finals = {m: Estimate.of([r["final_top1"] for r in g]) for m, g in groups.items()}
         best = max(finals, key=lambda m: finals[m].mean)
@@ -119,11 +131,11 @@ def plot_tradeoff(rows: Sequence[Result], model: str) -> Any:
     for i, m in enumerate(methods):
         for ax, key in zip(axes, ("final_top1", "final_worst")):
             points = []
-            for target in sorted({r["target"] for r in mine if r["method"] == m}):
-                g = [r for r in mine if r["method"] == m and r["target"] == target]
+            for target in sorted({_label(r) for r in mine if r["method"] == m}):
+                g = [r for r in mine if r["method"] == m and _label(r) == target]
                 est = Estimate.of([r[key] for r in g])
                 points.append((Estimate.of([r["macs_ratio"] for r in g]).mean, est.mean, est.se or 0.0))
-            xs, ys, es = zip(*points)
+            xs, ys, es = zip(*sorted(points))
             ax.errorbar(xs, ys, yerr=es, marker="o", markersize=4, capsize=3, linewidth=1, color=f"C{i % 10}",
                         label=m, linestyle="-" if i < 10 else "--")
     for ax, title, key in zip(axes, ("top-1", "worst-class accuracy"), ("dense_top1", "dense_worst")):

@@ -28,21 +28,36 @@ from lassoprune.pipeline import (
 from lassoprune.training.metrics import read_history
 
 
+def target_label(macs: float | None, params: float | None = None) -> str:
+    """``t0.39`` (MACs kept), ``p0.25`` (parameters kept) or ``t0.39-p0.15`` (both limits)."""
+    parts = ([f"t{macs:g}"] if macs is not None else []) + ([f"p{params:g}"] if params is not None else [])
+    return "-".join(parts)
+
+
 @dataclass(frozen=True)
 class Row:
-    """One pipeline run of the study; its directory is ``RUNS/<phase>/<model>/<method>/<settings>``."""
+    """One pipeline run of the study; its directory is ``RUNS/<phase>/<model>/<method>/<settings>``.
+
+    ``target`` is the MACs kept (None: a parameter target only), ``target_params`` the parameters kept
+    (None: none; both: two limits, the seed's headline pair).
+    """
 
     phase: str
     model: str
     method: str
-    target: float
+    target: float | None
     seed: int
     lr: float
     epochs: int
+    target_params: float | None = None
+
+    @property
+    def label(self) -> str:
+        return target_label(self.target, self.target_params)
 
     def directory(self, runs: Path) -> Path:
         """The row's run directory under ``runs``."""
-        settings = f"t{self.target:g}-s{self.seed}-lr{self.lr:g}-e{self.epochs}"
+        settings = f"{self.label}-s{self.seed}-lr{self.lr:g}-e{self.epochs}"
         return runs / self.phase / self.model / self.method / settings
 
 
@@ -63,7 +78,8 @@ def row_config(profile: Profile, row: Row) -> RunConfig:
                          validation_size=profile.validation_size if judged_on_validation else 0),
         pretrain=PretrainSection(checkpoint=profile.checkpoints[row.model]),
         sparse=sparse,
-        prune=dataclasses.replace(method.prune, target_macs=row.target, calib_size=profile.calib_size),
+        prune=dataclasses.replace(method.prune, target_macs=row.target, target_params=row.target_params,
+                                  calib_size=profile.calib_size),
         finetune=FinetuneSection(epochs=row.epochs, lr=row.lr,
                                  train_subset=profile.select_subset if row.phase == "select" else
                                  profile.finetune_subset),
@@ -110,6 +126,8 @@ def chosen_lr(profile: Profile, runs: Path, method: str) -> float:
     the row's fixed rate."""
     if METHODS[method].lr is not None:
         return METHODS[method].lr
+    if profile.finetune_epochs == 0:  # post-training rows: no fine-tuning, no rate to choose
+        return 0.0
     method = METHODS[method].lr_from or method
     scores = {}
     for row in select_rows(profile, [method]):
@@ -136,10 +154,12 @@ def table_rows(profile: Profile, runs: Path, models: Sequence[str], methods: Seq
     rates come from the ``select`` phase under ``select_runs`` (default: ``runs``)."""
     rows = []
     for model in models:
+        pairs = profile.model_targets.get(model, tuple((t, None) for t in targets))
         for m in methods:
             lr = chosen_lr(profile, select_runs or runs, m)
-            rows += [Row("table", model, m, t, seed, lr, profile.finetune_epochs)
-                     for seed in profile.seeds.get(model, (0,)) for t in targets]
+            rows += [Row("table", model, m, macs, seed, lr, profile.finetune_epochs, params)
+                     for seed in profile.seeds.get(model, (0,)) for macs, params in pairs
+                     if METHODS[m].peer is None or params is None]  # Torch-Pruning's pruners: a MACs target
     return rows
 
 

@@ -19,6 +19,7 @@ from compare_peers import make_pruner, peer_cut
 from compare_profiles import METHODS, TOLERANCE, Profile
 from compare_rows import Row, row_config, row_result
 
+from lassoprune.errors import LassopruneError
 from lassoprune.io import atomic_write_json, load, save
 from lassoprune.pipeline import FinetuneSection, PruneSection, Stage, StageContext, run_stages
 from lassoprune.pipeline.stages import MODEL_FILE, metrics_record
@@ -45,9 +46,9 @@ def run_rows(profile: Profile, runs: Path, rows: Sequence[Row], progress: bool) 
     for i, row in enumerate(rows, 1):
         started = time.perf_counter()
         result = run_row(profile, runs, row, progress)
-        log.info("[%d/%d] %s %s %s @ %g seed %d lr %g: MACs %.3f, pruned %.4f, final %.4f (%.0f s)", i, len(rows),
-                 row.phase, row.model, row.method, row.target, row.seed, row.lr, result["macs_ratio"],
-                 result["pruned_top1"], result["final_top1"], time.perf_counter() - started)
+        log.info("[%d/%d] %s %s %s @ %s seed %d lr %g: MACs %.3f, params %.3f, pruned %.4f, final %.4f (%.0f s)", i,
+                 len(rows), row.phase, row.model, row.method, row.label, row.seed, row.lr, result["macs_ratio"],
+                 result["params_ratio"], result["pruned_top1"], result["final_top1"], time.perf_counter() - started)
 
 
 # -- the stages that are not the library's ------------------------------------------------------------------
@@ -101,7 +102,8 @@ def peer_prune_stage(peer: str, reg: float) -> Stage:
     def stage(ctx: StageContext) -> dict[str, Any]:
         source = ctx.run.stages.get("sparse", ctx.run.stages["pretrain"])["model"]
         target = ctx.config.prune.target_macs
-        assert target is not None
+        if target is None or ctx.config.prune.target_params is not None:
+            raise LassopruneError(f"{peer}: Torch-Pruning's pruners are run at a MACs target only")
         cut = peer_cut(peer, load(ctx.run.path(source)).eval(), ctx.example, target, ctx.info.num_classes, reg,
                        TOLERANCE)
         post = after_cut(cut.model, cut.model, ctx.calibration, evaluate=lambda m: metrics_record(ctx.evaluate(m)))

@@ -1,0 +1,210 @@
+"""Compatibility run: torchvision and timm classifiers pruned, reconstructed and deployed.
+
+Every torchvision classification model and a list of timm CNN families, with
+random weights at a small input, each pruned to 0.5 of the MACs by ``l1`` and
+``sglp-ib``, without and with reconstruction on random calibration images; the
+reconstructed model is then deployed (TorchScript and ONNX, checked against the
+pruned model to 1e-4). One record per (model, method) goes to a JSON-lines
+results file; a second call skips the records already there, so the run can be
+stopped and continued. Each (model, method) runs in its own process under a
+time limit (a hang becomes a ``timeout`` record).
+
+Needs the vision extra (``pip install lassoprune[vision]``)::
+
+    OMP_NUM_THREADS=1 python benchmarks/compat.py --results runs/compat.jsonl
+    python benchmarks/compat.py --results runs/compat.jsonl --table docs/compat_table.md   # table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TIMM_FAMILIES = (
+    "resnet50d", "efficientnet_b0", "mobilenetv3_large_100", "convnext_atto", "dla34", "hrnet_w18_small",
+    "repvgg_a0", "densenet121", "tf_efficientnetv2_b0", "fbnetc_100", "lcnet_050", "ghostnet_100", "mixnet_s",
+    "seresnext26d_32x4d", "regnety_004", "dpn68", "cspresnet50", "resnest14d", "rexnet_100", "resnet18",
+    "mobilenetv2_100", "efficientnet_lite0", "mnasnet_100", "regnetx_002", "cspdarknet53", "selecsls42b",
+    "res2net50_14w_8s", "skresnet18", "ecaresnet26t", "gernet_s", "ese_vovnet19b_dw", "hardcorenas_a",
+    "tinynet_a", "mobileone_s0", "convnextv2_atto", "nf_resnet26", "resnetv2_50", "vgg11_bn", "xception41",
+    "inception_v3",
+)
+METHODS = ("l1", "sglp-ib")
+SIDE = 64
+SIDES = {"torchvision:inception_v3": 96, "timm:inception_v3": 96}
+FIXED_SIDE = ("vit_", "swin_", "maxvit", "deit", "beit")  # transformers that only take their own input size
+
+
+def model_names() -> list[str]:
+    """``torchvision:NAME`` for every torchvision classifier, then ``timm:NAME`` for :data:`TIMM_FAMILIES`."""
+    import torchvision
+
+    names = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
+    return names + [f"timm:{n}" for n in TIMM_FAMILIES]
+
+
+def side_of(name: str) -> int:
+    """Input side used for ``name`` (transformers with a fixed size get 224)."""
+    if any(part in name for part in FIXED_SIDE):
+        return 224
+    return SIDES.get(name, SIDE)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:240]}"
+
+
+def run_one(name: str, method: str) -> dict[str, Any]:
+    """Prune ``name`` with ``method`` without and with reconstruction, deploy the reconstructed model."""
+    import torch
+
+    import lassoprune as lp
+    from lassoprune.deployment import deploy
+
+    torch.manual_seed(0)
+    side = side_of(name)
+    record: dict[str, Any] = {"model": name, "method": method, "side": side}
+    try:
+        started = time.perf_counter()
+        model = lp.create_model(name, num_classes=10).eval()
+        record["build_s"] = round(time.perf_counter() - started, 2)
+    except Exception as exc:
+        record["build"] = _short(exc)
+        return record
+    x = torch.randn(1, 3, side, side)
+    gen = torch.Generator().manual_seed(1)
+    data = [(torch.randn(16, 3, side, side, generator=gen), torch.arange(16) % 10) for _ in range(2)]
+    result = None
+    for reconstruct in (False, True):
+        step = "reconstruct" if reconstruct else "cut"
+        started = time.perf_counter()
+        try:
+            result = lp.prune(model, x, method=method, target_macs=0.5, data=data, reconstruct=reconstruct)
+            with torch.no_grad():
+                out = result.model.eval()(x)
+            ratio = result.macs_after / result.macs_before
+            ok = tuple(out.shape) == (1, 10) and bool(torch.isfinite(out).all()) and abs(ratio - 0.5) <= 0.01
+            record[step] = "ok" if ok else f"wrong: output {tuple(out.shape)}, MACs {ratio:.4f}"
+            record[f"{step}_macs"] = round(ratio, 4)
+        except Exception as exc:
+            record[step] = _short(exc)
+            result = None
+        record[f"{step}_s"] = round(time.perf_counter() - started, 2)
+    if result is not None:
+        started = time.perf_counter()
+        try:
+            with tempfile.TemporaryDirectory() as out:
+                deployed = deploy(result.model, out, (1, 3, side, side), latency=False)
+            record["deploy"] = "ok"
+            record["deploy_diff"] = max(deployed.max_abs_diff.values())
+        except Exception as exc:
+            record["deploy"] = _short(exc)
+        record["deploy_s"] = round(time.perf_counter() - started, 2)
+    return record
+
+
+def done(results: Path) -> set[tuple[str, str]]:
+    """(model, method) pairs already in the results file."""
+    if not results.exists():
+        return set()
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {(r["model"], r["method"]) for r in rows}
+
+
+def run_all(results: Path, timeout: float, only: list[str] | None, methods: list[str]) -> None:
+    """Run every missing (model, method) in a child process; append its record (or a timeout) to ``results``."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    names = only or model_names()
+    finished = done(results)
+    for method in methods:  # every model with the first method before the second
+        for name in names:
+            if (name, method) in finished:
+                continue
+            record = _child(name, method, timeout)
+            with results.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
+
+
+def _child(name: str, method: str, timeout: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    command = [sys.executable, __file__, "--one", name, "--methods", method]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    except subprocess.TimeoutExpired:
+        return {"model": name, "method": method, "cut": f"timeout after {timeout:.0f} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:240]
+        return {"model": name, "method": method, "cut": f"crashed (exit {proc.returncode}): {tail}",
+                "cut_s": round(time.perf_counter() - started, 2)}
+    return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _cell(record: dict[str, Any], step: str) -> str:
+    status = record.get(step)
+    if status is None:
+        return "-"
+    if status == "ok":
+        macs = record.get(f"{step}_macs")
+        return f"ok {macs:.3f} ({record.get(f'{step}_s', 0):.0f} s)" if macs is not None else "ok"
+    return "**fail**: " + str(status).replace("|", "/")[:140]
+
+
+def _passes(record: dict[str, Any]) -> dict[str, bool]:
+    return {step: record.get(step) == "ok" for step in ("cut", "reconstruct", "deploy")}
+
+
+def table(results: Path) -> str:
+    """The markdown table of the results file, with the share of models passing each step per source."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    lines = ["| model | method | side | cut (MACs kept, s) | + reconstruction (MACs kept, s) | deploy (s) |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["model"], r["method"])):
+        deploy = _cell(r, "deploy") if r.get("deploy") != "ok" else f"ok ({r.get('deploy_s', 0):.0f} s)"
+        build = r.get("build")
+        cut = _cell(r, "cut") if build is None else "**fail** (build): " + build[:140]
+        lines.append(f"| {r['model']} | {r['method']} | {r.get('side', '')} | {cut} | {_cell(r, 'reconstruct')} "
+                     f"| {deploy} |")
+    lines += ["", "| source | method | models run | cut | + reconstruction | deploy |", "|---|---|---|---|---|---|"]
+    for source in ("torchvision", "timm"):
+        for method in METHODS:
+            subset = [r for r in rows if r["model"].startswith(source + ":") and r["method"] == method]
+            if not subset:
+                continue
+            counts = [sum(_passes(r)[s] for r in subset) for s in ("cut", "reconstruct", "deploy")]
+            lines.append(f"| {source} | {method} | {len(subset)} | "
+                         + " | ".join(f"{c}/{len(subset)} ({100 * c / len(subset):.0f}%)" for c in counts) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=Path("runs/compat.jsonl"), help="JSON-lines results file")
+    parser.add_argument("--table", type=Path, help="write the markdown table here and stop")
+    parser.add_argument("--models", nargs="*", help="only these names (torchvision:NAME / timm:NAME)")
+    parser.add_argument("--methods", nargs="*", default=list(METHODS))
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per (model, method) process")
+    parser.add_argument("--one", metavar="NAME", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.methods[0])), flush=True)
+    elif args.table:
+        args.table.write_text(table(args.results))
+    else:
+        run_all(args.results, args.timeout, args.models, args.methods)
+
+
+if __name__ == "__main__":
+    main()
