@@ -31,7 +31,8 @@ Config sections and keys (defaults in lassoprune/pipeline/config.py):
   data:     name, root, batch_size, image_size, download
   pretrain: checkpoint (a model file, or pretrained:resnet56-fashion-mnist), epochs, lr, train_subset
   sparse:   regularizer (dwgl | group-lasso | bn-l1), lam, alpha, schedule, mode, epochs, lr, train_subset
-  prune:    method, target_macs | target_params, calib_size, allocation, min_channels, round_to, ignore, options
+  prune:    method, target_macs | target_params, calib_size, allocation, min_channels, round_to, ignore, options,
+            steps, step_epochs (prune in steps, fine-tuning between cuts)
   finetune: epochs, lr, train_subset
   evaluate: latency, latency_batch, latency_threads
 """

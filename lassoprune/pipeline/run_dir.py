@@ -30,8 +30,11 @@ class RunDirectory:
         self.stages = stages
 
     @classmethod
-    def open(cls, root: str | Path, config: dict[str, Any]) -> RunDirectory:
+    def open(cls, root: str | Path, config: dict[str, Any], defaults: dict[str, Any] | None = None) -> RunDirectory:
         """Create ``root`` for ``config``, or reopen it when it was started with the same config.
+
+        ``defaults``: the config's default values; a key the stored config lacks (a run started before the
+        key existed) counts as unchanged while ``config`` holds its default.
 
         Raises:
             CheckpointError: the directory holds a run of another config, or
@@ -41,7 +44,7 @@ class RunDirectory:
         state_file = root / STATE_NAME
         if state_file.exists():
             state = _read_state(state_file)
-            changed = _changed_keys(state["config"], config)
+            changed = _changed_keys(state["config"], config, default=defaults)
             if changed:
                 raise CheckpointError(
                     f"{root} holds a run started with another config (changed: {', '.join(changed)}); "
@@ -82,12 +85,19 @@ def _read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested mappings."""
+def _changed_keys(old: Any, new: Any, prefix: str = "", default: Any = None) -> list[str]:
+    """Dotted keys whose values differ between two nested mappings (keys ``old`` lacks, at ``default``, do not)."""
     if isinstance(old, dict) and isinstance(new, dict):
+        default = default if isinstance(default, dict) else {}
         keys = sorted(set(old) | set(new))
-        return [k for key in keys for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+        return [k for key in keys if not _added_at_default(key, old, new, default)
+                for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.", default.get(key))]
     return [] if old == new else [prefix.rstrip(".")]
+
+
+def _added_at_default(key: str, old: dict[str, Any], new: dict[str, Any], default: dict[str, Any]) -> bool:
+    """A key newer than the stored config, set to its default (e.g. ``prune.steps: 1``)."""
+    return key not in old and key in new and key in default and new[key] == default[key]
 
 
 def _yaml(config: dict[str, Any]) -> str:

@@ -90,7 +90,7 @@ def run_stages(
     unknown = sorted((set(replace) | {stop_after} - {None}) - set(STAGES))
     if unknown:
         raise LassopruneError(f"unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(STAGES)}")
-    run = RunDirectory.open(out, {**config.to_dict(), **(extra_state or {})})
+    run = RunDirectory.open(out, {**config.to_dict(), **(extra_state or {})}, defaults=RunConfig().to_dict())
     ctx = StageContext(config, run, progress=progress)
     log = get_logger()
     ran = []
@@ -122,6 +122,7 @@ def build_summary(config: RunConfig, run: RunDirectory, info: Any) -> dict[str, 
         sparse = {"regularizer": config.sparse.regularizer, "lam": config.sparse.lam,
                   "alpha": config.sparse.alpha, "epochs": config.sparse.epochs}
     target = prune_record.get("target") or {"kind": "threshold", "ratio": None}
+    steps = {"prune_steps": prune_record["steps"]} if prune_record.get("steps") else {}  # prune.steps > 1
     return {
         "schema": SUMMARY_SCHEMA,
         "name": run.root.resolve().name,
@@ -146,6 +147,7 @@ def build_summary(config: RunConfig, run: RunDirectory, info: Any) -> dict[str, 
         "stages": {name: {"seconds": record["seconds"]} for name, record in stages.items()},
         "method_seconds": stages["prune"].get("method_seconds"),
         "reconstruction": prune_record.get("reconstruction") or None,
+        **steps,
     }
 
 

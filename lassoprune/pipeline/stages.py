@@ -8,6 +8,7 @@ pretrain   trains ``model`` (or copies ``pretrain.checkpoint``),       ``pretrai
 sparse     optional sparse training (dwgl, group-lasso, bn-l1)         ``sparse/model.pt``
 prune      scores, allocates, cuts to the target; BatchNorm            ``prune/model.pt``
            statistics re-estimated on the calibration set; evaluated   ``prune/prune.json``
+           (``prune.steps`` > 1: in steps, fine-tuning between them)   ``prune/step_I.json`` ...
 finetune   fine-tunes the pruned model                                 ``finetune/model.pt``
 evaluate   final metrics; latency of pruned vs unpruned (interleaved)  ``evaluate/metrics.json``
 report     ``summary.json`` and the report (markdown, JSON, plots)     ``report.md`` ...
@@ -19,6 +20,7 @@ record that the runner stores in ``state.json``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -39,13 +41,14 @@ from lassoprune.pipeline.run_dir import RunDirectory
 from lassoprune.pretrained import resolve_model_path
 from lassoprune.pruning import prune_with
 from lassoprune.pruning.api import modules_named
+from lassoprune.pruning.iterative import IterativeResult, StepRecord, prune_iteratively
 from lassoprune.pruning.method import get_method
 from lassoprune.pruning.steering import TargetSteering, steering_summary
 from lassoprune.regularizers import Regularizer, create_regularizer
 from lassoprune.training import EvalResult, TrainConfig, evaluate, fit
 from lassoprune.training.data_setup import Loaders, calibration_batches, make_loaders
 from lassoprune.training.engine import SparseTerm
-from lassoprune.training.finetune import finetune
+from lassoprune.training.finetune import FinetuneSettings, finetune
 from lassoprune.training.metrics import current_extra, metrics_record
 from lassoprune.utils import get_logger, seed_everything
 from lassoprune.utils.runtime import default_device
@@ -210,6 +213,8 @@ def run_prune(ctx: StageContext) -> dict[str, Any]:
     source = ctx.run.stages.get("sparse", ctx.run.stages["pretrain"])["model"]
     model = load(ctx.run.path(source))
     modules_named(model, p.ignore, "prune.ignore")  # a clear error naming the config key
+    if p.steps > 1:
+        return _prune_in_steps(ctx, model, source)
     result = prune_with(model, ctx.example, p, data=ctx.calibration, seed=ctx.config.seed, inplace=True,
                         evaluate=lambda m: metrics_record(ctx.evaluate(m)))
     record = result.to_dict()
@@ -225,6 +230,79 @@ def run_prune(ctx: StageContext) -> dict[str, Any]:
             "unreconstructed": unreconstructed, "reconstructed": reconstructed,
             "round_to": result.round_to,
             **{k: record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")}}
+
+
+def _prune_in_steps(ctx: StageContext, model: nn.Module, source: str) -> dict[str, Any]:
+    """``prune.steps`` cuts (:func:`~lassoprune.pruning.iterative.prune_iteratively`), resumable per step.
+
+    After each step ``prune/step_I/model.pt`` and then ``prune/step_I.json`` are written atomically; a rerun
+    continues from the last step whose record exists, and the fine-tuning between cuts
+    (``prune/step_I/finetune/``) resumes from its last finished epoch.
+    """
+    p = ctx.config.prune
+    done = _finished_steps(ctx)
+    if done:
+        model = load(ctx.run.path("prune", f"step_{done[-1].step}", MODEL_FILE))
+        get_logger().info("[prune] steps 1-%d already finished, resuming", done[-1].step)
+    tune = (lambda m, step: _finetune_step(ctx, m, step)) if p.step_epochs > 0 else None
+    result = prune_iteratively(model, ctx.example, p, data=ctx.calibration, seed=ctx.config.seed, inplace=True,
+                               evaluate=lambda m: _evaluate_on_cpu(ctx, m), finetune=tune, done=done,
+                               on_step=lambda m, record: _save_step(ctx, m, record))
+    return _write_pruned(ctx, result, source)
+
+
+def _finished_steps(ctx: StageContext) -> list[StepRecord]:
+    """The records of the steps finished by an earlier attempt, in order (up to the first missing one)."""
+    records = []
+    for step in range(1, ctx.config.prune.steps + 1):
+        file = ctx.run.path("prune", f"step_{step}.json")
+        if not file.is_file() or not ctx.run.path("prune", f"step_{step}", MODEL_FILE).is_file():
+            break
+        records.append(StepRecord.from_dict(json.loads(file.read_text())))
+    return records
+
+
+def _save_step(ctx: StageContext, model: nn.Module, record: StepRecord) -> None:
+    """The model, then the record of a finished step (the record's presence marks the step finished)."""
+    save(model, ctx.run.path("prune", f"step_{record.step}", MODEL_FILE),
+         extra=ctx.model_extra(stage=f"prune step {record.step}"))
+    atomic_write_json(ctx.run.path("prune", f"step_{record.step}.json"), record.to_dict())
+
+
+def _finetune_step(ctx: StageContext, model: nn.Module, step: int) -> dict[str, Any]:
+    """``prune.step_epochs`` epochs of fine-tuning after the cut of ``step`` (the ``finetune:`` lr and subset)."""
+    f = ctx.config.finetune
+    settings = FinetuneSettings(epochs=ctx.config.prune.step_epochs, lr=f.lr, train_subset=f.train_subset)
+    result = finetune(
+        model, ctx.loaders(f.train_subset, FINETUNE_SEED_OFFSET), settings,
+        ctx.run.path("prune", f"step_{step}", "finetune"), reconstructed=ctx.config.prune.reconstructs(True),
+        seed=ctx.config.seed + FINETUNE_SEED_OFFSET, test_batches=ctx.test, device=ctx.device,
+        progress=ctx.progress, model_extra=ctx.model_extra(stage=f"prune step {step}"),
+    )
+    return result.metrics
+
+
+def _evaluate_on_cpu(ctx: StageContext, model: nn.Module) -> dict[str, Any]:
+    """Metrics of ``model``, which is left on the CPU for the next cut."""
+    metrics = metrics_record(ctx.evaluate(model))
+    model.to("cpu")
+    return metrics
+
+
+def _write_pruned(ctx: StageContext, result: IterativeResult, source: str) -> dict[str, Any]:
+    """``prune/prune.json`` and ``prune/model.pt`` of a prune in steps; the stage record (with ``steps``)."""
+    record = result.to_dict()
+    counts = {k: record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")}
+    result.model.to("cpu")
+    atomic_write_json(ctx.run.path("prune", "prune.json"), record)
+    save(result.model, ctx.run.path("prune", MODEL_FILE),
+         extra=ctx.model_extra(pruning={"method": record["method"], "target": record["target"], **counts}))
+    one_shot = record["one_shot"]
+    reconstructed = "reconstructed" in one_shot
+    return {"model": f"prune/{MODEL_FILE}", "source": source,
+            "metrics": one_shot.get("reconstructed", one_shot.get("cut")), "method_seconds": record["seconds"],
+            "unreconstructed": one_shot["cut"] if reconstructed else None, "reconstructed": reconstructed,
+            "round_to": record["round_to"], **counts, "steps": record["steps"]}
 
 
 def run_finetune(ctx: StageContext) -> dict[str, Any]:

@@ -15,6 +15,7 @@ target live one layer down, in :mod:`lassoprune.channels`):
 - ``settings``: :class:`PruneSettings`, the one description of a prune (API, CLI, run config, benchmarks)
 - ``post_cut``: :func:`after_cut`, reconstruction + BatchNorm re-estimation + one-shot metrics
 - ``api``: :func:`prune` / :func:`prune_with`, the one prune path
+- ``iterative``: :func:`prune_iteratively`, that path in steps on a geometric schedule, fine-tuning between cuts
 """
 
 from lassoprune.channels import (
@@ -32,6 +33,7 @@ from lassoprune.channels import (
 )
 from lassoprune.pruning.allocation import ALLOCATIONS, allocate
 from lassoprune.pruning.api import PruneResult, prune, prune_with
+from lassoprune.pruning.iterative import IterativeResult, StepRecord, geometric_schedule, prune_iteratively
 from lassoprune.pruning.post_cut import PostCut, after_cut
 from lassoprune.pruning.settings import AUTO_ROUND_TO, PruneSettings
 from lassoprune.pruning.criteria import (
@@ -74,6 +76,7 @@ __all__ = [
     "ExperimentalOptions",
     "GroupAnalysis",
     "GroupDiagnostics",
+    "IterativeResult",
     "LayerSlice",
     "MethodContext",
     "MethodOptions",
@@ -85,6 +88,7 @@ __all__ = [
     "ScoreContext",
     "SearchRecord",
     "Selection",
+    "StepRecord",
     "Target",
     "TargetUse",
     "after_cut",
@@ -95,6 +99,7 @@ __all__ = [
     "describe_methods",
     "filter_norms",
     "from_tp_importance",
+    "geometric_schedule",
     "get_criterion",
     "get_method",
     "group_norms",
@@ -103,6 +108,7 @@ __all__ = [
     "list_methods",
     "mask_channels",
     "prune",
+    "prune_iteratively",
     "prune_with",
     "register_criterion",
     "register_method",

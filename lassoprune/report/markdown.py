@@ -103,6 +103,8 @@ def run_section(summary: Summary, level: int = 2) -> list[str]:
         lines += [latency_line(summary["latency"]), ""]
     if summary.get("reconstruction"):
         lines += [f"{sub} Reconstruction", "", *reconstruction_table(summary["reconstruction"]), ""]
+    if summary.get("prune_steps"):
+        lines += [f"{sub} Pruning steps", "", *steps_table(summary["prune_steps"]), ""]
     if summary["stages"]:
         lines += [f"{sub} Stage times", "", *stages_table(summary["stages"]), ""]
     lines += [f"{sub} Channels per group", "", *groups_table(summary["groups"]), ""]
@@ -170,6 +172,18 @@ def reconstruction_table(layers: Sequence[Mapping[str, Any]]) -> list[str]:
     return ["Each layer that lost input channels was refitted by least squares to reproduce the unpruned "
             "layer's output on the calibration images (relative output error, before its BatchNorm).", "",
             *table(["layer", "inputs kept", "rows", "error before", "error after"], rows)]
+
+
+def steps_table(steps: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One row per cut of a prune in steps: target and ratios reached, top-1 after the cut and after fine-tuning."""
+    rows = [[step["step"], ratio(step["target"]), ratio(step["macs_ratio"]), ratio(step["params_ratio"]),
+             pct((step["one_shot"] or {}).get("top1")), pct((step["finetuned"] or {}).get("top1")),
+             f"{step['seconds']:.1f}"] for step in steps]
+    return ["The model was cut in steps on a geometric schedule (targets: fractions of the original), fine-tuned "
+            "between cuts; the last cut is fine-tuned by the finetune stage. Reconstruction and the per-layer "
+            "errors above are those of the last cut (against the model before it).", "",
+            *table(["step", "target", "MACs ratio", "params ratio", "top-1 after cut", "top-1 fine-tuned",
+                    "seconds"], rows)]
 
 
 def groups_table(groups: Sequence[Mapping[str, Any]]) -> list[str]:

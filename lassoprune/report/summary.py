@@ -22,6 +22,10 @@ writes ``RUN/summary.json``, a plain dict (schema version 1)::
     stages: {stage name: {"seconds": f}, ...}
     reconstruction: null | [{"name": str, "inputs_kept": int, "inputs_before": int, "rows": int,
                              "error_before": f, "error_after": f}, ...]   # network order
+    prune_steps (optional; only runs pruned in steps, ``prune.steps`` > 1):
+        [{"step": int >= 1, "target": f, "macs_ratio": f, "params_ratio": f,     # fractions of the original
+          "one_shot": H | null, "finetuned": H | null, "seconds": f, ...}, ...]   # in step order
+        H = {"top1": f, "top5": f | null, "worst_class": f}   # after the cut / after the step's fine-tuning
 
 The nullable keys (``sparse``, ``class_structure``, ``latency``, ``reconstruction``) may also be
 absent; :func:`check_summary` fills them with ``None``. Schema 2 dropped ``class_means_linkage``
@@ -125,6 +129,8 @@ def check_summary(summary: Mapping[str, Any], source: str = "summary") -> dict[s
     _check_latency(c, out["latency"])
     _check_reconstruction(c, out["reconstruction"])
     _check_stages(c, c.key(out, "stages", ""))
+    if "prune_steps" in out:
+        _check_prune_steps(c, out["prune_steps"])
     return out
 
 
@@ -241,6 +247,19 @@ def _check_stages(c: _Checker, stages: Any) -> None:
         raise c.fail("stages", f"must be an object, got {type(stages).__name__}")
     for name, stage in stages.items():
         c.number(c.key(stage, "seconds", f"stages.{name}"), f"stages.{name}.seconds", low=0.0)
+
+
+def _check_prune_steps(c: _Checker, steps: Any) -> None:
+    for i, step in enumerate(c.array(steps, "prune_steps")):
+        where = f"prune_steps[{i}]"
+        c.integer(c.key(step, "step", where), f"{where}.step", low=1)
+        c.number(c.key(step, "seconds", where), f"{where}.seconds", low=0.0)
+        for key in ("target", "macs_ratio", "params_ratio"):
+            c.number(c.key(step, key, where), f"{where}.{key}", 0.0, 1.0)
+        for key in ("one_shot", "finetuned"):
+            metrics = c.key(step, key, where)
+            if metrics is not None:
+                c.number(c.key(metrics, "top1", f"{where}.{key}"), f"{where}.{key}.top1", 0.0, 1.0)
 
 
 def load_summaries(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
