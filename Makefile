@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test test-slow bench compare clean
+.PHONY: install data demo test test-slow test-vision compat bench compare clean
 
 install: $(STAMP)
 
@@ -33,6 +33,23 @@ test: data
 test-slow: data
 	$(BIN)/pytest -m slow -q
 
+# torchvision / timm architectures: the vision extra in its own venv (torchvision 0.28 needs torch's CUDA build)
+VISION_VENV := .venv-vision
+VISION_STAMP := $(VISION_VENV)/.installed
+
+$(VISION_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VISION_VENV)
+	$(VISION_VENV)/bin/pip install --quiet -e '.[test,vision]' "torch==2.13.0,!=2.13.0+cpu"
+	touch $(VISION_STAMP)
+
+test-vision: $(VISION_STAMP)
+	OMP_NUM_THREADS=1 $(VISION_VENV)/bin/pytest -m "vision and not slow" -q tests/vision
+
+# the compatibility table (hours on one thread; resumable): docs/BENCHMARKS.md
+compat: $(VISION_STAMP)
+	OMP_NUM_THREADS=1 $(VISION_VENV)/bin/python benchmarks/compat.py --results runs/compat.jsonl
+	$(VISION_VENV)/bin/python benchmarks/compat.py --results runs/compat.jsonl --table runs/compat_table.md
+
 bench: install
 	$(BIN)/python benchmarks/throughput.py
 
@@ -40,4 +57,4 @@ compare: data
 	$(BIN)/python benchmarks/compare.py --standard
 
 clean:
-	rm -rf $(VENV) runs *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VISION_VENV) runs *.egg-info .pytest_cache

@@ -18,6 +18,7 @@ Needs the vision extra (``pip install lassoprune[vision]``)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -62,8 +63,8 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:240]}"
 
 
-def run_one(name: str, method: str) -> dict[str, Any]:
-    """Prune ``name`` with ``method`` without and with reconstruction, deploy the reconstructed model."""
+def run_one(name: str, method: str, quick: bool = False) -> dict[str, Any]:
+    """Prune ``name`` with ``method`` without and with reconstruction, deploy the last model (quick: cut only)."""
     import torch
 
     import lassoprune as lp
@@ -71,7 +72,7 @@ def run_one(name: str, method: str) -> dict[str, Any]:
 
     torch.manual_seed(0)
     side = side_of(name)
-    record: dict[str, Any] = {"model": name, "method": method, "side": side}
+    record: dict[str, Any] = {"model": name, "method": method, "mode": _mode(quick), "side": side}
     try:
         started = time.perf_counter()
         model = lp.create_model(name, num_classes=10).eval()
@@ -83,7 +84,7 @@ def run_one(name: str, method: str) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(1)
     data = [(torch.randn(16, 3, side, side, generator=gen), torch.arange(16) % 10) for _ in range(2)]
     result = None
-    for reconstruct in (False, True):
+    for reconstruct in (False,) if quick else (False, True):
         step = "reconstruct" if reconstruct else "cut"
         started = time.perf_counter()
         try:
@@ -111,41 +112,45 @@ def run_one(name: str, method: str) -> dict[str, Any]:
     return record
 
 
-def done(results: Path) -> set[tuple[str, str]]:
-    """(model, method) pairs already in the results file."""
+def _mode(quick: bool) -> str:
+    return "quick" if quick else "full"
+
+
+def done(results: Path) -> set[tuple[str, str, str]]:
+    """(model, method, mode) already in the results file."""
     if not results.exists():
         return set()
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    return {(r["model"], r["method"]) for r in rows}
+    return {(r["model"], r["method"], r.get("mode", "full")) for r in rows}
 
 
-def run_all(results: Path, timeout: float, only: list[str] | None, methods: list[str]) -> None:
+def run_all(results: Path, timeout: float, only: list[str] | None, methods: list[str], quick: bool) -> None:
     """Run every missing (model, method) in a child process; append its record (or a timeout) to ``results``."""
     results.parent.mkdir(parents=True, exist_ok=True)
     names = only or model_names()
     finished = done(results)
     for method in methods:  # every model with the first method before the second
         for name in names:
-            if (name, method) in finished:
+            if (name, method, _mode(quick)) in finished:
                 continue
-            record = _child(name, method, timeout)
+            record = _child(name, method, timeout, quick)
             with results.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)
 
 
-def _child(name: str, method: str, timeout: float) -> dict[str, Any]:
+def _child(name: str, method: str, timeout: float, quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
-    command = [sys.executable, __file__, "--one", name, "--methods", method]
+    command = [sys.executable, __file__, "--one", name, "--methods", method] + (["--quick"] if quick else [])
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
     except subprocess.TimeoutExpired:
-        return {"model": name, "method": method, "cut": f"timeout after {timeout:.0f} s"}
+        return {"model": name, "method": method, "mode": _mode(quick), "cut": f"timeout after {timeout:.0f} s"}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:240]
-        return {"model": name, "method": method, "cut": f"crashed (exit {proc.returncode}): {tail}",
-                "cut_s": round(time.perf_counter() - started, 2)}
+        return {"model": name, "method": method, "mode": _mode(quick),
+                "cut": f"crashed (exit {proc.returncode}): {tail}", "cut_s": round(time.perf_counter() - started, 2)}
     return json.loads(lines[-1])
 
 
@@ -169,22 +174,23 @@ def _passes(record: dict[str, Any]) -> dict[str, bool]:
 def table(results: Path) -> str:
     """The markdown table of the results file, with the share of models passing each step per source."""
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    lines = ["| model | method | side | cut (MACs kept, s) | + reconstruction (MACs kept, s) | deploy (s) |",
-             "|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["model"], r["method"])):
+    lines = ["| model | method | run | side | cut (MACs kept, s) | + reconstruction (MACs kept, s) | deploy (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["model"], r["method"], r.get("mode", "full"))):
         deploy = _cell(r, "deploy") if r.get("deploy") != "ok" else f"ok ({r.get('deploy_s', 0):.0f} s)"
         build = r.get("build")
         cut = _cell(r, "cut") if build is None else "**fail** (build): " + build[:140]
-        lines.append(f"| {r['model']} | {r['method']} | {r.get('side', '')} | {cut} | {_cell(r, 'reconstruct')} "
+        lines.append(f"| {r['model']} | {r['method']} | {r.get('mode', 'full')} | {r.get('side', '')} | {cut} | "
+                     f"{_cell(r, 'reconstruct')} "
                      f"| {deploy} |")
-    lines += ["", "| source | method | models run | cut | + reconstruction | deploy |", "|---|---|---|---|---|---|"]
-    for source in ("torchvision", "timm"):
-        for method in METHODS:
-            subset = [r for r in rows if r["model"].startswith(source + ":") and r["method"] == method]
-            if not subset:
-                continue
+    lines += ["", "| source | method | run | models run | cut | + reconstruction | deploy |",
+              "|---|---|---|---|---|---|---|"]
+    for source, method, mode in itertools.product(("torchvision", "timm"), METHODS, ("quick", "full")):
+        subset = [r for r in rows if r["model"].startswith(source + ":") and r["method"] == method
+                  and r.get("mode", "full") == mode]
+        if subset:
             counts = [sum(_passes(r)[s] for r in subset) for s in ("cut", "reconstruct", "deploy")]
-            lines.append(f"| {source} | {method} | {len(subset)} | "
+            lines.append(f"| {source} | {method} | {mode} | {len(subset)} | "
                          + " | ".join(f"{c}/{len(subset)} ({100 * c / len(subset):.0f}%)" for c in counts) + " |")
     return "\n".join(lines) + "\n"
 
@@ -196,14 +202,15 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="only these names (torchvision:NAME / timm:NAME)")
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per (model, method) process")
+    parser.add_argument("--quick", action="store_true", help="cut and deploy only (no reconstruction)")
     parser.add_argument("--one", metavar="NAME", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.methods[0])), flush=True)
+        print(json.dumps(run_one(args.one, args.methods[0], args.quick)), flush=True)
     elif args.table:
         args.table.write_text(table(args.results))
     else:
-        run_all(args.results, args.timeout, args.models, args.methods)
+        run_all(args.results, args.timeout, args.models, args.methods, args.quick)
 
 
 if __name__ == "__main__":

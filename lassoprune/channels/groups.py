@@ -11,7 +11,12 @@ records that the criteria, the cost model and the surgery all read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,8 +24,13 @@ import torch_pruning as tp
 from torch import nn
 
 from lassoprune.channels.outputs import output_producers
+from lassoprune.channels.rearranged import rearranging_layers
 from lassoprune.errors import LassopruneError
 from lassoprune.utils.enums import NamedEnum
+from lassoprune.utils.runtime import get_logger
+
+ANALYSIS_SECONDS = 300.0
+"""Bound on Torch-Pruning's tracing and group analysis of one model (seconds); past it the analysis stops."""
 
 
 class LayerKind(NamedEnum):
@@ -118,11 +128,14 @@ class GroupAnalysis:
         groups: the records, in the model's module order.
         graph: the ``torch_pruning.DependencyGraph`` built on the model.
         roots: group id -> (root module, root pruning function).
+        protected: layer name -> why its output channels are left whole (the channels are sliced,
+            split or reshaped by number, or feed a grouped conv: :mod:`lassoprune.channels.rearranged`).
     """
 
     groups: tuple[ChannelGroup, ...]
     graph: Any
     roots: dict[str, tuple[nn.Module, Any]]
+    protected: dict[str, str] = field(default_factory=dict)
 
     def by_id(self) -> dict[str, ChannelGroup]:
         return {g.id: g for g in self.groups}
@@ -159,28 +172,109 @@ def analyse_groups(
     """
     names = {m: n for n, m in model.named_modules()}
     try:
-        ignored = list(ignored_layers or ()) + output_producers(model, example_inputs)
+        rearranging = rearranging_layers(model, example_inputs)
+        ignored = list(ignored_layers or ()) + output_producers(model, example_inputs) + list(rearranging)
     except Exception as exc:
         raise _trace_error("the model cannot run on", example_inputs, exc) from exc
+    protected = {names[m]: why for m, why in rearranging.items() if m in names}
+    if protected:
+        get_logger().info("left whole (%d layers): %s", len(protected),
+                          "; ".join(f"{n}: {why}" for n, why in list(protected.items())[:8]))
+    current = ["tracing the model"]
+    with _time_bound(ANALYSIS_SECONDS, lambda: current[0]):
+        graph = _build_graph(model, example_inputs)
+        groups, roots = [], {}
+        for root, tp_group in _prunable_groups(graph, ignored, names, current):
+            record = _record(tp_group, graph, names)
+            if record is None:
+                continue
+            groups.append(record)
+            roots[record.id] = (root, tp_group[0].dep.handler)
+    order = {n: i for i, n in enumerate(names.values())}
+    groups.sort(key=lambda g: order.get(g.id, len(order)))
+    return GroupAnalysis(groups=tuple(groups), graph=graph, roots=roots, protected=protected)
+
+
+def _build_graph(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> Any:
+    """Torch-Pruning's dependency graph of ``model`` (eval mode; frozen weights are traced too)."""
     was_training = model.training
+    frozen = [p for p in model.parameters() if not p.requires_grad]
     model.eval()
+    for p in frozen:  # Torch-Pruning follows autograd: a frozen layer would be invisible to it
+        p.requires_grad_(True)
     try:
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+        with torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    except _AnalysisTimeout:
+        raise
     except Exception as exc:
         raise _trace_error("Torch-Pruning could not trace the model with", example_inputs, exc) from exc
     finally:
         model.train(was_training)
-    groups, roots = [], {}
-    for tp_group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
-        record = _record(tp_group, graph, names)
-        if record is None:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+def _prunable_groups(
+    graph: Any, ignored: list[nn.Module], names: dict[nn.Module, str], current: list[str]
+) -> Iterator[tuple[nn.Module, Any]]:
+    """Torch-Pruning's full group of every conv / linear root whose group touches no ignored layer's outputs.
+
+    The loop of ``DependencyGraph.get_all_groups``, written out so that ``current[0]``
+    names the root being analysed (for the time bound's message).
+    """
+    skip = {id(m) for m in list(ignored) + list(graph.IGNORED_LAYERS_IN_TRACING)}
+    visited: set[int] = set()
+    for module in list(graph.module2node):
+        if id(module) in skip or id(module) in visited or not isinstance(module, nn.Conv2d | nn.Linear):
             continue
-        groups.append(record)
-        root = tp_group[0].dep.target.module
-        roots[record.id] = (root, tp_group[0].dep.handler)
-    order = {n: i for i, n in enumerate(names.values())}
-    groups.sort(key=lambda g: order.get(g.id, len(order)))
-    return GroupAnalysis(groups=tuple(groups), graph=graph, roots=roots)
+        pruner = graph.get_pruner_of_module(module)
+        if pruner is None or pruner.get_out_channels(module) is None:
+            continue
+        current[0] = f"analysing the group of layer {names.get(module, type(module).__name__)!r}"
+        channels = pruner.get_out_channels(module)
+        tp_group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+        prunable = True
+        for dep, _ in tp_group:
+            if graph.is_out_channel_pruning_fn(dep.handler):
+                visited.add(id(dep.target.module))
+                prunable = prunable and id(dep.target.module) not in skip
+        if prunable:
+            yield module, tp_group
+
+
+class _AnalysisTimeout(BaseException):
+    """Raised by the alarm of :func:`_time_bound` (a BaseException: no ``except Exception`` swallows it)."""
+
+
+@contextlib.contextmanager
+def _time_bound(seconds: float, doing: Callable[[], str]) -> Iterator[None]:
+    """Stop the block with a :class:`LassopruneError` after ``seconds`` (main thread with SIGALRM only).
+
+    Raises:
+        LassopruneError: the time ran out; the message says what was being done (``doing()``).
+    """
+    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    if not usable or seconds <= 0:
+        yield
+        return
+
+    def alarm(_signum: int, _frame: Any) -> None:
+        raise _AnalysisTimeout()
+
+    started = time.perf_counter()
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _AnalysisTimeout:
+        raise LassopruneError(
+            f"Torch-Pruning's dependency analysis did not finish within {time.perf_counter() - started:.0f} s "
+            f"({doing()}); pass that layer (or the block around it) in ignored_layers (CLI --ignore)"
+        ) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _trace_error(what: str, example_inputs: Any, exc: BaseException) -> LassopruneError:

@@ -116,9 +116,19 @@ def _traced_forward(
 
 def _walk_back(outputs: list[Tensor], producers: dict[Any, nn.Module]) -> set[Any]:
     """The producer grad_fns reached from ``outputs`` without passing through a (non-depthwise) weighted layer."""
+    return walk_back_from([t.grad_fn for t in outputs if t.grad_fn is not None], producers)
+
+
+def walk_back_from(nodes: list[Any], producers: dict[Any, nn.Module]) -> set[Any]:
+    """The producer grad_fns reached from the autograd ``nodes`` without passing through a (non-depthwise) layer.
+
+    Args:
+        nodes: autograd nodes (``tensor.grad_fn``) to start from.
+        producers: grad_fn of each conv / linear output -> its layer.
+    """
     found: set[Any] = set()
     seen: set[Any] = set()
-    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    stack = list(nodes)
     while stack:
         fn = stack.pop()
         if fn is None or fn in seen:
@@ -131,6 +141,11 @@ def _walk_back(outputs: list[Tensor], producers: dict[Any, nn.Module]) -> set[An
                 continue
         stack.extend(next_fn for next_fn, _ in fn.next_functions)
     return found
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """True for a conv whose groups equal its input and output channels (it carries channels through)."""
+    return _is_depthwise(module)
 
 
 def _is_depthwise(module: nn.Module) -> bool:

@@ -17,7 +17,9 @@ from lassoprune.models import model_entry
 def add_model_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
     """--model, --num-classes, --in-channels, --image-size."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", required=required, help="zoo model name (see `lassoprune info`)")
+    group.add_argument("--model", required=required,
+                       help="zoo model name (see `lassoprune info`), or torchvision:NAME / timm:NAME "
+                            "(extra: lassoprune[vision])")
     group.add_argument("--num-classes", type=int, help="classifier outputs (default: the dataset's classes, else 10)")
     group.add_argument("--in-channels", type=int, help="input channels (default: the dataset's, else 3)")
     group.add_argument("--image-size", type=int, help="input side in pixels (default: the model's, 32 or 224)")

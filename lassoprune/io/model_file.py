@@ -290,6 +290,7 @@ def load(
         raise _unreadable(info.path, exc) from exc
     model = _build(info, constructor)
     apply_widths(model, info.widths, source=str(info.path))
+    _fit_loose_tensors(model, tensors)
     _check_shapes(model, tensors, info.path)
     try:
         model.load_state_dict(tensors, strict=True)
@@ -393,6 +394,26 @@ def _replace_tensor(module: nn.Module, name: str, shape: tuple[int, ...]) -> Non
         setattr(module, name, nn.Parameter(new, requires_grad=old.requires_grad))
     else:
         module.register_buffer(name, new, persistent=name not in module._non_persistent_buffers_set)
+
+
+def _fit_loose_tensors(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Give the pruned parameters of modules without a width record the stored shapes.
+
+    A per-channel parameter owned by a block rather than by a layer (the layer
+    scale ``gamma`` of ConvNeXt, shaped ``(C,)``) is cut with its channel group
+    but has no width record; the stored tensor is its record. Only tensors of
+    the same rank are resized, so a file of another architecture still fails
+    :func:`_check_shapes`.
+    """
+    modules = dict(model.named_modules())
+    for key, stored in tensors.items():
+        owner, _, name = key.rpartition(".")
+        module = modules.get(owner)
+        if module is None or _width_type(module) is not None or name not in module._parameters:
+            continue
+        current = module._parameters[name]
+        if current is not None and current.dim() == stored.dim() and current.shape != stored.shape:
+            _replace_tensor(module, name, tuple(stored.shape))
 
 
 def _check_shapes(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: Path) -> None:

@@ -157,8 +157,17 @@ def list_models(family: str | None = None) -> list[str]:
 
 
 def model_entry(name: str) -> ModelEntry:
-    """The :class:`ModelEntry` of ``name``; raises :class:`UnknownNameError` if not registered."""
-    return _REGISTRY.get(name if isinstance(name, str) else str(name))
+    """The :class:`ModelEntry` of ``name``; raises :class:`UnknownNameError` if not registered.
+
+    ``torchvision:ARCH`` and ``timm:ARCH`` name models of those libraries
+    (:mod:`lassoprune.models.external`, the ``vision`` extra).
+    """
+    key = name if isinstance(name, str) else str(name)
+    if ":" in key:
+        from lassoprune.models.external import external_entry
+
+        return external_entry(key)
+    return _REGISTRY.get(key)
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:

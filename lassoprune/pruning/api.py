@@ -225,6 +225,9 @@ def prune_with(
     is not read (the caller drew ``data``).
     """
     started = time.perf_counter()
+    if settings.steps != 1:
+        raise LassopruneError(f"prune_with makes one cut; for steps={settings.steps} use "
+                              "lassoprune.pruning.prune_iteratively (or prune.steps in a run config)")
     spec = _method_spec(settings.method)
     opts = spec.parse_options(settings.options)
     spec.check_target(opts, settings.target_macs is not None or settings.target_params is not None)
@@ -240,18 +243,20 @@ def prune_with(
     modules_named(model, settings.ignore)  # a clear error before any copy
     original = copy.deepcopy(model) if reconstruct and inplace else model
     targets = [None] if spec.uses_threshold(opts) else _targets(settings.target_macs, settings.target_params)
-    if inplace and len(targets) > 1:
-        raise LassopruneError("inplace=True with both target_macs and target_params is not supported: "
-                              "prune a copy (inplace=False)")
-    for target in targets:  # two limits: the MACs cut first; the params cut when it keeps too many params
+    result, target = None, targets[0]
+    if len(targets) > 1:  # two limits: the MACs cut binds unless it keeps too many params (then the params cut)
+        trial = _cut_rounded(copy.deepcopy(model), example_inputs, spec, opts, settings, batches, steps, target, seed)
+        if not _within_limits(trial, settings):
+            target = targets[1]
+        elif not inplace:
+            result = trial
+    if result is None:  # (in place, a binding MACs cut is made again on the model itself: the same cut)
         work = model if inplace else copy.deepcopy(model)
         result = _cut_rounded(work, example_inputs, spec, opts, settings, batches, steps, target, seed)
-        if _within_limits(result, settings):
-            break
-    else:
+    if not _within_limits(result, settings):
         raise LassopruneError(_limits_message(result, settings))
     cut_seconds = time.perf_counter() - started
-    post = after_cut(original, work, batches, result.groups, result.keep, reconstruct_layers=reconstruct,
+    post = after_cut(original, result.model, batches, result.groups, result.keep, reconstruct_layers=reconstruct,
                      recalibrate=recalibrate, evaluate=evaluate, seed=seed)
     return dataclasses.replace(
         result, reconstruction=post.reconstruction, one_shot=post.one_shot,

@@ -45,3 +45,12 @@ def test_two_limits_in_a_run_config_and_refused_with_a_threshold():
     model = lp.create_model("resnet20", num_classes=10).eval()
     with pytest.raises(LassopruneError, match="threshold"):
         lp.prune(model, EXAMPLE, method="dwgl-vote", threshold=0.1, target_macs=0.5, target_params=0.5)
+
+
+def test_two_limits_in_place_prune_the_model_itself():
+    """The pipeline prunes in place: the binding cut is made on the model itself."""
+    model = lp.create_model("resnet20", num_classes=10).eval()
+    before = lp.count_params(model)
+    result = lp.prune(model, EXAMPLE, method="l1", target_macs=0.5, target_params=0.95, inplace=True)
+    assert result.model is model and result.target.kind == "macs"
+    assert lp.count_params(model) == result.params_after < before

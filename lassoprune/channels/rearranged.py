@@ -1,0 +1,166 @@
+"""Layers whose output channels must stay whole because the model rearranges them in ways pruning cannot follow.
+
+Torch-Pruning's dependency graph follows concatenations, additions and
+flattening, but a forward pass can also address channels by number:
+
+- slicing ``x[:, :k]`` or ``x[:, k:]`` (GhostNet, CSPNet, DPN, partial residuals
+  of ReXNet), and selecting channels (``index_select``, ``gather``, ``narrow``);
+- splitting along the channels (``torch.split`` with fixed sizes as in MixNet,
+  ``chunk`` as in ShuffleNetV2), whose sizes are written in the code and do not
+  shrink with the layer;
+- reshapes that move channels (the channel shuffle ``view(n, g, c // g, h, w)``,
+  ``pixel_shuffle``, ``repeat``);
+- grouped convolutions (ResNeXt, RegNet, SE-ResNeXt): each group reads its own
+  block of input channels, so removing channels must keep every block the same
+  size and aligned, which a free choice of channels does not.
+
+Removing channels that flow into such an operation gives a model that fails
+or, worse, silently computes something else. :func:`rearranging_layers` runs
+one forward pass, records every such operation, and walks the autograd graph
+back from its input to the conv / linear layers that produce those channels
+(through activations, normalisation, pooling, additions, concatenations and
+depthwise convs, as :mod:`lassoprune.channels.outputs` does). Those layers, and
+every grouped conv itself, are left whole; the rest of the network is pruned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from lassoprune.channels.outputs import flatten_outputs, is_depthwise, walk_back_from
+
+__all__ = ["rearranging_layers"]
+
+# op name -> (position of the ``dim`` argument, its default)
+_DIM_OPS: dict[str, tuple[int, int]] = {
+    "split": (2, 0), "split_with_sizes": (2, 0), "chunk": (2, 0), "tensor_split": (2, 0),
+    "unsafe_split": (2, 0), "unsafe_chunk": (2, 0), "unbind": (1, 0), "narrow": (1, 0),
+    "index_select": (1, 0), "gather": (1, 0), "take_along_dim": (2, 0),
+}
+_RESHAPES = frozenset({
+    "view", "reshape", "flatten", "unflatten", "view_as", "reshape_as", "pixel_shuffle", "pixel_unshuffle",
+    "channel_shuffle", "native_channel_shuffle", "repeat", "repeat_interleave",
+})
+
+
+def rearranging_layers(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...]) -> dict[nn.Module, str]:
+    """The conv / linear layers whose output channels pruning must leave whole, each with the reason.
+
+    Args:
+        model: any module; run once in eval mode (BatchNorm statistics untouched).
+        example_inputs: a batch such as ``torch.randn(1, 3, 32, 32)`` (or a tuple of inputs).
+
+    Returns:
+        layer -> reason (e.g. ``"its channels are sliced (x[:, 0:16])"``), in the order found.
+
+    Raises:
+        whatever the model's forward pass raises on ``example_inputs`` (callers wrap it).
+    """
+    producers: dict[Any, nn.Module] = {}
+    recorder = _ChannelOpRecorder()
+    grouped: list[tuple[nn.Module, Any]] = []
+
+    def remember(module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, Tensor) and output.grad_fn is not None:
+            producers[output.grad_fn] = module
+        if _is_grouped(module) and inputs and isinstance(inputs[0], Tensor):
+            grouped.append((module, inputs[0].grad_fn))
+
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
+    handles = [m.register_forward_hook(remember) for m in layers]
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    traced = tuple(t.detach().requires_grad_(True) if t.is_floating_point() else t for t in inputs)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad(), recorder:
+            flatten_outputs(model(*traced))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    found: dict[nn.Module, str] = {}
+    for module, node in grouped:
+        found.setdefault(module, f"grouped convolution (groups={module.groups}) is kept whole")
+        _protect([node], producers, f"its channels feed a grouped convolution (groups={module.groups})", found)
+    for reason, node in recorder.records:
+        _protect([node], producers, reason, found)
+    return found
+
+
+def _protect(nodes: list[Any], producers: dict[Any, nn.Module], reason: str, found: dict[nn.Module, str]) -> None:
+    """Record, with ``reason``, every producer reached from ``nodes`` (the first reason found wins)."""
+    for fn in walk_back_from([n for n in nodes if n is not None], producers):
+        found.setdefault(producers[fn], reason)
+
+
+def _is_grouped(module: nn.Module) -> bool:
+    """A conv with several groups that is not a plain depthwise conv (groups == in == out)."""
+    return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not is_depthwise(module)
+
+
+class _ChannelOpRecorder(TorchFunctionMode):
+    """Records ``(reason, autograd node of the input)`` for every op that addresses channels by number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[str, Any]] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        source = args[0] if args and isinstance(args[0], Tensor) else None
+        if source is not None and source.grad_fn is not None and source.dim() >= 2:
+            reason = _channel_op(getattr(func, "__name__", ""), source, args, kwargs, out)
+            if reason is not None:
+                self.records.append((reason, source.grad_fn))
+        return out
+
+
+def _channel_op(name: str, source: Tensor, args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> str | None:
+    """Why ``name`` applied to ``source`` (N, C, ...) addresses channels by number, or None when it does not."""
+    if name == "__getitem__" and len(args) > 1:
+        return _indexing(args[1], source.shape[1])
+    if name in _DIM_OPS:
+        position, default = _DIM_OPS[name]
+        dim = kwargs.get("dim", args[position] if len(args) > position else default)
+        if isinstance(dim, int) and dim % source.dim() == 1:
+            return f"its channels are split or selected by number ({name} along dim 1)"
+        return None
+    if name in _RESHAPES and isinstance(out, Tensor):
+        return _reshape(name, tuple(source.shape), tuple(out.shape))
+    return None
+
+
+def _indexing(index: Any, channels: int) -> str | None:
+    """The reason when an index such as ``[:, :k]`` picks part of dim 1 (the channels)."""
+    if not isinstance(index, tuple) or len(index) < 2 or index[0] is Ellipsis:
+        return None
+    chosen = index[1]
+    if chosen is Ellipsis or chosen is None:
+        return None
+    if isinstance(chosen, slice):
+        if chosen.step in (None, 1) and (chosen.start or 0) in (0, -channels) and chosen.stop in (None, channels):
+            return None
+        return f"its channels are sliced (x[:, {_slice_text(chosen)}])"
+    return "its channels are picked by number (x[:, index])"
+
+
+def _slice_text(s: slice) -> str:
+    text = f"{'' if s.start is None else s.start}:{'' if s.stop is None else s.stop}"
+    return text if s.step in (None, 1) else f"{text}:{s.step}"
+
+
+def _reshape(name: str, before: tuple[int, ...], after: tuple[int, ...]) -> str | None:
+    """The reason when a reshape of (N, C, H, W) changes dim 1 other than by flattening to (N, C*H*W)."""
+    if len(before) < 3 or len(after) < 2 or after[1] == before[1]:
+        return None
+    if len(after) == 2 and after[1] == math.prod(before[1:]):
+        return None  # flattening channels with the space after them, as a linear head reads them
+    return f"its channels are reshaped ({name} {list(before)} -> {list(after)})"

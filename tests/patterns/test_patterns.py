@@ -1,0 +1,135 @@
+"""Architecture patterns of torchvision / timm CNNs on tiny models: pruned to target, reconstructed, deployed.
+
+Each pattern (grouped conv, split / slice / shuffle and concatenation, partial
+residual, conv classifier, layer scale, squeeze-excitation, depthwise) is cut
+to 0.5 of the MACs within 1% (or refused with a one-line error naming the
+layer); the cut equals the masked original, the outputs keep their classes,
+reconstruction runs on calibration images, and the deployed TorchScript and
+ONNX files reproduce the pruned model to 1e-4.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+import lassoprune as lp
+from lassoprune.channels import groups as group_module
+from lassoprune.deployment import deploy, load_torchscript
+from lassoprune.errors import LassopruneError
+from lassoprune.pruning import analyse_groups, mask_channels
+from tests.patterns.pattern_models import CLASSES, NOT_MASKABLE, PATTERNS, ConvClassifier, Grouped, build
+
+SIDE = 16
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Torch-Pruning's note on the bare gamma
+
+
+def _x(n: int = 1, seed: int = 3) -> torch.Tensor:
+    return torch.randn(n, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(seed))
+
+
+def _data() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(2)
+    return [(torch.randn(16, 3, SIDE, SIDE, generator=gen), torch.arange(16) % CLASSES) for _ in range(2)]
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) / max(1.0, float(a.abs().max()))
+
+
+def _prune(model: nn.Module, **kwargs) -> lp.PruneResult:
+    try:
+        return lp.prune(model, _x(), method=kwargs.pop("method", "l1"), target_macs=0.5, **kwargs)
+    except LassopruneError as exc:  # a refusal must be one line naming the layer
+        message = str(exc)
+        assert "\n" not in message and any(name in message for name, _ in model.named_modules() if name), message
+        pytest.skip(f"refused: {message}")
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+def test_cut_meets_target_keeps_classes_and_equals_masking(name):
+    model = build(name)
+    result = _prune(model, reconstruct=False, recalibrate=False)
+    assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
+    x = _x(3)
+    with torch.no_grad():
+        got = result.model.eval()(x)
+        assert got.shape == (3, CLASSES)
+        if name not in NOT_MASKABLE:
+            masked = copy.deepcopy(model)
+            mask_channels(masked, result.groups, result.keep)
+            assert _relative(masked(x), got) <= 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+def test_reconstructed_model_deploys_to_identical_files(tmp_path, name):
+    result = _prune(build(name), data=_data(), reconstruct=True)
+    assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
+    pruned = result.model.eval()
+    deployed = deploy(pruned, tmp_path, (1, 3, SIDE, SIDE), latency=False)
+    assert max(deployed.max_abs_diff.values()) <= 1e-4
+    x = _x(4, seed=5)
+    with torch.no_grad():
+        expected = pruned(x)
+        assert expected.shape == (4, CLASSES) and torch.isfinite(expected).all()
+        assert _relative(expected, load_torchscript(tmp_path / "model.torchscript.pt")(x)) <= 1e-4
+
+
+def test_channels_addressed_by_number_are_left_whole_with_the_reason():
+    analysis = analyse_groups(build("cross_stage"), _x())
+    assert "expand.0" in analysis.protected and "sliced" in analysis.protected["expand.0"]
+    assert not any(s.module == "expand.0" for g in analysis.groups for s in g.producers)
+    shuffle = analyse_groups(build("shuffle"), _x()).protected
+    assert "stem.0" in shuffle and "branch.2.0" in shuffle
+    assert "split" in analyse_groups(build("mixconv"), _x()).protected["stem.0"]
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_grouped_convs_keep_a_valid_group_count(groups):
+    model = Grouped(groups=groups).eval()
+    result = lp.prune(model, _x(), method="l1", target_macs=0.5, reconstruct=False)
+    grouped = result.model.grouped[0]
+    assert grouped.groups == groups and grouped.in_channels % groups == 0 and grouped.out_channels % groups == 0
+    assert "grouped" in analyse_groups(model, _x()).protected["grouped.0"]
+
+
+def test_unreachable_target_names_the_layers_left_whole():
+    with pytest.raises(LassopruneError, match=r"grouped\.0: grouped convolution \(groups=4\)"):
+        lp.prune(Grouped(), _x(), method="l1", target_macs=0.05, prune_residual=False)
+
+
+def test_conv_classifier_keeps_its_classes_with_frozen_weights():
+    model = ConvClassifier().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    result = lp.prune(model, _x(), method="l1", target_macs=0.5)
+    assert result.model.classifier[1].out_channels == CLASSES
+    assert result.model(_x(2)).shape == (2, CLASSES)
+    assert not any(p.requires_grad for p in model.parameters())  # tracing left the flags as they were
+
+
+def test_a_cut_that_would_drop_classes_is_refused(monkeypatch):
+    monkeypatch.setattr(group_module, "output_producers", lambda model, x: [])  # blind to the conv classifier
+    with pytest.raises(LassopruneError, match="output shapes"):
+        lp.prune(ConvClassifier().eval(), _x(), method="l1", target_macs=0.5, reconstruct=False)
+
+
+def test_group_analysis_that_does_not_finish_names_the_layer(monkeypatch):
+    def endless(*args, **kwargs):
+        while True:
+            pass
+
+    monkeypatch.setattr(group_module, "ANALYSIS_SECONDS", 0.5)
+    monkeypatch.setattr(tp.DependencyGraph, "get_pruning_group", endless)
+    with pytest.raises(LassopruneError, match=r"did not finish within .*layer '\w+\.0'"):
+        analyse_groups(build("grouped"), _x())
+
+
+def test_lasso_method_on_the_patterns_that_change_the_graph():
+    result = lp.prune(build("ghost"), _x(), method="sglp-ib", target_macs=0.5, data=_data(), prune_residual=True)
+    assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
+    assert result.model(_x(2)).shape == (2, CLASSES)
