@@ -23,18 +23,23 @@ def recalibrate_batchnorm(
     """Reset every BatchNorm's running statistics and re-estimate them on ``batches``.
 
     Uses the cumulative average over all batches (``momentum=None`` while
-    estimating), leaves weights untouched and restores the model's mode and
-    each layer's momentum. Returns the number of images seen.
+    estimating), leaves weights untouched and restores every module's mode and
+    each layer's momentum. Only the BatchNorm layers run in training mode: the
+    rest of the network runs as in inference (no dropout, no auxiliary heads
+    that exist only in training mode, e.g. GoogLeNet's). Returns the number of
+    images seen.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return 0
     momenta = [m.momentum for m in norms]
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
-    model.train()
+    model.eval()
+    for m in norms:
+        m.train()
     seen = 0
     try:
         for images, _ in batches:
@@ -43,5 +48,6 @@ def recalibrate_batchnorm(
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
     return seen
