@@ -8,6 +8,7 @@ every target of (model, method, seed), Torch-Pruning's group sparse learning, an
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import time
@@ -22,7 +23,9 @@ from compare_rows import Row, row_config, row_result
 from lassoprune.errors import LassopruneError
 from lassoprune.io import atomic_write_json, load, save
 from lassoprune.pipeline import FinetuneSection, PruneSection, Stage, StageContext, run_stages
-from lassoprune.pipeline.stages import MODEL_FILE, metrics_record
+from lassoprune.pipeline.stages import MODEL_FILE, metrics_record, run_pretrain
+from lassoprune.pretrained import resolve_model_path
+from lassoprune.training.metrics import current_extra
 from lassoprune.pruning import after_cut
 
 log = logging.getLogger("lassoprune.compare")
@@ -31,7 +34,7 @@ log = logging.getLogger("lassoprune.compare")
 def run_row(profile: Profile, runs: Path, row: Row, progress: bool) -> dict[str, Any]:
     """Run (or resume) ``row`` through the pipeline's stages; returns its result record."""
     method = METHODS[row.method]
-    replace: dict[str, Stage] = {}
+    replace: dict[str, Stage] = {"pretrain": shared_pretrain_stage(runs, row)}
     if method.sparse is not None:
         replace["sparse"] = shared_sparse_stage(profile, runs, row, progress)
     if method.peer is not None:
@@ -52,6 +55,29 @@ def run_rows(profile: Profile, runs: Path, rows: Sequence[Row], progress: bool) 
 
 
 # -- the stages that are not the library's ------------------------------------------------------------------
+
+
+def shared_pretrain_stage(runs: Path, row: Row) -> Stage:
+    """The library's ``pretrain`` stage, its evaluation of the baseline done once per (model, phase).
+
+    Every row of a phase copies the same baseline and evaluates it on the same split: the first row's
+    metrics are kept in ``RUNS/baselines/<phase>-<model>.json`` and copied by the others.
+    """
+
+    def stage(ctx: StageContext) -> dict[str, Any]:
+        cache = runs / "baselines" / f"{row.phase}-{row.model}.json"
+        if not cache.exists():
+            record = run_pretrain(ctx)
+            atomic_write_json(cache, record["metrics"])
+            return record
+        model = load(resolve_model_path(ctx.config.pretrain.checkpoint))
+        save(model, ctx.run.path("pretrain", MODEL_FILE),
+             extra={**current_extra(model.lp_extra), **ctx.model_extra(source=ctx.config.pretrain.checkpoint)})
+        metrics = json.loads(cache.read_text())
+        atomic_write_json(ctx.run.path("pretrain", "metrics.json"), metrics)
+        return {"model": f"pretrain/{MODEL_FILE}", "metrics": metrics}
+
+    return stage
 
 
 def shared_sparse_stage(profile: Profile, runs: Path, row: Row, progress: bool) -> Stage:
