@@ -151,8 +151,10 @@ def collect_features(
     penultimate: list[Tensor] = []
 
     def read_input(name: str):
-        def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
+            if isinstance(module, nn.Linear) and x.dim() > 2:  # channels last (e.g. ConvNeXt's MLP): (N, ..., C)
+                x = x.movedim(-1, 1)
             for group, positions, channels in by_module[name]:
                 inputs[group.id].append(_group_features(x, positions, channels, group.num_channels, pool))
 
