@@ -40,6 +40,7 @@ def tiny_run(baseline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return runs
 
 
+@pytest.mark.slow
 def test_every_phase_finishes_every_row(tiny_run: Path) -> None:
     results = json.loads((tiny_run / "results.json").read_text())
     profile = compare.PROFILES["tiny"]
@@ -56,6 +57,7 @@ def test_every_phase_finishes_every_row(tiny_run: Path) -> None:
     assert "vs best" in (tiny_run / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_table_rows_use_the_learning_rate_chosen_on_validation(tiny_run: Path) -> None:
     results = json.loads((tiny_run / "results.json").read_text())
     for r in results["table"]:
@@ -63,6 +65,7 @@ def test_table_rows_use_the_learning_rate_chosen_on_validation(tiny_run: Path) -
         assert scores[r["lr"]] == max(scores.values())
 
 
+@pytest.mark.slow
 def test_select_and_pilot_are_judged_on_held_out_training_images_and_the_table_on_test(tiny_run: Path) -> None:
     for phase in ("select", "pilot", "table"):
         for state in (tiny_run / phase).glob("*/*/*/state.json"):
@@ -73,6 +76,7 @@ def test_select_and_pilot_are_judged_on_held_out_training_images_and_the_table_o
             assert (config.data.validation_size > 0) == held_out
 
 
+@pytest.mark.slow
 def test_sparse_model_is_trained_once_and_shared_by_every_target_and_phase(tiny_run: Path) -> None:
     shared = sorted(p.name for p in (tiny_run / "sparse" / "resnet20").iterdir())
     assert shared == ["tp-group-sl-s0", "tp-group-sl-s1"]
@@ -83,6 +87,7 @@ def test_sparse_model_is_trained_once_and_shared_by_every_target_and_phase(tiny_
         assert json.loads(state.read_text())["stages"]["prune"]["model"] == "prune/model.pt"
 
 
+@pytest.mark.slow
 def test_a_rerun_does_no_work_and_gives_the_same_report(tiny_run: Path, baseline: Path) -> None:
     before = (tiny_run / "results.json").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in tiny_run.glob("*/*/*/*/state.json")}
@@ -107,6 +112,7 @@ def test_shards_split_whole_units_and_cover_every_row() -> None:
     assert not units[0] & units[1]
 
 
+@pytest.mark.slow
 def test_a_table_can_take_its_learning_rates_from_another_studys_select_phase(
         tiny_run: Path, baseline: Path, tmp_path: Path) -> None:
     compare.main(["--tiny", "--phase", "table", "--runs", str(tmp_path), "--select-runs", str(tiny_run),

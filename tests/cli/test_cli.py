@@ -55,6 +55,7 @@ def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
     assert "corrupted" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_train_then_eval_in_a_new_process_reproduces_accuracy(tmp_path):
     run = tmp_path / "run"
     proc = _run("--quiet", "train", "--model", "resnet20", "--data", "synthetic", "--epochs", "1",

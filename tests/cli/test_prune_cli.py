@@ -14,7 +14,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lassoprune", *args], capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("model, ratio", [("resnet56", 0.5), ("vgg16", 0.35), ("mobilenetv2", 0.6)])
+@pytest.mark.parametrize("model, ratio", [pytest.param("resnet56", 0.5, marks=pytest.mark.slow), ("vgg16", 0.35),
+                                          ("mobilenetv2", 0.6)])
 def test_prune_json_then_info_and_load_agree(tmp_path, model, ratio):
     out = tmp_path / "P.pt"
     proc = _run("prune", "--model", model, "--num-classes", "10", "--method", "l1",
@@ -48,6 +49,7 @@ def test_prune_with_data_criterion_and_finetune(tmp_path):
     assert model.lp_extra["metrics"]["top1"] == report["finetune"]["top1"]
 
 
+@pytest.mark.slow
 def test_prune_with_reconstruction_reports_the_refitted_layers(tmp_path):
     out = tmp_path / "p.pt"
     proc = _run("--quiet", "prune", "--model", "resnet20", "--data", "synthetic", "--method", "l1",

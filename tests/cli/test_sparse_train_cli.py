@@ -14,6 +14,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lassoprune", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_sparse_train_then_vote_prune(tmp_path):
     out = tmp_path / "S"
     common = ("--model", "resnet20", "--data", "synthetic", "--train-subset", "100", "--batch-size", "25",

@@ -13,6 +13,7 @@ from lassoprune.cli import main
 from lassoprune.deployment import deploy, fold_batchnorm, load_aoti, load_torchscript
 from lassoprune.errors import LassopruneError
 from tests.pruning.pruning_helpers import model_with_random_bn
+from tests.marks import fast_only
 
 SIDE = {"resnet18": 64, "resnet34": 64, "resnet50": 64}
 
@@ -21,7 +22,7 @@ def _relative_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) / max(1.0, float(a.abs().max()))
 
 
-@pytest.mark.parametrize("name", lp.list_models())
+@pytest.mark.parametrize("name", fast_only(lp.list_models(), {"resnet20", "mobilenetv2", "densenet40", "vgg11", "resnet18"}))
 def test_folding_changes_no_output_on_every_zoo_model(name):
     model = model_with_random_bn(name).eval()
     x = torch.randn(2, 3, SIDE.get(name, 32), SIDE.get(name, 32), generator=torch.Generator().manual_seed(0))
@@ -86,7 +87,7 @@ def test_untraceable_model_is_deployed_unfolded():
     assert not result.traced and result.folded == () and result.kept == ("bn",)
 
 
-@pytest.mark.parametrize("name", lp.list_models())
+@pytest.mark.parametrize("name", fast_only(lp.list_models(), {"resnet20", "mobilenetv2", "vgg11"}))
 def test_deployed_files_reproduce_the_pruned_model(tmp_path, name):
     model = model_with_random_bn(name)
     side = SIDE.get(name, 32)
@@ -155,6 +156,7 @@ def test_linear_batchnorm1d_is_left_alone_and_a_failed_check_writes_no_model_fil
     assert model.training
 
 
+@pytest.mark.slow
 def test_aoti_package_reproduces_the_pruned_model_at_any_batch(tmp_path):
     """``aoti``: torch.export with a dynamic batch, compiled by AOTInductor; needs a C++ compiler."""
     from lassoprune.deployment.package import check_cxx_compiler

@@ -138,6 +138,7 @@ def test_a_run_in_steps_meets_the_target_and_records_every_step(uninterrupted: P
     assert "### Pruning steps" in (uninterrupted / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_the_second_step_resumes_to_the_same_model(
     uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -226,6 +226,7 @@ def test_shipped_example_configs_are_valid(path: Path) -> None:
     assert config.prune.target_macs is not None or config.prune.target_params is not None
 
 
+@pytest.mark.slow
 def test_sparse_training_stage_feeds_the_vote(tmp_path: Path) -> None:
     """With `sparse:`, DWGL training runs before the cut and dwgl-vote prunes the sparse model to the target."""
     document = {**SMALL, "sparse": {"regularizer": "dwgl", "lam": 0.5, "epochs": 1, "train_subset": 300},

@@ -94,6 +94,7 @@ def test_details_and_scores(resnet20_results, method):
             assert len(result.keep[g.id]) == g.num_channels
 
 
+@pytest.mark.slow  # VGG-11 with the label fit: about 25 s
 def test_params_target_floors_and_class_target():
     model = _model("vgg11")
     result = prune(model, torch.randn(1, 3, 32, 32), method="class-lasso", target_params=0.5, data=_calibration(),
