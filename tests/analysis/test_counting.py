@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lassoprune.analysis import CountResult, LayerCount, count, count_params
 from lassoprune.errors import LassopruneError
 from lassoprune.models import create_model, list_models, model_entry
+from tests.marks import fast_only
 
 
 def torch_flops(model: nn.Module, x: torch.Tensor) -> int:
@@ -51,7 +52,12 @@ def vgg16_macs_and_params(classes: int = 10) -> tuple[int, int]:
 # --------------------------------------------------------------------------- agreement
 
 
-@pytest.mark.parametrize("name", list_models())
+#: Models whose count is checked by `make test` (a plain, a residual, a depthwise, a concatenating and an ImageNet
+#: layout); the deeper variants of the same layouts run with `make test-slow`.
+FAST_FLOP_CHECKS = ("resnet20", "vgg16", "mobilenetv2", "densenet40", "resnet18")
+
+
+@pytest.mark.parametrize("name", fast_only(list_models(), FAST_FLOP_CHECKS))
 def test_macs_match_flop_counter_mode(name: str) -> None:
     size = 32 if model_entry(name).default_image_size == 32 else 64
     model = create_model(name)

@@ -14,7 +14,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lassoprune", *args], capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("model, ratio", [pytest.param("resnet56", 0.5, marks=pytest.mark.slow), ("vgg16", 0.35),
+@pytest.mark.parametrize("model, ratio", [pytest.param("resnet56", 0.5, marks=pytest.mark.slow), pytest.param("vgg16", 0.35, marks=pytest.mark.slow),
                                           ("mobilenetv2", 0.6)])
 def test_prune_json_then_info_and_load_agree(tmp_path, model, ratio):
     out = tmp_path / "P.pt"

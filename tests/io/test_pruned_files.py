@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,11 @@ import lassoprune as lp
 from lassoprune.errors import CheckpointError
 from lassoprune.io import read_model_file
 from lassoprune.io.model_file import METADATA_KEY, layer_widths
+from tests.marks import fast_only
 
 ZOO = ("resnet56", "vgg16", "mobilenetv2", "densenet40", "googlenet")
+#: Round trips in `make test` (a residual net, depthwise convs, the user model); the rest run with `make test-slow`.
+FAST_ROUND_TRIPS = ("resnet56", "mobilenetv2", "smallnet")
 SIZE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "num_groups", "num_channels",
               "normalized_shape", "in_features", "out_features")  # fmt: skip
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder above the `tests` package
@@ -112,10 +116,27 @@ def pruned_small_net() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def round_trips(tmp_path_factory) -> dict[str, dict[str, Any]]:
-    """Save every pruned model here, load them all in one new Python process, collect both sides."""
-    root = tmp_path_factory.mktemp("pruned")
-    cases = {name: (pruned_zoo_model(name), (2, 3, 32, 32), False) for name in ZOO}
-    cases["smallnet"] = (pruned_small_net(), (3, 3, 16, 16), True)
+    """The :data:`FAST_ROUND_TRIPS` models through :func:`round_trip`."""
+    return round_trip(FAST_ROUND_TRIPS, tmp_path_factory.mktemp("pruned"))
+
+
+@pytest.fixture(scope="module")
+def slow_round_trips(tmp_path_factory) -> dict[str, dict[str, Any]]:
+    """The other zoo models through :func:`round_trip` (`make test-slow`)."""
+    return round_trip([name for name in ZOO if name not in FAST_ROUND_TRIPS], tmp_path_factory.mktemp("pruned"))
+
+
+def round_trip_of(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
+    """The round trip of ``name``, from the fixture that holds it."""
+    return request.getfixturevalue("round_trips" if name in FAST_ROUND_TRIPS else "slow_round_trips")[name]
+
+
+def round_trip(names: Sequence[str], root: Path) -> dict[str, dict[str, Any]]:
+    """Save the pruned models ``names`` (zoo names or ``smallnet``) under ``root``, load them all in one new Python
+    process, collect both sides."""
+    cases = {name: (pruned_zoo_model(name), (2, 3, 32, 32), False) for name in names if name != "smallnet"}
+    if "smallnet" in names:
+        cases["smallnet"] = (pruned_small_net(), (3, 3, 16, 16), True)
     torch.manual_seed(2)
     inputs = {name: torch.randn(*shape) for name, (_, shape, _) in cases.items()}
     save_file(inputs, str(root / "inputs.safetensors"))
@@ -141,18 +162,18 @@ def round_trips(tmp_path_factory) -> dict[str, dict[str, Any]]:
     return expected
 
 
-@pytest.mark.parametrize("name", [*ZOO, "smallnet"])
-def test_pruned_model_reloads_in_new_process_with_same_logits_and_widths(round_trips, name):
-    item = round_trips[name]
+@pytest.mark.parametrize("name", fast_only([*ZOO, "smallnet"], FAST_ROUND_TRIPS))
+def test_pruned_model_reloads_in_new_process_with_same_logits_and_widths(request, name):
+    item = round_trip_of(request, name)
     assert item["loaded_describe"] == item["describe"]
     assert torch.allclose(item["loaded_logits"], item["logits"], rtol=1e-6, atol=1e-6)
     assert item["logits"].abs().max() < 1e4  # calibrated BN: the comparison is meaningful
 
 
-@pytest.mark.parametrize("name", ZOO)
-def test_pruned_zoo_model_is_actually_narrower(round_trips, name):
+@pytest.mark.parametrize("name", fast_only(ZOO, FAST_ROUND_TRIPS))
+def test_pruned_zoo_model_is_actually_narrower(request, name):
     full = lp.create_model(name, num_classes=10)
-    pruned_shapes = round_trips[name]["describe"]["shapes"]
+    pruned_shapes = round_trip_of(request, name)["describe"]["shapes"]
     full_params = sum(t.numel() for t in full.state_dict().values())
     pruned_params = sum(torch.Size(s).numel() for s in pruned_shapes.values())
     assert set(pruned_shapes) == set(full.state_dict())  # same layers, fewer channels
@@ -267,5 +288,5 @@ def test_record_without_spec_entry_is_a_clear_error(pruned_resnet20_file):
         lp.load(pruned_resnet20_file)
 
 
-if __name__ == "__main__":  # the child process of round_trips
+if __name__ == "__main__":  # the child process of round_trip()
     child_main(sys.argv[1])

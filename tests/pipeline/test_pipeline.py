@@ -192,6 +192,7 @@ def test_a_directory_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
         run_pipeline(parse_config(SMALL), tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_killed_during_finetune_resumes_without_redoing_earlier_stages(tmp_path: Path) -> None:
     root = tmp_path / "run"
     config = tmp_path / "c.yaml"

@@ -152,6 +152,7 @@ def test_planted_channels_are_selected_by_the_lasso():
         ("hsic-ib", 0.8, {}, "add"),  # the weakest lasso keeps too few: add channels by relevance
     ],
 )
+@pytest.mark.slow
 def test_fix_up_paths_meet_the_target(method, ratio, options, adjustment):
     """The first spec's settings reach both fix-ups on this model (the defaults land without them)."""
     model = _model()
@@ -204,6 +205,7 @@ def test_magnitude_weighting_equals_a_weighted_l1_and_drops_weak_channels():
     assert np.linalg.norm(weighted.coef_[1]) == 0 and all(np.linalg.norm(weighted.coef_[c]) > 0 for c in (0, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["sglp-ib", "stlp-ib"])
 def test_round_to_gives_multiples_and_still_meets_the_target(method):
     model = _model()
@@ -221,6 +223,7 @@ def test_round_to_gives_multiples_and_still_meets_the_target(method):
             assert set(result.keep[g.id]) <= set(plain.keep[g.id]) or len(plain.keep[g.id]) == 0
 
 
+@pytest.mark.slow
 def test_edge_threshold_sets_the_class_graph_and_an_empty_graph_is_class_lasso():
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
     complete = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=0.0)
@@ -235,6 +238,7 @@ def test_edge_threshold_sets_the_class_graph_and_an_empty_graph_is_class_lasso()
         prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["sglp-ib", "stlp-ib"])
 def test_structure_from_each_layer_meets_the_target_and_reports_its_source(method):
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
@@ -248,6 +252,7 @@ def test_structure_from_each_layer_meets_the_target_and_reports_its_source(metho
         prune(model, x, method="class-lasso", target_macs=0.5, data=data, experimental={"structure_from": "layer"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["sglp-ib", "class-lasso"])
 def test_confusable_class_weights_meet_the_target_and_are_reported(method):
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
@@ -294,6 +299,7 @@ def test_class_weights_need_a_per_class_fit():
         prune(model, x, method="sglp-ib", target_macs=0.5, data=data, experimental={"class_weight": "inverse"})
 
 
+@pytest.mark.slow
 def test_per_layer_graphs_without_edges_are_class_lasso():
     model, data, x = _model(), _calibration(), torch.randn(1, 3, 32, 32)
     empty = prune(model, x, method="sglp-ib", target_macs=0.3, data=data, edge_threshold=1.0,
@@ -319,6 +325,7 @@ def test_layer_class_means_are_the_means_of_each_class_features():
 # --------------------------------------------------------------------------- APIB's settings as options
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [
     {"kernel": "gaussian", "normalise": False, "nonneg": False},
     {"kernel": "laplace", "normalise": False, "nonneg": False, "strength": "global"},
@@ -332,6 +339,7 @@ def test_apib_settings_meet_the_target_and_are_reported(options):
     assert result.diagnostics.settings["experimental"] == changed  # what differs from the defaults is recorded
 
 
+@pytest.mark.slow
 def test_global_strength_is_one_lambda_for_every_group():
     """strength=global: lambda1 = rho * max_g lambda_max(g) in every group, so B_g = 0 exactly when
     lambda_max(g) <= lambda1; relative strength (rho * lambda_max(g), rho < 1) leaves every group a support."""
@@ -373,7 +381,9 @@ def class_fit_results():
     return model, results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fit", ["block", "conditional", "cross", "label"])
+@pytest.mark.slow
 def test_every_class_fit_meets_the_target_with_the_lasso_deciding(class_fit_results, fit):
     _, results = class_fit_results
     for method in ("sglp-ib", "stlp-ib", "class-lasso"):
@@ -383,6 +393,8 @@ def test_every_class_fit_meets_the_target_with_the_lasso_deciding(class_fit_resu
         assert result.diagnostics.search.adjustment in ("none", "drop"), (method, fit)  # never the relevance fall-back
 
 
+@pytest.mark.slow
+@pytest.mark.slow
 def test_structures_and_fits_give_different_keep_sets(class_fit_results):
     _, results = class_fit_results
     for fit in ("block", "cross"):

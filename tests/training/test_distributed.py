@@ -68,11 +68,13 @@ def torchrun_finetune(tmp_path_factory):
     return root, proc
 
 
+@pytest.mark.slow
 def test_torchrun_finetune_exits_cleanly(torchrun_finetune):
     _, proc = torchrun_finetune
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_only_rank_0_writes_one_run_directory(torchrun_finetune):
     root, _ = torchrun_finetune
     assert sorted(p.name for p in root.iterdir()) == ["run", "start.pt"]
@@ -80,6 +82,7 @@ def test_only_rank_0_writes_one_run_directory(torchrun_finetune):
     assert len((root / "run" / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_metrics_cover_the_whole_test_set_and_match_stdout(torchrun_finetune):
     root, proc = torchrun_finetune
     metrics = json.loads((root / "run" / "metrics.json").read_text())
@@ -88,6 +91,7 @@ def test_metrics_cover_the_whole_test_set_and_match_stdout(torchrun_finetune):
     assert printed["top1"] == metrics["top1"] and printed["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_finetuned_model_loads_and_differs_from_the_start(torchrun_finetune):
     root, _ = torchrun_finetune
     start = lp.load(root / "start.pt")
@@ -97,6 +101,7 @@ def test_finetuned_model_loads_and_differs_from_the_start(torchrun_finetune):
     assert len(changed) == len(list(tuned.parameters()))
 
 
+@pytest.mark.slow
 def test_both_ranks_end_with_the_saved_weights(torchrun_finetune):
     root, proc = torchrun_finetune
     found = re.findall(r"all 2 ranks hold identical weights \(sha256 ([0-9a-f]{64})\)", proc.stderr)
@@ -213,11 +218,13 @@ def two_ranks(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)], out
 
 
+@pytest.mark.slow
 def test_spawned_ranks_use_gloo_on_cpu(two_ranks):
     results, _ = two_ranks
     assert [(r["rank"], r["backend"]) for r in results] == [(0, "gloo"), (1, "gloo")]
 
 
+@pytest.mark.slow
 def test_ddp_gradient_equals_the_gradient_of_the_concatenated_batch(two_ranks):
     results, _ = two_ranks
     reference = _one_step(*_big_batch(), SINGLE)
@@ -229,6 +236,7 @@ def test_ddp_gradient_equals_the_gradient_of_the_concatenated_batch(two_ranks):
     assert any(not torch.equal(g, torch.zeros_like(g)) for g in reference["grads"])
 
 
+@pytest.mark.slow
 def test_fit_leaves_identical_replicas_and_full_test_metrics(two_ranks):
     results, _ = two_ranks
     rank0, rank1 = results
@@ -237,6 +245,7 @@ def test_fit_leaves_identical_replicas_and_full_test_metrics(two_ranks):
     assert rank0["history"] == rank1["history"]  # train metrics are summed over both ranks
 
 
+@pytest.mark.slow
 def test_resumed_distributed_run_equals_the_uninterrupted_one(two_ranks):
     results, out = two_ranks
     for result in results:
@@ -245,6 +254,7 @@ def test_resumed_distributed_run_equals_the_uninterrupted_one(two_ranks):
     assert sorted(p.name for p in (out / "straight").iterdir()) == ["last.pt", "metrics.json", "metrics.jsonl"]
 
 
+@pytest.mark.slow
 def test_replica_check_catches_diverged_weights(two_ranks):
     results, _ = two_ranks
     for result in results:
