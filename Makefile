@@ -28,10 +28,10 @@ demo: data
 		--out runs/demo/deploy --runtime torchscript --batch-sizes 64 --warmup 20 --repeats 10
 
 test: data
-	$(BIN)/pytest -m "not slow" -q
+	OMP_NUM_THREADS=1 $(BIN)/pytest -m "not slow" -q -n auto  # one process per core, one thread each
 
 test-slow: data
-	$(BIN)/pytest -m slow -q
+	OMP_NUM_THREADS=1 $(BIN)/pytest -m slow -q -n auto
 
 # torchvision / timm architectures: the vision extra in its own venv (torchvision 0.28 needs torch's CUDA build)
 VISION_VENV := .venv-vision
