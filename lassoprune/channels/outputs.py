@@ -21,7 +21,8 @@ layers than needed, never fewer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -97,21 +98,32 @@ def _traced_forward(
         if isinstance(output, Tensor) and output.grad_fn is not None:
             producers[output.grad_fn] = module
 
+    return producers, traced_forward(model, example_inputs, remember)
+
+
+def traced_forward(
+    model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], hook: Callable[[nn.Module, Any, Any], None],
+    context: AbstractContextManager[Any] | None = None,
+) -> list[Tensor]:
+    """One eval-mode forward with autograd on and ``hook(module, inputs, output)`` on every conv / linear layer.
+
+    ``context`` is entered around the forward (e.g. a torch function mode); the model's mode is restored and
+    the hooks removed afterwards. Returns the output tensors (:func:`flatten_outputs`).
+    """
     layers = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
-    handles = [m.register_forward_hook(remember) for m in layers]
+    handles = [m.register_forward_hook(hook) for m in layers]
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     # inputs that require grad make autograd record every op, even in a model whose weights are frozen
     traced = tuple(t.detach().requires_grad_(True) if t.is_floating_point() else t for t in inputs)
     was_training = model.training
     model.eval()
     try:
-        with torch.enable_grad():
-            outputs = flatten_outputs(model(*traced))
+        with torch.enable_grad(), context if context is not None else nullcontext():
+            return flatten_outputs(model(*traced))
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return producers, outputs
 
 
 def _walk_back(outputs: list[Tensor], producers: dict[Any, nn.Module]) -> set[Any]:

@@ -29,11 +29,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from lassoprune.channels.outputs import flatten_outputs, is_depthwise, walk_back_from
+from lassoprune.channels.outputs import is_depthwise, traced_forward, walk_back_from
 
 __all__ = ["rearranging_layers"]
 
@@ -72,19 +71,7 @@ def rearranging_layers(model: nn.Module, example_inputs: Tensor | tuple[Tensor, 
         if _is_grouped(module) and inputs and isinstance(inputs[0], Tensor):
             grouped.append((module, inputs[0].grad_fn))
 
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
-    handles = [m.register_forward_hook(remember) for m in layers]
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    traced = tuple(t.detach().requires_grad_(True) if t.is_floating_point() else t for t in inputs)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad(), recorder:
-            flatten_outputs(model(*traced))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    traced_forward(model, example_inputs, remember, recorder)
     found: dict[nn.Module, str] = {}
     for module, node in grouped:
         found.setdefault(module, f"grouped convolution (groups={module.groups}) is kept whole")
