@@ -42,7 +42,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run.path("pretrain", MODEL_FILE)
 
 
-@pytest.mark.parametrize("reconstruct", [pytest.param(True, marks=pytest.mark.slow), False], ids=["reconstructed", "cut-only"])
+@pytest.mark.parametrize("reconstruct", [pytest.param(True, marks=pytest.mark.slow), False],
+                         ids=["reconstructed", "cut-only"])
 def test_prune_then_eval_gives_what_run_records(trained: Path, tmp_path: Path, reconstruct: bool) -> None:
     out = tmp_path / "P.pt"
     flag = "--reconstruct" if reconstruct else "--no-reconstruct"

@@ -22,7 +22,8 @@ def _relative_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) / max(1.0, float(a.abs().max()))
 
 
-@pytest.mark.parametrize("name", fast_only(lp.list_models(), {"resnet20", "mobilenetv2", "densenet40", "vgg11", "resnet18"}))
+@pytest.mark.parametrize("name", fast_only(lp.list_models(),
+                                           {"resnet20", "mobilenetv2", "densenet40", "vgg11", "resnet18"}))
 def test_folding_changes_no_output_on_every_zoo_model(name):
     model = model_with_random_bn(name).eval()
     x = torch.randn(2, 3, SIDE.get(name, 32), SIDE.get(name, 32), generator=torch.Generator().manual_seed(0))

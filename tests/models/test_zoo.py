@@ -178,7 +178,8 @@ def test_build_from_spec_rebuilds_same_architecture(name: str) -> None:
 # --------------------------------------------------------------------------- forward / backward
 
 
-@pytest.mark.parametrize("name", fast_only(EXPECTED_MODELS, set(EXPECTED_MODELS) - {"resnet110", "googlenet", "resnet50"}))
+@pytest.mark.parametrize("name", fast_only(EXPECTED_MODELS,
+                                           set(EXPECTED_MODELS) - {"resnet110", "googlenet", "resnet50"}))
 def test_forward_backward_every_parameter_gets_a_gradient(name: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, num_classes=7).train()
