@@ -8,13 +8,17 @@ import pytest
 
 from lassoprune.cli import main
 from lassoprune.models import list_models, model_entry
+from tests.marks import fast_only
+
+#: `lassoprune info` in `make test`: the zoo's layouts (an ImageNet ResNet at --image-size 64); the rest run slow.
+FAST_INFO = ("resnet20", "vgg16", "mobilenetv2", "densenet40", "resnet18")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lassoprune", *args], capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", fast_only(list_models(), FAST_INFO))
 def test_info_json_has_integer_macs_and_params(name, capsys):
     size = model_entry(name).default_image_size
     args = ["info", "--model", name, "--num-classes", "10", "--json"]
