@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tests.pruning.pruning_helpers import randomise_batchnorm
 
 CLASSES = 10
 
@@ -208,12 +209,4 @@ NOT_MASKABLE = frozenset({"layer_scale"})
 def build(name: str) -> nn.Module:
     """The pattern model ``name``, seeded, with random BatchNorm statistics, in eval mode."""
     torch.manual_seed(0)
-    model = PATTERNS[name]()
-    gen = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            c = module.num_features
-            module.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
-            module.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-            module.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
-    return model.eval()
+    return randomise_batchnorm(PATTERNS[name]())
