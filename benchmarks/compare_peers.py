@@ -97,11 +97,11 @@ class RatioCut:
         ratio: the ``pruning_ratio`` that produced it.
         target: the wanted fraction of MACs kept.
         macs_before, macs_after, params_before, params_after: lassoprune counts (one image).
-        within_tolerance: ``|macs_after / macs_before - target| <= tolerance``.
+        within_tolerance: ``|kept - target| <= tolerance`` (kept: the MACs or parameters ratio searched).
         evaluations: trial cuts made by the search.
         seconds: wall time of the whole search (every trial: graph, scoring, surgery, count).
         step_seconds: wall time of the returned cut alone (pruner construction + ``step()``).
-        trials: ``(ratio, MACs kept)`` of every trial, in order.
+        trials: ``(ratio, fraction kept)`` of every trial, in order.
     """
 
     model: nn.Module
@@ -133,6 +133,7 @@ class _Trial:
     macs: int
     params: int
     seconds: float
+    kept: float  # the measured fraction kept (MACs or parameters)
 
 
 #: Torch-Pruning ``pruning_ratio`` values tried upwards until one keeps at most the target.
@@ -146,8 +147,10 @@ def prune_to_macs(
     build: Builder,
     tolerance: float = 0.01,
     max_evaluations: int = 40,
+    measure: str = "macs",
 ) -> RatioCut:
-    """Cut a copy of ``model`` with the ``pruning_ratio`` whose kept MACs are within ``tolerance`` of ``target``.
+    """Cut a copy of ``model`` with the ``pruning_ratio`` whose kept MACs are within ``tolerance`` of ``target``
+    (``measure="params"``: its kept parameters).
 
     ``build(copy, ratio)`` returns a fresh Torch-Pruning pruner for ``copy``;
     each trial deep-copies ``model``, calls ``build(...).step()`` and counts
@@ -160,8 +163,10 @@ def prune_to_macs(
         LassopruneError: ``target`` is not in (0, 1), or no ratio up to 0.9
             removes enough MACs.
     """
+    if measure not in ("macs", "params"):
+        raise LassopruneError(f"measure is 'macs' or 'params', not {measure!r}")
     if not 0.0 < target < 1.0:
-        raise LassopruneError(f"the MACs target is the fraction kept, in (0, 1); got {target}")
+        raise LassopruneError(f"the {measure} target is the fraction kept, in (0, 1); got {target}")
     started = time.perf_counter()
     example = example[:1]
     dense = lp.count(model, example)
@@ -175,14 +180,14 @@ def prune_to_macs(
         build(work, ratio).step()
         seconds = time.perf_counter() - t0
         counted = lp.count(work, example)
-        kept = counted.macs / dense.macs
+        kept = getattr(counted, measure) / getattr(dense, measure)
         trials.append((ratio, kept))
-        if best is None or abs(kept - target) < abs(best.macs / dense.macs - target):
-            best = _Trial(work, ratio, counted.macs, counted.params, seconds)
+        if best is None or abs(kept - target) < abs(best.kept - target):
+            best = _Trial(work, ratio, counted.macs, counted.params, seconds, kept)
         return kept
 
     def done() -> bool:
-        return best is not None and abs(best.macs / dense.macs - target) <= tolerance
+        return best is not None and abs(best.kept - target) <= tolerance
 
     def verdict(ratio: float) -> Verdict:
         kept = trial(ratio)
@@ -193,7 +198,8 @@ def prune_to_macs(
     found = bracket(verdict, 0.0, RATIO_GRID)
     if found.hit is None and found.under is None:
         reached = ", ".join(f"{r:g}: {k:.3f}" for r, k in trials)
-        raise LassopruneError(f"no pruning_ratio up to 0.9 keeps <= {target} of the MACs (ratio: kept = {reached})")
+        raise LassopruneError(f"no pruning_ratio up to 0.9 keeps <= {target} of the {measure} "
+                              f"(ratio: kept = {reached})")
     if found.hit is None:
         bisect(verdict, found.over, found.under, linear_midpoint(1e-4), max_steps=max_evaluations - len(trials))
     assert best is not None
@@ -207,9 +213,10 @@ def prune_to_macs(
 
 def peer_cut(
     peer: str, model: nn.Module, example: torch.Tensor, target: float, num_classes: int,
-    reg: float = DEFAULT_REG, tolerance: float = 0.01,
+    reg: float = DEFAULT_REG, tolerance: float = 0.01, measure: str = "macs",
 ) -> RatioCut:  # fmt: skip
-    """Prune a copy of ``model`` with ``peer`` to keep ``target`` of its MACs (see :func:`prune_to_macs`)."""
+    """Prune a copy of ``model`` with ``peer`` to keep ``target`` of its MACs or parameters (``measure``; see
+    :func:`prune_to_macs`)."""
     if peer not in PEERS:
         raise UnknownNameError("peer method", peer, PEERS)
     single = example[:1]
@@ -217,7 +224,7 @@ def peer_cut(
     def build(work: nn.Module, ratio: float) -> tp.pruner.BasePruner:
         return make_pruner(peer, work, single, ratio, num_classes, reg)
 
-    return prune_to_macs(model, single, target, build, tolerance)
+    return prune_to_macs(model, single, target, build, tolerance, measure=measure)
 
 
 def group_norms(model: nn.Module, example: torch.Tensor, num_classes: int) -> torch.Tensor:

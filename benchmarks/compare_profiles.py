@@ -36,8 +36,9 @@ class Method:
     Attributes:
         prune: the cut's settings (the target and calibration size are the row's and the profile's); for a
             Torch-Pruning peer the placeholder the config carries (its ``prune`` stage is replaced).
-        sparse: sparse training before the cut: ``dwgl`` (the library's
-            regulariser, proximal steps) or ``tp-group-sl`` (Torch-Pruning's
+        sparse: sparse training before the cut: ``dwgl`` or ``group-lasso`` (the
+            library's regularisers, proximal steps, steered towards the row's
+            target) or ``tp-group-sl`` (Torch-Pruning's
             GroupNormPruner hooked after every backward pass); None = none.
         peer: a Torch-Pruning pruner that makes the cut instead of ``lp.prune``.
         lr_from: the row whose selected fine-tuning learning rate this one uses (None = its own ``select``).
@@ -69,6 +70,7 @@ METHODS: dict[str, Method] = {
     "class-lasso": Method(row_cut("class-lasso", CROSS_FIT, prune_residual=False), lr_from="hsic-ib"),
     "tp-group-sl": Method(row_cut("l1"), sparse="tp-group-sl", peer="tp-group-sl"),
     "dwgl": Method(row_cut("dwgl-vote"), sparse="dwgl"),
+    "group-lasso": Method(row_cut("dwgl-vote"), sparse="group-lasso"),
     "bn-scale": Method(row_cut("bn-scale")),
     "taylor": Method(row_cut("taylor")),
     "sglp-ib-rc": Method(row_cut("sglp-ib", CROSS_FIT, prune_residual=False, reconstruct=True),
@@ -102,8 +104,10 @@ class Profile:
         select_epochs, select_subset, select_target: ``select``'s short fine-tuning and its target.
         pilot_methods, pilot_epochs: the ``pilot`` rows (at ``select_target``, seed 0).
         validation_size: training images held out for ``select`` and ``pilot``.
-        sparse_epochs, sparse_lr, sparse_subset: the sparse-training budget of ``dwgl`` and ``tp-group-sl``
-            (``sparse_subset`` training images, None = all, whatever the row's phase).
+        sparse_epochs, sparse_lr, sparse_subset: the sparse-training budget of ``dwgl``, ``group-lasso`` and
+            ``tp-group-sl`` (``sparse_subset`` training images, None = all, whatever the row's phase).
+        equal_epochs: rows without sparse training fine-tune ``sparse_epochs`` longer, so that every row of the
+            table trains for the same number of epochs (sparse + fine-tuning).
         dwgl_lam, dwgl_alpha: DWGL strength and coefficient slope (linear schedule).
         tp_reg: GroupNormPruner's ``reg``.
         tp_weight_decay: SGD weight decay during Torch-Pruning's sparse learning (its benchmark turns it off).
@@ -141,6 +145,7 @@ class Profile:
     batch_size: int = 64
     test_images: int | None = 10_000  # the test split's size: the SE floor of the report (None: no floor)
     select_from: str | None = None
+    equal_epochs: bool = False
     notes: tuple[str, ...] = ()
     model_targets: dict[str, tuple[tuple[float | None, float | None], ...]] = dataclasses.field(default_factory=dict)
 
@@ -196,4 +201,18 @@ HEADLINE_ONESHOT = dataclasses.replace(
     notes=("post-training: the cut, BatchNorm re-estimated on the calibration images (and least-squares "
            "reconstruction for the -rc rows), no fine-tuning; pruned top-1 = final top-1",),
 )  # fmt: skip
-PROFILES: dict[str, Profile] = {p.name: p for p in (STANDARD, FULL, TINY, SHORT, HEADLINE, HEADLINE_ONESHOT)}
+#: The DWGL paper's rows: ResNet-56 at its 75% compression (0.25 of the parameters) and at 0.5 of the MACs, DWGL
+#: against plain group lasso (both steered towards the target, then ``dwgl-vote``), Torch-Pruning's group sparse
+#: learning and the best one-shot method, every row training the same number of epochs on the same images.
+DWGL_PAPER = Profile(
+    name="dwgl-paper", dataset="fashion-mnist", models=("resnet56",), checkpoints=PRETRAINED,
+    seeds={"resnet56": (0, 1)}, targets=(), model_targets={"resnet56": ((None, 0.25), (0.5, None))},
+    methods=("dwgl", "group-lasso", "tp-group-sl", "sglp-ib-rc"),
+    finetune_epochs=1, finetune_subset=10_000, lr_candidates=(0.01, 0.001), select_epochs=1, select_subset=5000,
+    select_target=0.5, pilot_methods=(), pilot_epochs=1, validation_size=5000,
+    sparse_epochs=1, sparse_lr=0.01, sparse_subset=10_000, equal_epochs=True, tp_reg=5e-3,
+    notes=("every row trains 2 epochs of 10,000 training images: sparse training then fine-tuning, or (one-shot "
+           "rows) fine-tuning alone; a small budget for a 2-core CPU",),
+)  # fmt: skip
+PROFILES: dict[str, Profile] = {p.name: p for p in (STANDARD, FULL, TINY, SHORT, HEADLINE, HEADLINE_ONESHOT,
+                                                    DWGL_PAPER)}

@@ -20,7 +20,7 @@ from lassoprune.io import atomic_write_json, atomic_write_text
 Result = dict[str, Any]
 
 MODEL_COLUMNS = ("target", "method", "n", "lr", "MACs kept", "params kept", "pruned top-1", "pruned worst",
-                 "final top-1", "final worst", "vs best")
+                 "final top-1", "final worst", "residual removed", "vs best")
 
 
 def _label(row: Result) -> str:
@@ -62,7 +62,13 @@ def _model_row(target: str, name: str, group: Sequence[Result], final: Estimate,
 
     return [target, name, str(len(group)), f"{group[0]['lr']:g}", f"{estimate('macs_ratio').mean:.3f}",
             f"{estimate('params_ratio').mean:.3f}", estimate("pruned_top1").text(), estimate("pruned_worst").text(3),
-            final.text(), estimate("final_worst").text(3), mark]
+            final.text(), estimate("final_worst").text(3), _residual(group), mark]
+
+
+def _residual(group: Sequence[Result]) -> str:
+    """Mean residual (eltwise) channels removed over the seeds, ``-`` where the rows did not record it."""
+    counts = [r.get("residual_removed") for r in group]
+    return "-" if None in counts else f"{sum(counts) / len(counts):g}"
 
 
 def model_table(rows: Sequence[Result], model: str, profile: Profile) -> str:

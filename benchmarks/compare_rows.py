@@ -69,8 +69,8 @@ def row_config(profile: Profile, row: Row) -> RunConfig:
     method = METHODS[row.method]
     judged_on_validation = row.phase != "table"
     sparse = None
-    if method.sparse == "dwgl":
-        sparse = SparseSection(regularizer="dwgl", lam=profile.dwgl_lam, alpha=profile.dwgl_alpha,
+    if method.sparse in ("dwgl", "group-lasso"):
+        sparse = SparseSection(regularizer=method.sparse, lam=profile.dwgl_lam, alpha=profile.dwgl_alpha,
                                epochs=profile.sparse_epochs, lr=profile.sparse_lr, train_subset=profile.sparse_subset)
     return RunConfig(
         seed=row.seed,
@@ -93,6 +93,8 @@ def row_result(row: Row, stages: dict[str, Any], directory: Path) -> dict[str, A
     prune = stages["prune"]
     history_file = directory / "finetune" / "metrics.jsonl"
     history = read_history(history_file) if history_file.exists() else []
+    prune_file = directory / "prune" / "prune.json"
+    residual = json.loads(prune_file.read_text()).get("residual_channels") if prune_file.exists() else None
     return {
         **dataclasses.asdict(row),
         "dense_top1": stages["pretrain"]["metrics"]["top1"],
@@ -105,6 +107,7 @@ def row_result(row: Row, stages: dict[str, Any], directory: Path) -> dict[str, A
         "epoch_top1": [epoch["test"]["top1"] for epoch in history],
         "sparse_top1": stages["sparse"]["metrics"]["top1"] if "sparse" in stages else None,
         "prune_seconds": prune.get("method_seconds"),
+        "residual_removed": residual["removed"] if residual else None,
         "finetune_seconds": stages["finetune"]["seconds"],
     }  # fmt: skip
 
@@ -157,9 +160,11 @@ def table_rows(profile: Profile, runs: Path, models: Sequence[str], methods: Seq
         pairs = profile.model_targets.get(model, tuple((t, None) for t in targets))
         for m in methods:
             lr = chosen_lr(profile, select_runs or runs, m)
-            rows += [Row("table", model, m, macs, seed, lr, profile.finetune_epochs, params)
+            epochs = profile.finetune_epochs + (profile.sparse_epochs if profile.equal_epochs and
+                                                not METHODS[m].sparse else 0)
+            rows += [Row("table", model, m, macs, seed, lr, epochs, params)
                      for seed in profile.seeds.get(model, (0,)) for macs, params in pairs
-                     if METHODS[m].peer is None or params is None]  # Torch-Pruning's pruners: a MACs target
+                     if METHODS[m].peer is None or macs is None or params is None]  # peers: one limit
     return rows
 
 

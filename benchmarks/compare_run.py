@@ -20,9 +20,13 @@ from compare_peers import make_pruner, peer_cut
 from compare_profiles import METHODS, TOLERANCE, Profile
 from compare_rows import Row, row_config, row_result
 
+import torch
+from torch import nn
+
+from lassoprune.channels import channel_groups
 from lassoprune.errors import LassopruneError
 from lassoprune.io import atomic_write_json, load, save
-from lassoprune.pipeline import FinetuneSection, PruneSection, Stage, StageContext, run_stages
+from lassoprune.pipeline import FinetuneSection, Stage, StageContext, run_stages
 from lassoprune.pipeline.stages import MODEL_FILE, metrics_record, run_pretrain
 from lassoprune.pretrained import resolve_model_path
 from lassoprune.training.metrics import current_extra
@@ -81,19 +85,21 @@ def shared_pretrain_stage(runs: Path, row: Row) -> Stage:
 
 
 def shared_sparse_stage(profile: Profile, runs: Path, row: Row, progress: bool) -> Stage:
-    """A ``sparse`` stage that copies one sparse-trained model shared by every target of (model, method, seed).
+    """A ``sparse`` stage that copies one sparse-trained model shared by the rows of (model, method, target, seed).
 
-    The shared model is its own pipeline run in ``RUNS/sparse/<model>/<method>-s<seed>`` (stopped after
-    ``sparse``), trained on the profile's sparse budget whatever the row's phase.
+    The shared model is its own pipeline run in ``RUNS/sparse/<model>/<method>-<target>-s<seed>`` (stopped after
+    ``sparse``), trained on the profile's sparse budget whatever the row's phase. The library's regularisers
+    (``dwgl``, ``group-lasso``) steer towards the row's target, so each target has its own; Torch-Pruning's
+    group sparse learning has no target and one run (``<method>-s<seed>``) serves every target.
     """
     method = METHODS[row.method]
 
     def stage(ctx: StageContext) -> dict[str, Any]:
-        shared = runs / "sparse" / row.model / f"{row.method}-s{row.seed}"
-        config = dataclasses.replace(
-            row_config(profile, dataclasses.replace(row, phase="table")),
-            finetune=FinetuneSection(epochs=0), prune=PruneSection(target_macs=0.5, round_to=None),
-        )
+        steered = method.sparse != "tp-group-sl"  # the library's regularisers steer towards the row's target
+        unit = f"{row.method}-{row.label}-s{row.seed}" if steered else f"{row.method}-s{row.seed}"
+        shared = runs / "sparse" / row.model / unit
+        config = dataclasses.replace(row_config(profile, dataclasses.replace(row, phase="table")),
+                                     finetune=FinetuneSection(epochs=0))
         replace = {"sparse": tp_sparse_stage(profile)} if method.sparse == "tp-group-sl" else {}
         run, _, _ = run_stages(config, shared, progress=progress, replace=replace, stop_after="sparse",
                                extra_state={"benchmark_sparse": method.sparse})
@@ -127,21 +133,34 @@ def peer_prune_stage(peer: str, reg: float) -> Stage:
 
     def stage(ctx: StageContext) -> dict[str, Any]:
         source = ctx.run.stages.get("sparse", ctx.run.stages["pretrain"])["model"]
-        target = ctx.config.prune.target_macs
-        if target is None or ctx.config.prune.target_params is not None:
-            raise LassopruneError(f"{peer}: Torch-Pruning's pruners are run at a MACs target only")
-        cut = peer_cut(peer, load(ctx.run.path(source)).eval(), ctx.example, target, ctx.info.num_classes, reg,
-                       TOLERANCE)
+        macs, params = ctx.config.prune.target_macs, ctx.config.prune.target_params
+        if (macs is None) == (params is None):
+            raise LassopruneError(f"{peer}: Torch-Pruning's pruners are run at one target, MACs or parameters")
+        measure, target = ("macs", macs) if params is None else ("params", params)
+        dense = load(ctx.run.path(source)).eval()
+        cut = peer_cut(peer, dense, ctx.example, target, ctx.info.num_classes, reg, TOLERANCE, measure=measure)
         post = after_cut(cut.model, cut.model, ctx.calibration, evaluate=lambda m: metrics_record(ctx.evaluate(m)))
         metrics = post.one_shot["cut"]
         cut.model.to("cpu")
         counts = {"macs_before": cut.macs_before, "macs_after": cut.macs_after,
                   "params_before": cut.params_before, "params_after": cut.params_after}
         record = {"method": peer, "pruning_ratio": cut.ratio, "within_tolerance": cut.within_tolerance,
-                  "trials": [list(t) for t in cut.trials], **counts}
+                  "trials": [list(t) for t in cut.trials],
+                  "residual_channels": residual_channels(dense, cut.model, ctx.example), **counts}
         atomic_write_json(ctx.run.path("prune", "prune.json"), record)
         save(cut.model, ctx.run.path("prune", MODEL_FILE), extra=ctx.model_extra(pruning=record))
         return {"model": f"prune/{MODEL_FILE}", "metrics": metrics, "method_seconds": cut.seconds, **counts}
 
     return stage
 
+
+
+def residual_channels(dense: nn.Module, pruned: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Channels of the residual (eltwise) groups, ``{"total": ..., "removed": ...}`` as
+    :attr:`lassoprune.PruneResult.residual_channels` counts them, for a cut made outside the library."""
+
+    def count(model: nn.Module) -> int:
+        return sum(g.num_channels for g in channel_groups(model.eval(), example[:1]) if g.is_eltwise)
+
+    total = count(dense)
+    return {"total": total, "removed": total - count(pruned)}

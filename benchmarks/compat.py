@@ -40,6 +40,8 @@ TIMM_FAMILIES = (
 METHODS = ("l1", "sglp-ib")
 SIDE = 64
 SIDES = {"torchvision:inception_v3": 96, "timm:inception_v3": 96}
+#: Adaptive pools that ONNX exports only when the pooled size divides the map: 224 gives AlexNet 6x6, VGG 7x7.
+NATIVE_SIDE = ("torchvision:alexnet", "torchvision:vgg")
 FIXED_SIDE = ("vit_", "swin_", "maxvit", "deit", "beit")  # transformers that only take their own input size
 
 
@@ -53,7 +55,7 @@ def model_names() -> list[str]:
 
 def side_of(name: str) -> int:
     """Input side used for ``name`` (transformers with a fixed size get 224)."""
-    if any(part in name for part in FIXED_SIDE):
+    if any(part in name for part in FIXED_SIDE) or name.startswith(NATIVE_SIDE):
         return 224
     return SIDES.get(name, SIDE)
 

@@ -529,29 +529,55 @@ class _Stats:
     """Accumulated float64 moments of one layer's fit, per group ``g``.
 
     ``xx`` (G, D, D), ``xy`` (G, D, C_g), ``sx`` (G, D), ``sy`` (G, C_g), ``yy`` (G,) = sum of squares,
-    ``syy`` (G, C_g) per-output sums of squares, ``n`` rows.
+    ``n`` rows. When the fit has fewer rows than unknowns (n < D: a wide linear layer with one row per image,
+    such as VGG-16's 25,088-input classifier at 224x224), the rows themselves are kept instead of the Gram:
+    ``x`` (G, n, D) and ``y`` (G, n, C_g), with ``xx`` and ``xy`` None (see :func:`solve_ridge`).
     """
 
-    xx: Tensor
-    xy: Tensor
+    xx: Tensor | None
+    xy: Tensor | None
     sx: Tensor
     sy: Tensor
     yy: Tensor
     n: int
+    x: Tensor | None = None
+    y: Tensor | None = None
+
+    @property
+    def keeps_rows(self) -> bool:
+        """True when the rows are kept (the dual form of the fit) instead of ``X^T X``."""
+        return self.x is not None
+
+
+def stats_of(x: Tensor, y: Tensor, keep_rows: bool = False) -> _Stats:
+    """The moments of one batch of rows, float64 ``x`` (G, R, D) and ``y`` (G, R, C_g) (the rows themselves
+    when ``keep_rows``)."""
+    sums = (x.sum(1), y.sum(1), (y * y).sum((1, 2)), x.shape[1])
+    if keep_rows:
+        return _Stats(None, None, *sums, x=x, y=y)
+    return _Stats(x.transpose(1, 2) @ x, x.transpose(1, 2) @ y, *sums)
+
+
+def _add(a: _Stats, b: _Stats) -> _Stats:
+    if a.keeps_rows:
+        return _Stats(None, None, a.sx + b.sx, a.sy + b.sy, a.yy + b.yy, a.n + b.n,
+                      x=torch.cat([a.x, b.x], 1), y=torch.cat([a.y, b.y], 1))
+    return _Stats(a.xx + b.xx, a.xy + b.xy, a.sx + b.sx, a.sy + b.sy, a.yy + b.yy, a.n + b.n)
 
 
 @torch.no_grad()
 def _accumulate(layer: nn.Module, inputs: Iterable[Tensor], targets: Sequence[tuple[Tensor, Tensor | None]]) -> _Stats:
-    """Accumulate the moments of the layer's fit from its input on each batch and the batch's targets."""
+    """Accumulate the moments of the layer's fit from its input on each batch and the batch's targets (the rows
+    themselves when there are fewer rows than unknowns)."""
+    rows = sum(int(y_rows.shape[0]) for y_rows, _ in targets)
+    keep_rows = rows < _weights_as_matrix(layer).shape[1]
     stats: _Stats | None = None
     for x, (y_rows, where) in zip(inputs, targets):
         xg = _input_rows(layer, x, where).double()  # (G, R, D)
         groups = xg.shape[0]
         yg = y_rows.double().reshape(y_rows.shape[0], groups, -1).transpose(0, 1)  # (G, R, C_g)
-        part = _Stats(xg.transpose(1, 2) @ xg, xg.transpose(1, 2) @ yg, xg.sum(1), yg.sum(1),
-                      (yg * yg).sum((1, 2)), xg.shape[1])
-        stats = part if stats is None else _Stats(stats.xx + part.xx, stats.xy + part.xy, stats.sx + part.sx,
-                                                  stats.sy + part.sy, stats.yy + part.yy, stats.n + part.n)
+        part = stats_of(xg, yg, keep_rows)
+        stats = part if stats is None else _add(stats, part)
     assert stats is not None
     return stats
 
@@ -628,6 +654,11 @@ def solve_ridge(
     among the values with ``df <= n / 2`` (the largest when none has), where RSS follows from the
     eigenbasis in O(D) per value; a sequence is a grid to choose from.
 
+    With the rows kept (fewer rows than unknowns, :attr:`_Stats.keeps_rows`) the same solution comes from
+    the n x n kernel ``K = X_c X_c^T = U diag(d) U^T`` (Woodbury): ``W = prior + X_c^T U diag(1 / (d + lam))
+    U^T R`` with the residual of the prior ``R = Y_c - X_c prior``; ``A`` has the same non-zero eigenvalues, so
+    the ridge scale and the GCV choice are identical, at O(n^2 D) instead of O(D^3).
+
     Args:
         prior: float64 ``(G, D, C_g)``, the weights to shrink towards (None = zeros).
 
@@ -635,34 +666,63 @@ def solve_ridge(
         ``W`` float64 ``(G, D, C_g)``, ``b`` float64 ``(G, C_g)`` (zeros without an intercept) and the
         relative ridge used per group, float64 ``(G,)``.
     """
+    grid = RIDGE_GRID if ridge is None else (ridge,) if isinstance(ridge, (int, float)) else tuple(ridge)
+    if stats.keeps_rows:
+        return _solve_dual(stats, grid, intercept, prior)
     a, b_mat, syy = _centred(stats, intercept)
     prior = torch.zeros_like(b_mat) if prior is None else prior
     d, v = eigh_psd(a)  # (G, D), (G, D, D)
     scale = d.mean(-1, keepdim=True)  # trace / D
     q_mat = v.transpose(1, 2) @ (b_mat - a @ prior)  # (G, D, C)
-    grid = RIDGE_GRID if ridge is None else (ridge,) if isinstance(ridge, (int, float)) else tuple(ridge)
-    rel = torch.tensor(grid, dtype=torch.float64)
-    if len(grid) > 1:
-        q = (q_mat * q_mat).sum(-1)  # (G, D)
-        rss0 = (prior * (a @ prior)).sum((1, 2)) - 2 * (prior * b_mat).sum((1, 2)) + syy  # (G,)
-        inv = _inverse(d[:, None, :], rel[None, :, None] * scale[:, :, None])  # (G, K, D)
-        rss = rss0[:, None] - 2 * (q[:, None, :] * inv).sum(-1) + (d[:, None, :] * q[:, None, :] * inv**2).sum(-1)
-        df = (d[:, None, :] * inv).sum(-1) + (1.0 if intercept else 0.0)
-        n = float(stats.n)
-        # GCV degenerates towards interpolation (RSS 0, df -> n): at least two rows per effective parameter
-        gcv = torch.where(df <= n / 2, rss.clamp_min(0.0) / (n * (1 - df / n) ** 2), torch.inf)
-        gcv[:, -1] = torch.where(torch.isinf(gcv).all(-1), 0.0, gcv[:, -1])  # nothing qualifies: the largest
-        rel = rel[gcv.argmin(-1)]  # (G,)
-    else:
-        rel = rel.expand(d.shape[0])
+    rss0 = (prior * (a @ prior)).sum((1, 2)) - 2 * (prior * b_mat).sum((1, 2)) + syy  # (G,)
+    rel = _choose_ridge(d, (q_mat * q_mat).sum(-1), rss0, scale, stats.n, intercept, grid)
     inv = _inverse(d, rel[:, None] * scale)
     w = prior + v @ (inv[:, :, None] * q_mat)
     b = best_intercept(stats, w) if intercept else torch.zeros_like(stats.sy)
     return w, b, rel
 
 
+def _solve_dual(stats: _Stats, grid: tuple[float, ...], intercept: bool,
+                prior: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """:func:`solve_ridge` from the kept rows (n < D): the n x n kernel instead of the D x D Gram."""
+    x, y = stats.x, stats.y
+    if intercept:
+        x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+    prior = torch.zeros(x.shape[0], x.shape[2], y.shape[2], dtype=x.dtype) if prior is None else prior
+    residual = y - x @ prior  # (G, n, C)
+    d, u = eigh_psd(x @ x.transpose(1, 2))  # (G, n), (G, n, n)
+    scale = d.sum(-1, keepdim=True) / x.shape[2]  # trace(A) / D
+    p = u.transpose(1, 2) @ residual  # (G, n, C); the primal q_i = sqrt(d_i) p_i
+    rel = _choose_ridge(d, d * (p * p).sum(-1), (residual * residual).sum((1, 2)), scale, stats.n, intercept, grid)
+    inv = _inverse(d, rel[:, None] * scale)
+    w = prior + x.transpose(1, 2) @ (u @ (inv[:, :, None] * p))
+    b = best_intercept(stats, w) if intercept else torch.zeros_like(stats.sy)
+    return w, b, rel
+
+
+def _choose_ridge(d: Tensor, q: Tensor, rss0: Tensor, scale: Tensor, n: int, intercept: bool,
+                  grid: tuple[float, ...]) -> Tensor:  # fmt: skip
+    """The relative ridge of ``grid`` with the smallest GCV per group (see :func:`solve_ridge`).
+
+    ``d`` (G, K) eigenvalues of ``A``, ``q`` (G, K) squared projections of ``B - A prior`` on its eigenvectors
+    (summed over outputs), ``rss0`` (G,) the prior's residual, ``scale`` (G, 1) = trace(A) / D.
+    """
+    rel = torch.tensor(grid, dtype=torch.float64)
+    if len(grid) == 1:
+        return rel.expand(d.shape[0])
+    inv = _inverse(d[:, None, :], rel[None, :, None] * scale[:, :, None])  # (G, K, D)
+    rss = rss0[:, None] - 2 * (q[:, None, :] * inv).sum(-1) + (d[:, None, :] * q[:, None, :] * inv**2).sum(-1)
+    df = (d[:, None, :] * inv).sum(-1) + (1.0 if intercept else 0.0)
+    # GCV degenerates towards interpolation (RSS 0, df -> n): at least two rows per effective parameter
+    gcv = torch.where(df <= n / 2, rss.clamp_min(0.0) / (n * (1 - df / n) ** 2), torch.inf)
+    gcv[:, -1] = torch.where(torch.isinf(gcv).all(-1), 0.0, gcv[:, -1])  # nothing qualifies: the largest
+    return rel[gcv.argmin(-1)]  # (G,)
+
+
 def residual_sum(stats: _Stats, w: Tensor, b: Tensor) -> float:
     """``||X W + 1 b^T - Y||_F^2`` from the moments (summed over groups)."""
+    if stats.keeps_rows:
+        return float(((stats.x @ w + b[:, None, :] - stats.y) ** 2).sum())
     n = stats.n
     quad = (w * (stats.xx @ w)).sum()
     cross = (w * stats.xy).sum()

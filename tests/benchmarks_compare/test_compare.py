@@ -4,6 +4,7 @@ mean ± SE with the two-standard-error marks (the statistics themselves: test_be
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -140,3 +141,22 @@ def test_every_profile_row_is_a_valid_pipeline_config(tmp_path: Path) -> None:
                 row = compare.Row("table", model, method, profile.targets[-1], 0, 0.01, profile.finetune_epochs)
                 config = compare.row_config(profile, row)
                 assert parse_config(config.to_dict()) == config
+
+
+
+def test_the_dwgl_paper_rows_train_equal_epochs_and_steer_towards_their_own_target(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    profile = compare.PROFILES["dwgl-paper"]
+    for method in profile.methods:  # fixed rates stand in for a select phase that has not run
+        monkeypatch.setitem(compare.METHODS, method, dataclasses.replace(compare.METHODS[method], lr=0.01))
+    rows = compare.table_rows(profile, tmp_path, profile.models, profile.methods, ())
+    epochs = {r.method: r.epochs for r in rows}
+    assert epochs["sglp-ib-rc"] == profile.finetune_epochs + profile.sparse_epochs
+    assert {epochs[m] for m in ("dwgl", "group-lasso", "tp-group-sl")} == {profile.finetune_epochs}
+    assert {(r.target, r.target_params) for r in rows if r.method == "tp-group-sl"} == {(None, 0.25), (0.5, None)}
+    for row in rows:
+        config = compare.row_config(profile, row)
+        assert parse_config(config.to_dict()) == config
+        if row.method in ("dwgl", "group-lasso"):
+            assert config.sparse.regularizer == row.method and config.sparse.steer
+            assert (config.prune.target_macs, config.prune.target_params) == (row.target, row.target_params)

@@ -39,6 +39,13 @@ def test_ratio_search_meets_the_macs_target_and_reports_lassoprune_counts(peer: 
     assert 0 < cut.ratio < 1 and cut.evaluations == len(cut.trials)
 
 
+def test_ratio_search_meets_a_parameter_target() -> None:
+    model = _resnet20()
+    cut = peers.peer_cut("tp-magnitude", model, EXAMPLE, 0.25, num_classes=10, measure="params")
+    assert cut.within_tolerance and abs(cut.params_ratio - 0.25) <= 0.01
+    assert cut.macs_ratio > cut.params_ratio  # the late, wide layers hold the parameters
+
+
 def test_ratio_search_rejects_a_target_outside_zero_one() -> None:
     with pytest.raises(LassopruneError, match="fraction kept"):
         peers.peer_cut("tp-magnitude", _resnet20(), EXAMPLE, 1.2, num_classes=10)

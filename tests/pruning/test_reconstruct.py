@@ -10,7 +10,7 @@ from torch import nn
 
 import lassoprune as lp
 from lassoprune.errors import LassopruneError
-from lassoprune.pruning.reconstruct import _Stats, reconstruct, residual_sum, solve_ridge
+from lassoprune.pruning.reconstruct import _accumulate, _Stats, reconstruct, residual_sum, solve_ridge, stats_of
 
 
 class TwoConvs(nn.Module):
@@ -147,6 +147,33 @@ def test_cross_validation_picks_a_small_ridge_for_plentiful_rows_and_a_large_one
     _, _, chosen_many = solve_ridge(_stats(many, many @ w + 0.01 * torch.randn(2000, 2, generator=gen)), None, True)
     _, _, chosen_few = solve_ridge(_stats(few, few @ w + 0.5 * torch.randn(15, 2, generator=gen)), None, True)
     assert float(chosen_many) <= 1e-3 < float(chosen_few)
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+@pytest.mark.parametrize("ridge", [None, 0.01, 1.0])
+def test_few_rows_solved_from_the_kept_rows_give_the_gram_solution(intercept: bool, ridge: float | None) -> None:
+    """Woodbury: the n x n kernel form (rows kept, n < D) and the D x D Gram form are the same estimator."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 30, 120, generator=gen, dtype=torch.float64)  # 2 groups, 30 rows, 120 unknowns
+    y = x[:, :, :3] * 2 + 0.3 * torch.randn(2, 30, 3, generator=gen, dtype=torch.float64) + 1.0
+    prior = torch.randn(2, 120, 3, generator=gen, dtype=torch.float64)
+    gram, rows = stats_of(x, y), stats_of(x, y, keep_rows=True)
+    assert rows.keeps_rows and rows.xx is None
+    w_gram, b_gram, rel_gram = solve_ridge(gram, ridge, intercept, prior=prior)
+    w_rows, b_rows, rel_rows = solve_ridge(rows, ridge, intercept, prior=prior)
+    assert torch.equal(rel_gram, rel_rows)
+    assert torch.allclose(w_rows, w_gram, atol=1e-8, rtol=1e-6)
+    assert torch.allclose(b_rows, b_gram, atol=1e-8, rtol=1e-6)
+    assert residual_sum(rows, w_rows, b_rows) == pytest.approx(residual_sum(gram, w_gram, b_gram), rel=1e-6)
+
+
+def test_a_wide_linear_layer_with_one_row_per_image_keeps_the_rows_not_the_gram() -> None:
+    layer = nn.Linear(500, 4)
+    inputs = [torch.randn(8, 500) for _ in range(2)]
+    targets = [(torch.randn(8, 4), None) for _ in range(2)]
+    stats = _accumulate(layer, inputs, targets)
+    assert stats.keeps_rows and stats.x.shape == (1, 16, 500) and stats.n == 16
+    assert not _accumulate(nn.Linear(10, 4), [torch.randn(8, 10)] * 2, targets).keeps_rows
 
 
 def test_reconstruct_needs_calibration_data() -> None:
