@@ -37,9 +37,9 @@ test-slow: data
 VISION_VENV := .venv-vision
 VISION_STAMP := $(VISION_VENV)/.installed
 
-$(VISION_STAMP): pyproject.toml
+$(VISION_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VISION_VENV)
-	$(VISION_VENV)/bin/pip install --quiet -e '.[test,vision]' "torch==2.13.0,!=2.13.0+cpu"
+	$(VISION_VENV)/bin/pip install --quiet -c constraints.txt -e '.[test,vision]' "torch==2.13.0,!=2.13.0+cpu"
 	touch $(VISION_STAMP)
 
 test-vision: $(VISION_STAMP)

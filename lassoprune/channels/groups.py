@@ -29,6 +29,34 @@ from lassoprune.errors import LassopruneError
 from lassoprune.utils.enums import NamedEnum
 from lassoprune.utils.runtime import get_logger
 
+def _skip_unmappable_reshapes() -> None:
+    """Let Torch-Pruning skip the index mapping of a reshape it cannot infer instead of dividing by zero.
+
+    Torch-Pruning 1.6 maps the channel indices across a view / reshape from the channel counts it infers on
+    both sides; where it infers 0 (ShuffleNetV2's channel shuffle: a chunk, a view to 5-D, a transpose and a
+    view back) it divides by zero, in the graph's construction and again in every ``get_pruning_group``.
+    Such a reshape is left without a mapping, as Torch-Pruning leaves every reshape whose counts it cannot
+    infer; the channels through it are addressed by position, so :mod:`lassoprune.channels.rearranged` keeps
+    them whole and nothing is cut across it. Installed once, on import; any other error still propagates.
+    """
+    from torch_pruning.dependency import index_mapping
+
+    original = index_mapping.update_reshape_index_mapping
+    if getattr(original, "skips_unmappable", False):
+        return
+
+    def guarded(graph: Any, node: Any) -> None:
+        try:
+            original(graph, node)
+        except ZeroDivisionError:
+            pass
+
+    guarded.skips_unmappable = True  # type: ignore[attr-defined]
+    index_mapping.update_reshape_index_mapping = guarded
+
+
+_skip_unmappable_reshapes()
+
 ANALYSIS_SECONDS = 300.0
 """Bound on Torch-Pruning's tracing and group analysis of one model (seconds); past it the analysis stops."""
 
@@ -184,7 +212,7 @@ def analyse_groups(
     with _time_bound(ANALYSIS_SECONDS, lambda: current[0]):
         graph = _build_graph(model, example_inputs)
         groups, roots = [], {}
-        for root, tp_group in _prunable_groups(graph, ignored, names, current):
+        for root, tp_group in _prunable_groups(graph, ignored, names, current, protected):
             record = _record(tp_group, graph, names)
             if record is None:
                 continue
@@ -216,12 +244,15 @@ def _build_graph(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Te
 
 
 def _prunable_groups(
-    graph: Any, ignored: list[nn.Module], names: dict[nn.Module, str], current: list[str]
-) -> Iterator[tuple[nn.Module, Any]]:
+    graph: Any, ignored: list[nn.Module], names: dict[nn.Module, str], current: list[str],
+    unfollowed: dict[str, str] | None = None,
+) -> Iterator[tuple[nn.Module, Any]]:  # fmt: skip
     """Torch-Pruning's full group of every conv / linear root whose group touches no ignored layer's outputs.
 
     The loop of ``DependencyGraph.get_all_groups``, written out so that ``current[0]``
-    names the root being analysed (for the time bound's message).
+    names the root being analysed (for the time bound's message). A root whose group Torch-Pruning cannot
+    follow (its index mapping fails on a split / reshape it did not infer) is left whole, with the reason
+    in ``unfollowed`` (layer name -> why), instead of failing the whole analysis.
     """
     skip = {id(m) for m in list(ignored) + list(graph.IGNORED_LAYERS_IN_TRACING)}
     visited: set[int] = set()
@@ -233,7 +264,13 @@ def _prunable_groups(
             continue
         current[0] = f"analysing the group of layer {names.get(module, type(module).__name__)!r}"
         channels = pruner.get_out_channels(module)
-        tp_group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+        try:
+            tp_group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+        except (IndexError, ZeroDivisionError, KeyError) as exc:
+            why = f"Torch-Pruning could not follow its channels ({type(exc).__name__}: {exc}); kept whole"
+            (unfollowed if unfollowed is not None else {})[names.get(module, type(module).__name__)] = why
+            visited.add(id(module))
+            continue
         prunable = True
         for dep, _ in tp_group:
             if graph.is_out_channel_pruning_fn(dep.handler):

@@ -53,6 +53,56 @@ class ShuffleUnit(nn.Module):
         return self.head(self.tail(x).mean((2, 3)))
 
 
+def channel_shuffle(x: Tensor, groups: int = 2) -> Tensor:
+    """torchvision's ShuffleNetV2 shuffle: view to (N, groups, C / groups, H, W), transpose, view back."""
+    n, c, h, w = x.shape
+    x = torch.transpose(x.view(n, groups, c // groups, h, w), 1, 2).contiguous()
+    return x.view(n, -1, h, w)
+
+
+class ShuffleDown(nn.Module):
+    """ShuffleNetV2's stride-2 unit: two branches on the whole input, ``cat``, shuffle."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        half = cout // 2
+        self.branch1 = nn.Sequential(nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                                     conv_bn(cin, half, 1))
+        self.branch2 = nn.Sequential(conv_bn(cin, half, 1), nn.Conv2d(half, half, 3, 2, 1, groups=half, bias=False),
+                                     nn.BatchNorm2d(half), conv_bn(half, half, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return channel_shuffle(torch.cat((self.branch1(x), self.branch2(x)), 1))
+
+
+class ShuffleBasic(nn.Module):
+    """ShuffleNetV2's stride-1 unit: ``chunk``, a branch on the second half, ``cat``, shuffle."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        half = channels // 2
+        self.branch2 = nn.Sequential(conv_bn(half, half, 1), nn.Conv2d(half, half, 3, 1, 1, groups=half, bias=False),
+                                     nn.BatchNorm2d(half), conv_bn(half, half, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        kept, branch = x.chunk(2, dim=1)
+        return channel_shuffle(torch.cat((kept, self.branch2(branch)), 1))
+
+
+class ShuffleStage(nn.Module):
+    """A ShuffleNetV2 stage as torchvision writes it (Torch-Pruning 1.6's index mapping divides by zero on it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.stage = nn.Sequential(ShuffleDown(16, 32), ShuffleBasic(32), ShuffleBasic(32))
+        self.tail = conv_bn(32, 64, 1)
+        self.head = nn.Linear(64, CLASSES)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.tail(self.stage(self.stem(x))).mean((2, 3)))
+
+
 class GhostModule(nn.Module):
     """GhostNet: a primary conv, a cheap depthwise conv on its output, ``cat``, then ``[:, :k]``."""
 
@@ -197,7 +247,8 @@ class Depthwise(nn.Module):
 
 
 PATTERNS: dict[str, type[nn.Module]] = {
-    "grouped": Grouped, "shuffle": ShuffleUnit, "ghost": GhostModule, "mixconv": MixConv,
+    "grouped": Grouped, "shuffle": ShuffleUnit, "shuffle_stage": ShuffleStage, "ghost": GhostModule,
+    "mixconv": MixConv,
     "cross_stage": CrossStage, "partial_residual": PartialResidual, "conv_classifier": ConvClassifier,
     "layer_scale": LayerScale, "squeeze_excite": SqueezeExcite, "depthwise": Depthwise,
 }
