@@ -12,6 +12,7 @@ records that the criteria, the cost model and the surgery all read.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -121,6 +122,12 @@ class ChannelGroup:
         observe: the layer whose *input* shows the group's feature map as the
             consuming layers read it (after BN and activation): a spatial
             consumer when there is one, else a linear one.
+        blocks: B, the number of equal contiguous blocks of channels that a
+            grouped convolution of the group reads or writes (its ``groups``; 1:
+            none). A valid cut takes the same positions out of every block, so
+            each group of the conv keeps the same width: the channels are pruned
+            in *units* of B (unit ``u`` = channels ``u, u + C/B, u + 2C/B, ...``).
+            ``blocks == num_channels``: the group can only be kept whole.
     """
 
     id: str
@@ -131,6 +138,13 @@ class ChannelGroup:
     depthwise: tuple[LayerSlice, ...]
     others: tuple[LayerSlice, ...]
     observe: LayerSlice | None
+    blocks: int = 1
+
+    @property
+    def unit_channels(self) -> tuple[tuple[int, ...], ...]:
+        """The channels of each unit (see ``blocks``): ``C / B`` tuples of B channels, one per block."""
+        width = self.num_channels // self.blocks
+        return tuple(tuple(u + b * width for b in range(self.blocks)) for u in range(width))
 
     @property
     def is_eltwise(self) -> bool:
@@ -344,6 +358,7 @@ def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str]) -> ChannelGr
     root = names[tp_group[0].dep.target.module]
     consumers = _unique(s for s in slices if s.kind in _WEIGHTED and s.role is SliceRole.IN)
     depthwise = _unique(s for s in slices if s.kind is LayerKind.DEPTHWISE)
+    modules = {name: module for module, name in names.items()}
     return ChannelGroup(
         id=root,
         num_channels=len(tp_group[0].idxs),
@@ -353,7 +368,24 @@ def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str]) -> ChannelGr
         depthwise=depthwise,
         others=_unique(s for s in slices if s.kind is LayerKind.OTHER),
         observe=_observation_point(consumers, depthwise),
+        blocks=_blocks(producers + consumers, modules, len(tp_group[0].idxs)),
     )
+
+
+def _blocks(slices: tuple[LayerSlice, ...], modules: dict[str, nn.Module], num_channels: int) -> int:
+    """The group's ``blocks`` (:class:`ChannelGroup`): the least common multiple of the ``groups`` of its grouped
+    (not depthwise) convolutions, or ``num_channels`` (kept whole) when the blocks do not divide the channels
+    or a grouped conv sees the group's channels in another order than its own (through a concatenation)."""
+    blocks = 1
+    for layer_slice in slices:
+        module = modules.get(layer_slice.module)
+        count = getattr(module, "groups", 1) if layer_slice.kind is LayerKind.CONV else 1
+        if count <= 1:
+            continue
+        if layer_slice.indices != tuple(range(num_channels)) or layer_slice.channels != tuple(range(num_channels)):
+            return num_channels
+        blocks = math.lcm(blocks, count)
+    return blocks if num_channels % blocks == 0 else num_channels
 
 
 def check_slice(layer_slice: LayerSlice, module: nn.Module, num_channels: int) -> None:

@@ -10,17 +10,15 @@ flattening, but a forward pass can also address channels by number:
   shrink with the layer;
 - reshapes that move channels (the channel shuffle ``view(n, g, c // g, h, w)``,
   ``pixel_shuffle``, ``repeat``);
-- grouped convolutions (ResNeXt, RegNet, SE-ResNeXt): each group reads its own
-  block of input channels, so removing channels must keep every block the same
-  size and aligned, which a free choice of channels does not.
-
 Removing channels that flow into such an operation gives a model that fails
 or, worse, silently computes something else. :func:`rearranging_layers` runs
 one forward pass, records every such operation, and walks the autograd graph
 back from its input to the conv / linear layers that produce those channels
 (through activations, normalisation, pooling, additions, concatenations and
-depthwise convs, as :mod:`lassoprune.channels.outputs` does). Those layers, and
-every grouped conv itself, are left whole; the rest of the network is pruned.
+depthwise convs, as :mod:`lassoprune.channels.outputs` does). Those layers are
+left whole; the rest of the network is pruned. (Grouped convolutions are not
+among them: their channels are pruned in units that keep every group the same
+width, :attr:`lassoprune.channels.groups.ChannelGroup.blocks`.)
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from lassoprune.channels.outputs import is_depthwise, traced_forward, walk_back_from
+from lassoprune.channels.outputs import traced_forward, walk_back_from
 
 __all__ = ["rearranging_layers"]
 
@@ -63,19 +61,13 @@ def rearranging_layers(model: nn.Module, example_inputs: Tensor | tuple[Tensor, 
     """
     producers: dict[Any, nn.Module] = {}
     recorder = _ChannelOpRecorder()
-    grouped: list[tuple[nn.Module, Any]] = []
 
     def remember(module: nn.Module, inputs: Any, output: Any) -> None:
         if isinstance(output, Tensor) and output.grad_fn is not None:
             producers[output.grad_fn] = module
-        if _is_grouped(module) and inputs and isinstance(inputs[0], Tensor):
-            grouped.append((module, inputs[0].grad_fn))
 
     traced_forward(model, example_inputs, remember, recorder)
     found: dict[nn.Module, str] = {}
-    for module, node in grouped:
-        found.setdefault(module, f"grouped convolution (groups={module.groups}) is kept whole")
-        _protect([node], producers, f"its channels feed a grouped convolution (groups={module.groups})", found)
     for reason, node in recorder.records:
         _protect([node], producers, reason, found)
     return found
@@ -85,11 +77,6 @@ def _protect(nodes: list[Any], producers: dict[Any, nn.Module], reason: str, fou
     """Record, with ``reason``, every producer reached from ``nodes`` (the first reason found wins)."""
     for fn in walk_back_from([n for n in nodes if n is not None], producers):
         found.setdefault(producers[fn], reason)
-
-
-def _is_grouped(module: nn.Module) -> bool:
-    """A conv with several groups that is not a plain depthwise conv (groups == in == out)."""
-    return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not is_depthwise(module)
 
 
 class _ChannelOpRecorder(TorchFunctionMode):

@@ -11,7 +11,9 @@ per group, higher = more important) and the same cost model:
   are comparable) and the least important ones are removed first.
 
 Both finish with the same greedy walk (:func:`~lassoprune.pruning.search.walk_widths`):
-channels are removed ``round_to`` at a time in the strategy's order, skipping
+channels are removed ``round_to`` at a time in the strategy's order (a group that a
+grouped convolution reads is cut in whole units, the same positions of every block:
+:func:`removal_order`, :func:`~lassoprune.pruning.search.group_steps`), skipping
 any removal that would overshoot, until the cost is at or below the target and
 within :data:`~lassoprune.pruning.search.TARGET_TOLERANCE` of it. Every group
 keeps at least its floor. Methods that choose their own keep sets (the lasso
@@ -35,13 +37,14 @@ from lassoprune.pruning.search import (
     bisect,
     check_target,
     floors,
+    group_steps,
     round_up,
     walk_widths,
 )
 from lassoprune.utils.registry import Registry
 
-#: ``(band, sizes, floor, round_to) -> starting widths``.
-StartWidths = Callable[[CostBand, np.ndarray, np.ndarray, "int | None"], np.ndarray]
+#: ``(band, sizes, floor, steps) -> starting widths`` (``steps``: channels removed at a time per group).
+StartWidths = Callable[[CostBand, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 #: ``(group index, width, normalised scores, orders, sizes) -> removal priority``; lowest goes first.
 RemovalPriority = Callable[[int, int, Sequence[torch.Tensor], Sequence[torch.Tensor], np.ndarray], float]
 
@@ -92,42 +95,62 @@ def allocate(
     check_target(cost_model, target, floor)
     band = CostBand(target, cost_model, tolerance=tolerance, limit=tolerance)
     sizes = np.array([g.num_channels for g in groups], dtype=np.float64)
-    orders = [torch.argsort(scores[g.id].double(), descending=True, stable=True) for g in groups]
-    normalised = [_normalise(scores[g.id]) for g in groups]
-    step = round_to or 1
+    unit_scores = [unit_mean(g, scores[g.id]) for g in groups]
+    orders = [removal_order(g, s) for g, s in zip(groups, unit_scores)]
+    normalised = [_normalise(s) for s in unit_scores]
+    steps = group_steps(groups, round_to)
 
     def next_width(g: int, width: int, shrink: bool) -> int | None:
-        return width - step if shrink and width - step >= floor[g] else None
+        return width - int(steps[g]) if shrink and width - steps[g] >= floor[g] else None
 
     def priority(g: int, width: int, _new: int, _shrink: bool) -> float:
         return spec.priority(g, width, normalised, orders, sizes)
 
-    start = spec.start(band, sizes, floor, round_to)
+    start = spec.start(band, sizes, floor, steps)
     keep = walk_widths(start, band.cost, (-math.inf, band.goal), band.limits, next_width, priority)
     band.check(band.cost(keep), "the channel steps are too coarse for this target: try another target, "
                                 "a smaller round_to, or another allocation")
     return {g.id: tuple(sorted(order[: int(k)].tolist())) for g, order, k in zip(groups, orders, keep)}
 
 
-def _full_start(band: CostBand, sizes: np.ndarray, floor: np.ndarray, round_to: int | None) -> np.ndarray:
+def unit_mean(group: ChannelGroup, scores: torch.Tensor) -> torch.Tensor:
+    """Per-channel scores with every channel given its unit's mean (``group.blocks`` > 1: the channels at the
+    same position of every block of a grouped conv, removed together); unchanged when ``blocks`` is 1."""
+    if group.blocks == 1:
+        return scores
+    per_block = scores.reshape(group.blocks, -1)  # (B, C / B)
+    return per_block.double().mean(0).repeat(group.blocks).to(scores.dtype)
+
+
+def removal_order(group: ChannelGroup, scores: torch.Tensor) -> torch.Tensor:
+    """Channels from most to least important (ties: lower index first), the B channels of a unit consecutive,
+    so that keeping the first ``k`` (a multiple of B) keeps whole units: ``(C,)`` int64."""
+    if group.blocks == 1:
+        return torch.argsort(scores.double(), descending=True, stable=True)
+    width = group.num_channels // group.blocks
+    units = torch.argsort(scores[:width].double(), descending=True, stable=True)  # (C / B,)
+    return (units[:, None] + width * torch.arange(group.blocks)[None, :]).reshape(-1)
+
+
+def _full_start(band: CostBand, sizes: np.ndarray, floor: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return sizes.copy()
 
 
-def _uniform_counts(q: float, sizes: np.ndarray, floor: np.ndarray, round_to: int | None) -> np.ndarray:
-    step = round_to or 1
-    counts = np.array([round_up(math.ceil(q * c - 1e-9), step) for c in sizes], dtype=np.float64)
+def _uniform_counts(q: float, sizes: np.ndarray, floor: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    counts = np.array([round_up(math.ceil(q * c - 1e-9), int(step)) for c, step in zip(sizes, steps)],
+                      dtype=np.float64)
     return np.clip(counts, floor, sizes)
 
 
-def _uniform_start(band: CostBand, sizes: np.ndarray, floor: np.ndarray, round_to: int | None) -> np.ndarray:
+def _uniform_start(band: CostBand, sizes: np.ndarray, floor: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """Widths at the smallest uniform fraction q whose cost is still above the goal (40 halvings of [0, 1])."""
 
     def verdict(q: float) -> Verdict:
-        above = band.cost(_uniform_counts(q, sizes, floor, round_to)) > band.goal
+        above = band.cost(_uniform_counts(q, sizes, floor, steps)) > band.goal
         return Verdict.KEEPS_TOO_MUCH if above else Verdict.KEEPS_TOO_LITTLE
 
     result = bisect(verdict, over=1.0, under=0.0, midpoint=lambda a, b: 0.5 * (a + b), max_steps=40)
-    return _uniform_counts(result.over, sizes, floor, round_to)
+    return _uniform_counts(result.over, sizes, floor, steps)
 
 
 def _global_priority(g: int, width: int, normalised: Sequence[torch.Tensor], orders: Sequence[torch.Tensor],

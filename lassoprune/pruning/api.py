@@ -313,7 +313,8 @@ def _cut(
     single = example_inputs[:1]
     analysis = _analyse(work, single, list(ignored))
     cost_model = CostModel(work, single, analysis.groups)
-    floor = floors(analysis.groups, settings.min_channels, round_to, prune_residual)
+    floor = floors(analysis.groups, settings.min_channels, round_to, prune_residual,
+                   whole_blocked=spec.decides_widths)
     if target is not None:
         _check_target(cost_model, target, floor, analysis)
     if spec.decides_widths and not spec.rounds_widths and round_to is not None and round_to > 1:

@@ -130,24 +130,36 @@ def step_width(width: int, total: int, step: int, shrink: bool) -> int:
 
 
 def floors(
-    groups: Sequence[ChannelGroup], min_channels: int = 1, round_to: int | None = None, prune_residual: bool = True
+    groups: Sequence[ChannelGroup], min_channels: int = 1, round_to: int | None = None, prune_residual: bool = True,
+    whole_blocked: bool = False,
 ) -> np.ndarray:
-    """The fewest channels each group may keep: ``max(min_channels, round_to)`` rounded up to ``round_to``, at most C.
+    """The fewest channels each group may keep: ``max(min_channels, step)`` rounded up to the group's ``step``
+    (:func:`group_steps`), at most C.
 
-    With ``prune_residual=False`` a residual (eltwise) group keeps all its C channels.
+    With ``prune_residual=False`` a residual (eltwise) group keeps all its C channels; with ``whole_blocked``
+    (methods that choose their own keep sets, which need not take whole units) so does every group that a
+    grouped convolution reads or writes (``blocks > 1``).
 
     Returns:
         ``(G,)`` float64, in ``groups`` order.
     """
     if min_channels < 1:
         raise LassopruneError(f"min_channels must be >= 1 (a group never reaches 0 channels), got {min_channels}")
+    steps = group_steps(groups, round_to)
+
+    def floor(g: ChannelGroup, step: int) -> int:
+        if (g.is_eltwise and not prune_residual) or (whole_blocked and g.blocks > 1):
+            return g.num_channels
+        return min(g.num_channels, round_up(max(min_channels, step), step))
+
+    return np.array([floor(g, int(step)) for g, step in zip(groups, steps)], dtype=np.float64)
+
+
+def group_steps(groups: Sequence[ChannelGroup], round_to: int | None = None) -> np.ndarray:
+    """Channels removed at a time per group: ``round_to`` (1 when None) times the group's ``blocks`` (a whole unit
+    of a grouped convolution, the same positions in every block), ``(G,)`` int64."""
     step = round_to or 1
-    lowest = max(min_channels, step)
-    return np.array(
-        [g.num_channels if g.is_eltwise and not prune_residual else min(g.num_channels, round_up(lowest, step))
-         for g in groups],
-        dtype=np.float64,
-    )
+    return np.array([step * g.blocks for g in groups], dtype=np.int64)
 
 
 def check_target(cost_model: CostModel, target: Target, floor: np.ndarray,

@@ -119,7 +119,7 @@ class TargetSteering:
         self._options = VoteOptions(vote_on=vote_on)
         single = example_inputs[:1]
         self._cost_model = CostModel(base.model, single, base.groups)
-        self._floors = floors(base.groups, min_channels, None, prune_residual)
+        self._floors = floors(base.groups, min_channels, None, prune_residual, whole_blocked=True)  # dwgl-vote
         self._masks: dict[str, Tensor] = {}
         self.update()
 

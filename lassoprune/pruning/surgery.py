@@ -64,6 +64,20 @@ def mask_channels(model: nn.Module, groups: Sequence[ChannelGroup], keep: Mappin
             continue
         removed = set(removed_channels(group, keep[group.id]))
         for s in group.consumers:
-            weight = modules[s.module].weight
+            layer = modules[s.module]
             positions = [i for i, c in zip(s.indices, s.channels) if c in removed]
-            weight[:, positions] = 0
+            _zero_inputs(layer, positions)
+
+
+def _zero_inputs(layer: nn.Module, positions: Sequence[int]) -> None:
+    """Zero the weights that read input channels ``positions``; a grouped conv's weight ``(C_out, C_in / G, ...)``
+    holds input ``p`` at column ``p mod (C_in / G)`` of the rows of group ``p div (C_in / G)``."""
+    weight = layer.weight
+    groups = getattr(layer, "groups", 1)
+    if groups == 1:
+        weight[:, positions] = 0
+        return
+    per_in, per_out = layer.in_channels // groups, layer.out_channels // groups
+    for p in positions:
+        g = p // per_in
+        weight[g * per_out:(g + 1) * per_out, p % per_in] = 0

@@ -23,6 +23,7 @@ from lassoprune.deployment import deploy, load_torchscript
 from lassoprune.errors import LassopruneError
 from lassoprune.pruning import analyse_groups, mask_channels
 from tests.patterns.pattern_models import CLASSES, NOT_MASKABLE, PATTERNS, ConvClassifier, Grouped, build
+from tests.pruning.pruning_helpers import randomise_batchnorm
 
 SIDE = 16
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Torch-Pruning's note on the bare gamma
@@ -89,17 +90,35 @@ def test_channels_addressed_by_number_are_left_whole_with_the_reason():
 
 
 @pytest.mark.parametrize("groups", [2, 4])
-def test_grouped_convs_keep_a_valid_group_count(groups):
-    model = Grouped(groups=groups).eval()
-    result = lp.prune(model, _x(), method="l1", target_macs=0.5, reconstruct=False)
+def test_grouped_convs_are_pruned_in_whole_units_that_keep_every_group_equal(groups):
+    model = randomise_batchnorm(Grouped(groups=groups)).eval()
+    result = lp.prune(model, _x(), method="l1", target_macs=0.5, reconstruct=False, recalibrate=False)
     grouped = result.model.grouped[0]
-    assert grouped.groups == groups and grouped.in_channels % groups == 0 and grouped.out_channels % groups == 0
-    assert "grouped" in analyse_groups(model, _x()).protected["grouped.0"]
+    assert grouped.groups == groups and grouped.in_channels < 16 and grouped.out_channels < 16
+    assert grouped.in_channels % groups == 0 and grouped.out_channels % groups == 0
+    blocked = [g for g in result.groups if g.blocks > 1]
+    assert {g.id for g in blocked} == {"reduce.0", "grouped.0"} and all(g.blocks == groups for g in blocked)
+    for group in blocked:  # the same positions kept in every block
+        kept = set(result.keep[group.id])
+        assert all(set(unit) <= kept or not set(unit) & kept for unit in group.unit_channels)
+    masked = copy.deepcopy(model)
+    mask_channels(masked, result.groups, result.keep)
+    with torch.no_grad():
+        assert _relative(masked(_x(3)), result.model(_x(3))) <= 1e-4
+
+
+def test_methods_that_choose_their_own_keep_sets_leave_grouped_conv_channels_whole():
+    model = randomise_batchnorm(Grouped(groups=4)).eval()
+    result = lp.prune(model, _x(), method="hsic-ib", target_macs=0.7, data=_data(), reconstruct=False)
+    for group in result.groups:
+        if group.blocks > 1:
+            assert len(result.keep[group.id]) == group.num_channels
+    assert abs(result.macs_after / result.macs_before - 0.7) <= 0.01
 
 
 def test_unreachable_target_names_the_layers_left_whole():
-    with pytest.raises(LassopruneError, match=r"grouped\.0: grouped convolution \(groups=4\)"):
-        lp.prune(Grouped(), _x(), method="l1", target_macs=0.05, prune_residual=False)
+    with pytest.raises(LassopruneError, match=r"expand\.0: its channels are sliced"):
+        lp.prune(build("cross_stage"), _x(), method="l1", target_macs=0.05)
 
 
 def test_conv_classifier_keeps_its_classes_with_frozen_weights():
