@@ -5,11 +5,15 @@ Needs the vision extra (``make test-vision``); skipped where torchvision or timm
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import lassoprune as lp
 from lassoprune.deployment import deploy
+from lassoprune.pruning import mask_channels
+from tests.pruning.pruning_helpers import randomise_batchnorm
 
 pytest.importorskip("torchvision")
 pytest.importorskip("timm")
@@ -51,3 +55,18 @@ def test_prune_reconstruct_deploy_and_reload(tmp_path, name):
     assert again.lp_spec.name == name
     with torch.no_grad():
         assert torch.allclose(again(x), out, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["torchvision:resnext50_32x4d", "torchvision:regnet_y_400mf"])
+def test_grouped_convolutions_of_real_models_are_cut_and_equal_the_masked_model(name):
+    torch.manual_seed(0)
+    model = randomise_batchnorm(lp.create_model(name, num_classes=10)).eval()
+    x = torch.randn(2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(4))
+    result = lp.prune(model, x[:1], method="l1", target_macs=0.5, reconstruct=False, recalibrate=False)
+    blocked = [g for g in result.groups if g.blocks > 1]
+    assert sum(len(result.keep[g.id]) < g.num_channels for g in blocked) >= len(blocked) // 2
+    masked = copy.deepcopy(model)
+    mask_channels(masked, result.groups, result.keep)
+    with torch.no_grad():
+        want = masked(x)
+        assert float((result.model.eval()(x) - want).abs().max()) <= 1e-4 * float(want.abs().max())
