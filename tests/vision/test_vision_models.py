@@ -6,6 +6,9 @@ Needs the vision extra (``make test-vision``); skipped where torchvision or timm
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,3 +73,27 @@ def test_grouped_convolutions_of_real_models_are_cut_and_equal_the_masked_model(
     with torch.no_grad():
         want = masked(x)
         assert float((result.model.eval()(x) - want).abs().max()) <= 1e-4 * float(want.abs().max())
+
+
+def test_the_torchvision_example_runs_end_to_end_on_an_image_folder(tmp_path):
+    """examples/prune_torchvision_resnet50.py on a tiny ImageFolder tree (PNG files, 2 classes, 64x64)."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(5)
+    for split in ("train", "val"):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "data" / split / label
+            folder.mkdir(parents=True)
+            for i in range(6):
+                pixels = (torch.rand(72, 72, 3, generator=gen) * 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    example = Path(__file__).resolve().parents[2] / "examples" / "prune_torchvision_resnet50.py"
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(example), "--root", str(tmp_path / "data"), "--out", str(out),
+                           "--calibration", "8", "--size", "64"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MACs" in done.stdout and "deployed" in done.stdout
+    again = lp.load(out / "model.pt")
+    assert again.lp_spec.name == "torchvision:resnet50"
+    with torch.no_grad():
+        assert again(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
