@@ -24,6 +24,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from lassoprune.channels.attention import attention_blocks
 from lassoprune.channels.outputs import output_producers
 from lassoprune.channels.rearranged import rearranging_layers
 from lassoprune.errors import LassopruneError
@@ -213,6 +214,7 @@ def analyse_groups(
         LassopruneError: the model cannot be traced with these inputs.
     """
     names = {m: n for n, m in model.named_modules()}
+    _refuse_attention(model)
     try:
         rearranging = rearranging_layers(model, example_inputs)
         ignored = list(ignored_layers or ()) + output_producers(model, example_inputs) + list(rearranging)
@@ -235,6 +237,17 @@ def analyse_groups(
     order = {n: i for i, n in enumerate(names.values())}
     groups.sort(key=lambda g: order.get(g.id, len(order)))
     return GroupAnalysis(groups=tuple(groups), graph=graph, roots=roots, protected=protected)
+
+
+def _refuse_attention(model: nn.Module) -> None:
+    """Raise a one-line error naming the first self-attention block (:mod:`lassoprune.channels.attention`)."""
+    blocks = attention_blocks(model)
+    if blocks:
+        name, kind = blocks[0]
+        raise LassopruneError(
+            f"{name or 'the model'} ({kind}) is a self-attention block, and {len(blocks)} such blocks were found: "
+            "lassoprune prunes the channels of convolutional networks; vision transformers and attention "
+            "hybrids (ViT, Swin, MaxViT, ...) are not supported")
 
 
 def _build_graph(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> Any:

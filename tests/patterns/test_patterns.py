@@ -152,3 +152,59 @@ def test_lasso_method_on_the_patterns_that_change_the_graph():
     result = lp.prune(build("ghost"), _x(), method="sglp-ib", target_macs=0.5, data=_data(), prune_residual=True)
     assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
     assert result.model(_x(2)).shape == (2, CLASSES)
+
+
+class _Attention(nn.Module):
+    """A timm-style self-attention block: one qkv projection, heads, an output projection."""
+
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, D)
+        q, k, v = self.qkv(x).chunk(3, -1)
+        return self.proj(torch.softmax(q @ k.transpose(1, 2) / 4.0, -1) @ v)
+
+
+class _TinyViT(nn.Module):
+    def __init__(self, attention: nn.Module) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.block = attention
+        self.head = nn.Linear(16, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        if isinstance(self.block, nn.MultiheadAttention):
+            tokens = self.block(tokens, tokens, tokens)[0]
+        else:
+            tokens = self.block(tokens)
+        return self.head(tokens.mean(1))
+
+
+class ChannelAttention(nn.Module):
+    """CBAM's channel attention (a CNN block despite its name): pooled descriptors through a shared MLP."""
+
+    def __init__(self, channels: int = 16) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Conv2d(channels, 4, 1), nn.ReLU(), nn.Conv2d(4, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True)))
+
+
+@pytest.mark.parametrize("attention", [_Attention(), nn.MultiheadAttention(16, 2, batch_first=True)],
+                         ids=["qkv", "multihead"])
+def test_self_attention_is_refused_at_once_with_one_line_naming_the_block(attention):
+    with pytest.raises(LassopruneError, match=r"^block \((_Attention|MultiheadAttention)\) is a self-attention") as info:
+        lp.prune(_TinyViT(attention).eval(), _x(), method="l1", target_macs=0.5)
+    assert "\n" not in str(info.value) and "not supported" in str(info.value)
+
+
+def test_channel_attention_of_a_cnn_is_not_mistaken_for_self_attention():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), ChannelAttention(),
+                          nn.Conv2d(16, 32, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, CLASSES))
+    result = lp.prune(randomise_batchnorm(model).eval(), _x(), method="l1", target_macs=0.5, reconstruct=False)
+    assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01

@@ -15,6 +15,7 @@ import torch
 
 import lassoprune as lp
 from lassoprune.deployment import deploy
+from lassoprune.errors import LassopruneError
 from lassoprune.pruning import mask_channels
 from tests.pruning.pruning_helpers import randomise_batchnorm
 
@@ -97,3 +98,12 @@ def test_the_torchvision_example_runs_end_to_end_on_an_image_folder(tmp_path):
     assert again.lp_spec.name == "torchvision:resnet50"
     with torch.no_grad():
         assert again(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("name", ["torchvision:vit_b_16", "torchvision:swin_t", "torchvision:maxvit_t",
+                                  "timm:mobilevit_xxs"])
+def test_vision_transformers_are_refused_at_once_with_one_line(name):
+    model = lp.create_model(name, num_classes=10).eval()
+    with pytest.raises(LassopruneError, match="self-attention block") as info:
+        lp.prune(model, torch.zeros(1, 3, 224, 224), method="l1", target_macs=0.5)
+    assert "\n" not in str(info.value)
