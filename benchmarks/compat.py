@@ -45,12 +45,28 @@ NATIVE_SIDE = ("torchvision:alexnet", "torchvision:vgg")
 FIXED_SIDE = ("vit_", "swin_", "maxvit", "deit", "beit")  # transformers that only take their own input size
 
 
-def model_names() -> list[str]:
-    """``torchvision:NAME`` for every torchvision classifier, then ``timm:NAME`` for :data:`TIMM_FAMILIES`."""
+#: The smallest torchvision classifier of each family: run (with every method) before the larger variants.
+TORCHVISION_FAMILIES = (
+    "alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet", "inception_v3",
+    "maxvit_t", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "regnet_x_400mf",
+    "regnet_y_400mf", "resnet18", "resnet50", "resnext50_32x4d", "shufflenet_v2_x0_5", "squeezenet1_0",
+    "squeezenet1_1", "swin_t", "swin_v2_t", "vgg11", "vgg11_bn", "vit_b_16", "wide_resnet50_2",
+)
+
+
+def model_groups() -> list[list[str]]:
+    """The models in the order they run: one per family (the torchvision families, then the timm families of
+    :data:`TIMM_FAMILIES`), then the other torchvision classifiers (larger variants of the same families)."""
     import torchvision
 
-    names = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
-    return names + [f"timm:{n}" for n in TIMM_FAMILIES]
+    every = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
+    families = [f"torchvision:{n}" for n in TORCHVISION_FAMILIES] + [f"timm:{n}" for n in TIMM_FAMILIES]
+    return [families, [n for n in every if n not in families]]
+
+
+def model_names() -> list[str]:
+    """Every model of the run: :func:`model_groups` flattened."""
+    return [name for group in model_groups() for name in group]
 
 
 def side_of(name: str) -> int:
@@ -129,9 +145,11 @@ def done(results: Path) -> set[tuple[str, str, str]]:
 def run_all(results: Path, timeout: float, only: list[str] | None, methods: list[str], quick: bool) -> None:
     """Run every missing (model, method) in a child process; append its record (or a timeout) to ``results``."""
     results.parent.mkdir(parents=True, exist_ok=True)
-    names = only or model_names()
+    groups = [only] if only else model_groups()
     finished = done(results)
-    for method in methods:  # every model with the first method before the second
+    # one model per family with every method before the larger variants; in a group, every model with the
+    # first method before the second
+    for names, method in ((names, method) for names in groups for method in methods):
         for name in names:
             if (name, method, _mode(quick)) in finished:
                 continue

@@ -435,10 +435,18 @@ def _count_after_surgery(model: nn.Module, example: torch.Tensor) -> Any:
             for name, m in model.named_modules()
             if layer_kind(m) is LayerKind.OTHER and any(True for _ in m.parameters(recurse=False))
         ]
-        hint = f"layers Torch-Pruning may not know how to cut: {', '.join(suspects)}; " if suspects else ""
+        emptied = [name for name, m in model.named_modules()
+                   if isinstance(getattr(m, "weight", None), torch.Tensor) and 0 in m.weight.shape]
+        if emptied:
+            hint = (f"Torch-Pruning left {', '.join(emptied[:3])} with no channels (their channels reach the cut "
+                    "through an operation it maps wrongly); ")
+        elif suspects:
+            hint = f"layers Torch-Pruning may not know how to cut: {', '.join(suspects[:5])}; "
+        else:
+            hint = ""
         raise LassopruneError(
             f"the pruned model no longer runs on the example input ({str(exc).splitlines()[0][:200]}); "
-            f"{hint}pass them (or the convs that feed them) in ignored_layers"
+            f"{hint}pass those layers (or the convs that feed them) in ignored_layers"
         ) from exc
 
 

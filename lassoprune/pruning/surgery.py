@@ -46,13 +46,50 @@ def remove_channels(analysis: GroupAnalysis, keep: Mapping[str, Sequence[int]]) 
             continue
         root, prune_fn = analysis.roots[gid]
         tp_group = analysis.graph.get_pruning_group(root, prune_fn, removed)
+        extras = _per_output_extras(analysis.graph.model, groups[gid], set(removed))
         try:
             tp_group.prune()
+            _cut_extras(extras)
         except Exception as exc:
             raise LassopruneError(
                 f"Torch-Pruning could not cut group {gid} (layers {', '.join(groups[gid].modules[:4])}): {exc}; "
                 "pass the layer in ignored_layers to leave it whole"
             ) from exc
+
+
+#: (module, tensor name, output positions removed): see :func:`_per_output_extras`.
+_Extra = tuple[nn.Module, str, list[int]]
+
+
+def _per_output_extras(model: nn.Module, group: ChannelGroup, removed: set[int]) -> list[_Extra]:
+    """Per-output-channel tensors that Torch-Pruning does not cut: parameters and buffers of a conv / linear
+    subclass other than ``weight`` and ``bias`` whose first dimension is the layer's output width (timm's
+    ``ScaledStdConv2d`` ``gain`` of NF-ResNets, for instance)."""
+    modules = dict(model.named_modules())
+    extras: list[_Extra] = []
+    for s in group.producers:
+        module = modules[s.module]
+        width = getattr(module, "out_channels", getattr(module, "out_features", None))
+        positions = [i for i, c in zip(s.indices, s.channels) if c in removed]
+        tensors = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+        extras += [(module, name, positions) for name, t in tensors
+                   if name not in ("weight", "bias") and t is not None and t.dim() >= 1 and t.shape[0] == width]
+    return extras
+
+
+@torch.no_grad()
+def _cut_extras(extras: Sequence[_Extra]) -> None:
+    """Remove the output positions of every tensor listed by :func:`_per_output_extras`, in place."""
+    for module, name, positions in extras:
+        tensor = getattr(module, name)
+        gone = set(positions)
+        kept = torch.tensor([i for i in range(tensor.shape[0]) if i not in gone], dtype=torch.long,
+                            device=tensor.device)
+        narrowed = tensor.index_select(0, kept)
+        if isinstance(tensor, nn.Parameter):
+            module._parameters[name] = nn.Parameter(narrowed, requires_grad=tensor.requires_grad)
+        else:
+            module._buffers[name] = narrowed
 
 
 @torch.no_grad()

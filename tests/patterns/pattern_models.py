@@ -103,6 +103,31 @@ class ShuffleStage(nn.Module):
         return self.head(self.tail(self.stage(self.stem(x))).mean((2, 3)))
 
 
+class GainConv2d(nn.Conv2d):
+    """A conv subclass with its own per-output parameter (timm's ``ScaledStdConv2d`` ``gain`` without the
+    weight standardisation, so that removing channels still equals masking them)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.linspace(0.5, 1.5, self.out_channels).reshape(-1, 1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight * self.gain, self.bias)
+
+
+class GainConvs(nn.Module):
+    """NF-ResNet-like convs with a per-output gain parameter, BatchNorm-free."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(GainConv2d(3, 16, 3, padding=1), nn.ReLU(), GainConv2d(16, 32, 3, padding=1),
+                                  nn.ReLU(), GainConv2d(32, 32, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(32, CLASSES)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x).mean((2, 3)))
+
+
 class GhostModule(nn.Module):
     """GhostNet: a primary conv, a cheap depthwise conv on its output, ``cat``, then ``[:, :k]``."""
 
@@ -248,7 +273,7 @@ class Depthwise(nn.Module):
 
 PATTERNS: dict[str, type[nn.Module]] = {
     "grouped": Grouped, "shuffle": ShuffleUnit, "shuffle_stage": ShuffleStage, "ghost": GhostModule,
-    "mixconv": MixConv,
+    "mixconv": MixConv, "gain_conv": GainConvs,
     "cross_stage": CrossStage, "partial_residual": PartialResidual, "conv_classifier": ConvClassifier,
     "layer_scale": LayerScale, "squeeze_excite": SqueezeExcite, "depthwise": Depthwise,
 }
