@@ -48,6 +48,7 @@ from lassoprune.channels.groups import ChannelGroup
 from lassoprune.errors import LassopruneError
 from lassoprune.pruning.frontier import FrozenPrefix, UntraceableNetwork
 from lassoprune.pruning.prefix_cache import FinishedModuleCache
+from lassoprune.utils.runtime import get_logger
 
 Batch = tuple[Tensor, Tensor]
 
@@ -210,7 +211,9 @@ def _refit_in_order(original: nn.Module, pruned: nn.Module, images: Sequence[Ten
     layers = dict(pruned.named_modules())
     names = {module: name for name, module in layers.items()}
     with channels_last_if_it_runs((original, pruned), images[0][:1]):
-        order = [n for n in execution_order(pruned, images[0][:1]) if n in fit.plans]
+        paddings = layer_paddings(pruned, images[0][:1], [n for n in fit.plans])
+        plain = [n for n in fit.plans if n not in paddings or paddings[n] is not None]
+        order = [n for n in execution_order(pruned, images[0][:1]) if n in plain]
         norms = following_norms(pruned, images[0][:1], order)
         writes = {n: (n, names[norms[n]]) if n in norms else (n,) for n in order}  # what each refit changes
         inputs = _prefix_runner(pruned, order, [m for n in order for m in writes[n]], prefix)
@@ -219,11 +222,38 @@ def _refit_in_order(original: nn.Module, pruned: nn.Module, images: Sequence[Ten
         with inputs:
             for name in order:
                 layer = layers[name]
-                stats = _accumulate(layer, inputs.of(name, images), targets.pop(name))
+                stats = _accumulate(layer, inputs.of(name, images), targets.pop(name), paddings.get(name))
                 refits.append(_refit(name, layer, fit.plans[name], stats, ridge, norms.get(name)))
                 for written in writes[name]:
                     inputs.finish(written)
         return tuple(refits)
+
+
+def layer_paddings(model: nn.Module, example: Tensor, names: Sequence[str]) -> dict[str, Padding | None]:
+    """:func:`effective_padding` of every named layer that has its own forward (one pass on ``example``); a
+    layer whose output is not a plain conv / linear of its weights maps to None and is left as cut (logged)."""
+    modules = dict(model.named_modules())
+    custom = [n for n in names if _has_own_forward(modules[n])]
+    found: dict[str, Padding | None] = {}
+
+    def probe(name: str):
+        def hook(layer: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+            if name not in found:
+                found[name] = effective_padding(layer, inputs[0], out)
+        return hook
+
+    handles = [modules[n].register_forward_hook(probe(n)) for n in custom]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    skipped = [n for n, pad in found.items() if pad is None]
+    if skipped:
+        get_logger().info("reconstruction leaves %d layers as cut (their forward transforms the weights): %s",
+                          len(skipped), ", ".join(skipped[:5]))
+    return found
 
 
 @contextmanager
@@ -478,34 +508,84 @@ def _prefix_runner(model: nn.Module, order: Sequence[str], pending: Sequence[str
         return _PrefixRunner(model, order, pending, mode)
 
 
-def _input_rows(layer: nn.Module, x: Tensor, where: Tensor | None) -> Tensor:
+def _input_rows(layer: nn.Module, x: Tensor, where: Tensor | None, padding: Padding | None = None) -> Tensor:
     """im2col rows of the layer's input at the sampled output positions: ``(G, B * P, D_g)``."""
     if isinstance(layer, nn.Linear):
         return x.reshape(-1, x.shape[-1])[None]
     assert where is not None
-    cols = conv_patches(layer, x, where)  # (B * P, C_in k k)
+    cols = conv_patches(layer, x, where, padding)  # (B * P, C_in k k)
     groups = layer.groups
     return cols.reshape(-1, groups, cols.shape[-1] // groups).transpose(0, 1)
 
 
-def conv_patches(layer: nn.Conv2d, x: Tensor, where: Tensor) -> Tensor:
+def conv_patches(layer: nn.Conv2d, x: Tensor, where: Tensor, padding: Padding | None = None) -> Tensor:
     """The input patches that ``layer`` reads at the flat output positions ``where`` (int64 ``(B, P)``).
 
-    Row ``(b, p)`` is ``x[b, :, y s_h + i d_h - p_h, x s_w + j d_w - p_w]`` for ``(i, j)`` over the kernel
-    (zero outside the map), flattened in the weight's ``(C_in, k_h, k_w)`` order: the im2col rows of
-    ``F.unfold`` at those positions only, without unfolding the whole map. Returns ``(B * P, C_in k_h k_w)``.
+    Row ``(b, p)`` is ``x[b, :, y s_h + i d_h - p_top, x s_w + j d_w - p_left]`` for ``(i, j)`` over the
+    kernel (zero outside the map), flattened in the weight's ``(C_in, k_h, k_w)`` order: the im2col rows of
+    ``F.unfold`` at those positions only, without unfolding the whole map. ``padding`` ``(left, right, top,
+    bottom)`` is the zero padding the layer applies (default: its ``padding`` attribute; a conv that pads in
+    its own forward, such as TensorFlow-style "same", passes what :func:`effective_padding` found).
+    Returns ``(B * P, C_in k_h k_w)``.
     """
     (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
-    ph, pw = _padding(layer)
+    left, right, top, _bottom = padding if padding is not None else _symmetric(_padding(layer))
     batch, channels, height, width = x.shape
-    out_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
     rows, cols = where // out_w, where % out_w  # (B, P)
     ys = rows[:, :, None] * sh + torch.arange(kh, device=x.device) * dh  # (B, P, kh), padded coordinates
     xs = cols[:, :, None] * sw + torch.arange(kw, device=x.device) * dw  # (B, P, kw)
-    padded = F.pad(x, (pw, pw, ph, ph)).permute(0, 2, 3, 1)  # (B, H', W', C)
+    padded = F.pad(x, padding if padding is not None else _symmetric(_padding(layer)))
+    padded = padded.permute(0, 2, 3, 1)  # (B, H', W', C)
     images = torch.arange(batch, device=x.device)[:, None, None, None]
     patches = padded[images, ys[:, :, :, None], xs[:, :, None, :]]  # (B, P, kh, kw, C)
     return patches.permute(0, 1, 4, 2, 3).reshape(-1, channels * kh * kw)
+
+
+#: ``(left, right, top, bottom)`` zero padding, in ``F.pad``'s order.
+Padding = tuple[int, int, int, int]
+
+
+def _symmetric(pad: tuple[int, int]) -> Padding:
+    return pad[1], pad[1], pad[0], pad[0]
+
+
+def _has_own_forward(layer: nn.Module) -> bool:
+    """True for a conv / linear subclass that overrides ``forward`` (it may pad or transform its weights)."""
+    return type(layer).forward not in (nn.Conv2d.forward, nn.Linear.forward)
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's "same" padding of one dimension: ``(before, after)``, the extra pixel after."""
+    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+@torch.no_grad()
+def effective_padding(layer: nn.Module, x: Tensor, out: Tensor | None = None) -> Padding | None:
+    """The zero padding under which the layer's output on ``x`` is a plain conv of ``x`` with its own weight and
+    bias, or None when none is (its forward transforms the weights, e.g. weight standardisation: a refit of
+    ``weight`` would not give the fitted output). Linear layers: ``(0, 0, 0, 0)`` or None likewise.
+
+    Stock ``nn.Conv2d`` / ``nn.Linear`` are not probed. A subclass with its own forward is run on ``x`` and
+    compared with its padding attribute and with TensorFlow-style "same" padding (timm's ``Conv2dSame``);
+    ``out`` is its output on ``x`` when already known.
+    """
+    if not _has_own_forward(layer):
+        return (0, 0, 0, 0) if isinstance(layer, nn.Linear) else _symmetric(_padding(layer))
+    want = layer(x) if out is None else out
+    scale = float(want.abs().max()) or 1.0
+    if isinstance(layer, nn.Linear):
+        ok = float((F.linear(x, layer.weight, layer.bias) - want).abs().max()) <= 1e-4 * scale
+        return (0, 0, 0, 0) if ok else None
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
+    top, bottom = _same_padding(x.shape[2], kh, sh, dh)
+    left, right = _same_padding(x.shape[3], kw, sw, dw)
+    for pad in (_symmetric(_padding(layer)), (left, right, top, bottom)):
+        got = F.conv2d(F.pad(x, pad), layer.weight, layer.bias, layer.stride, 0, layer.dilation, layer.groups)
+        if got.shape == want.shape and float((got - want).abs().max()) <= 1e-4 * scale:
+            return pad
+    return None
 
 
 def _padding(layer: nn.Conv2d) -> tuple[int, int]:
@@ -566,14 +646,15 @@ def _add(a: _Stats, b: _Stats) -> _Stats:
 
 
 @torch.no_grad()
-def _accumulate(layer: nn.Module, inputs: Iterable[Tensor], targets: Sequence[tuple[Tensor, Tensor | None]]) -> _Stats:
+def _accumulate(layer: nn.Module, inputs: Iterable[Tensor], targets: Sequence[tuple[Tensor, Tensor | None]],
+                padding: Padding | None = None) -> _Stats:  # fmt: skip
     """Accumulate the moments of the layer's fit from its input on each batch and the batch's targets (the rows
     themselves when there are fewer rows than unknowns)."""
     rows = sum(int(y_rows.shape[0]) for y_rows, _ in targets)
     keep_rows = rows < _weights_as_matrix(layer).shape[1]
     stats: _Stats | None = None
     for x, (y_rows, where) in zip(inputs, targets):
-        xg = _input_rows(layer, x, where).double()  # (G, R, D)
+        xg = _input_rows(layer, x, where, padding).double()  # (G, R, D)
         groups = xg.shape[0]
         yg = y_rows.double().reshape(y_rows.shape[0], groups, -1).transpose(0, 1)  # (G, R, C_g)
         part = stats_of(xg, yg, keep_rows)

@@ -6,11 +6,20 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import lassoprune as lp
 from lassoprune.errors import LassopruneError
-from lassoprune.pruning.reconstruct import _accumulate, _Stats, reconstruct, residual_sum, solve_ridge, stats_of
+from lassoprune.pruning.reconstruct import (
+    _accumulate,
+    _Stats,
+    effective_padding,
+    reconstruct,
+    residual_sum,
+    solve_ridge,
+    stats_of,
+)
 
 
 class TwoConvs(nn.Module):
@@ -55,6 +64,54 @@ def test_removed_channel_that_is_a_combination_of_kept_ones_is_reconstructed_exa
     refit = result.reconstruction[0]
     assert refit.inputs_kept == 3 and refit.inputs_before == 4
     assert refit.error_before > 0.05 and refit.error_after < 1e-5
+
+
+class SameConv2d(nn.Conv2d):
+    """TensorFlow-style "same" padding computed in forward (timm's ``Conv2dSame``): asymmetric at stride 2."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s, d in zip(x.shape[:1:-1], self.kernel_size[::-1], self.stride[::-1], self.dilation[::-1]):
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class StandardisedConv2d(nn.Conv2d):
+    """Weight standardisation in forward (NF-ResNet's ``ScaledStdConv2d``): the output is not ``x * weight``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        return self._conv_forward(x, w, self.bias)
+
+
+@pytest.mark.parametrize("size", [8, 9])
+def test_a_conv_that_pads_in_its_own_forward_is_reconstructed_exactly(size: int) -> None:
+    torch.manual_seed(0)
+    model = TwoConvs().eval()
+    model.conv2 = SameConv2d(4, 3, 3, stride=2, bias=True)
+    with torch.no_grad():
+        w = model.conv1.weight
+        w[3] = 0.5 * w[0] - 1.5 * w[1] + 0.25 * w[2]
+    data = _batches(size=size)
+    result = lp.prune(model, data[0][0][:1], method=_drop_last_channel, target_macs=0.75, data=data,
+                      reconstruct=True)
+    assert [r.name for r in result.reconstruction] == ["conv2"] and result.reconstruction[0].error_after < 1e-5
+    x = torch.randn(4, 2, size, size)
+    with torch.no_grad():
+        assert (model(x) - result.model(x)).abs().max() <= 1e-4
+
+
+def test_a_conv_whose_forward_transforms_its_weights_is_left_as_cut() -> None:
+    torch.manual_seed(0)
+    model = TwoConvs().eval()
+    model.conv2 = StandardisedConv2d(4, 3, 3, padding=1, bias=True)
+    data = _batches()
+    result = lp.prune(model, data[0][0][:1], method=_drop_last_channel, target_macs=0.75, data=data,
+                      reconstruct=True)
+    assert result.reconstruction == ()
+    assert effective_padding(model.conv2, data[0][0][:2].repeat(1, 2, 1, 1)) is None
 
 
 class ConvThenFlatLinear(nn.Module):
