@@ -16,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -366,7 +366,8 @@ def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str]) -> ChannelGr
         check_slice(layer_slice, module, len(tp_group[0].idxs))
         slices.append(layer_slice)
     producers = _unique(s for s in slices if s.kind in _WEIGHTED and s.role is SliceRole.OUT)
-    if not producers:
+    num_channels = len(tp_group[0].idxs)
+    if not producers or _mapped_twice(slices) or not _produced_everywhere(producers, num_channels):
         return None
     root = names[tp_group[0].dep.target.module]
     consumers = _unique(s for s in slices if s.kind in _WEIGHTED and s.role is SliceRole.IN)
@@ -462,6 +463,32 @@ def _observation_point(consumers: tuple[LayerSlice, ...], depthwise: tuple[Layer
         if candidates:
             return candidates[0]
     return None
+
+
+def _produced_everywhere(producers: Sequence[LayerSlice], num_channels: int) -> bool:
+    """True when every channel of the group comes out of some producer's filters.
+
+    A channel that no producer makes reaches the group through an operation Torch-Pruning did not map (seen on
+    GhostNet, whose module concatenates a conv's output with a depthwise conv of it: the conv is mapped onto
+    the second half of the concatenation only, and cutting that half empties the conv). Such a group is not cut.
+    """
+    covered = {c for s in producers for c in s.channels}
+    return len(covered) == num_channels
+
+
+def _mapped_twice(slices: Sequence[LayerSlice]) -> bool:
+    """True when one layer dimension reaches the group by two different channel mappings.
+
+    GhostNet's module concatenates a conv's output with a depthwise conv of that same output: Torch-Pruning
+    then lists the conv twice, once per half of the concatenation, and removing group channels from both
+    halves removes the union of both from the conv (down to no channel at all). Such a group is not cut.
+    """
+    seen: dict[tuple[str, SliceRole], tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    for s in slices:
+        mapping = seen.setdefault((s.module, s.role), (s.indices, s.channels))
+        if mapping != (s.indices, s.channels):
+            return True
+    return False
 
 
 def _unique(slices: Any) -> tuple[LayerSlice, ...]:

@@ -145,6 +145,24 @@ class GhostModule(nn.Module):
         return self.head(self.tail(x).mean((2, 3)))
 
 
+class GhostEven(nn.Module):
+    """timm's GhostNet module at an even width: ``cat`` of a conv and a depthwise conv of it, no effective slice
+    (Torch-Pruning maps the conv onto the second half of the concatenation only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.primary = conv_bn(16, 12, 1)
+        self.cheap = conv_bn(12, 12, 3, groups=12)
+        self.tail = conv_bn(24, 32)
+        self.head = nn.Linear(32, CLASSES)
+
+    def forward(self, x: Tensor) -> Tensor:
+        primary = self.primary(self.stem(x))
+        x = torch.cat([primary, self.cheap(primary)], 1)[:, :24]
+        return self.head(self.tail(x).mean((2, 3)))
+
+
 class MixConv(nn.Module):
     """MixNet: ``torch.split`` with fixed sizes, a depthwise kernel size per part, ``cat``."""
 
@@ -272,7 +290,7 @@ class Depthwise(nn.Module):
 
 
 PATTERNS: dict[str, type[nn.Module]] = {
-    "grouped": Grouped, "shuffle": ShuffleUnit, "shuffle_stage": ShuffleStage, "ghost": GhostModule,
+    "grouped": Grouped, "shuffle": ShuffleUnit, "shuffle_stage": ShuffleStage, "ghost": GhostModule, "ghost_even": GhostEven,
     "mixconv": MixConv, "gain_conv": GainConvs,
     "cross_stage": CrossStage, "partial_residual": PartialResidual, "conv_classifier": ConvClassifier,
     "layer_scale": LayerScale, "squeeze_excite": SqueezeExcite, "depthwise": Depthwise,
