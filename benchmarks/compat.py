@@ -203,13 +203,31 @@ def table(results: Path) -> str:
         lines.append(f"| {r['model']} | {r['method']} | {r.get('mode', 'full')} | {r.get('side', '')} | {cut} | "
                      f"{_cell(r, 'reconstruct')} "
                      f"| {deploy} |")
-    lines += ["", "| source | method | run | models run | cut | + reconstruction | deploy |",
-              "|---|---|---|---|---|---|---|"]
+    return "\n".join(lines) + "\n"
+
+
+def _is_transformer(name: str) -> bool:
+    return any(part in name for part in FIXED_SIDE)
+
+
+def share_table(results: Path) -> str:
+    """Per source (CNNs; transformers apart, which must be refused), method and run mode: how many models
+    passed each step, and all of them."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    lines = ["| source | method | run | models run | cut | + reconstruction | deploy | every step |",
+             "|---|---|---|---|---|---|---|---|"]
     for source, method, mode in itertools.product(("torchvision", "timm"), METHODS, ("quick", "full")):
         subset = [r for r in rows if r["model"].startswith(source + ":") and r["method"] == method
                   and r.get("mode", "full") == mode]
+        refused = [r for r in subset if _is_transformer(r["model"])]
+        if refused:
+            clear = sum("self-attention block" in str(r.get("cut")) for r in refused)
+            lines.append(f"| {source} transformers | {method} | {mode} | {len(refused)} | refused at once, one "
+                         f"line: {clear}/{len(refused)} | | | |")
+        subset = [r for r in subset if not _is_transformer(r["model"])]
         if subset:
             counts = [sum(_passes(r)[s] for r in subset) for s in ("cut", "reconstruct", "deploy")]
+            counts.append(sum(all(_passes(r).values()) for r in subset))
             lines.append(f"| {source} | {method} | {mode} | {len(subset)} | "
                          + " | ".join(f"{c}/{len(subset)} ({100 * c / len(subset):.0f}%)" for c in counts) + " |")
     return "\n".join(lines) + "\n"
@@ -228,7 +246,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args.one, args.methods[0], args.quick)), flush=True)
     elif args.table:
-        args.table.write_text(table(args.results))
+        args.table.write_text(share_table(args.results) + "\n" + table(args.results))
     else:
         run_all(args.results, args.timeout, args.models, args.methods, args.quick)
 
