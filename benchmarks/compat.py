@@ -41,7 +41,7 @@ METHODS = ("l1", "sglp-ib")
 SIDE = 64
 SIDES = {"torchvision:inception_v3": 96, "timm:inception_v3": 96}
 #: Adaptive pools that ONNX exports only when the pooled size divides the map: 224 gives AlexNet 6x6, VGG 7x7.
-NATIVE_SIDE = ("torchvision:alexnet", "torchvision:vgg")
+NATIVE_SIDE = ("torchvision:alexnet", "torchvision:vgg", "timm:vgg")
 FIXED_SIDE = ("vit_", "swin_", "maxvit", "deit", "beit")  # transformers that only take their own input size
 
 
