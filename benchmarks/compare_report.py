@@ -124,7 +124,7 @@ def pilot_table(rows: Sequence[Result]) -> str:
     return "\n".join([table, *ranks])
 
 
-def plot_tradeoff(rows: Sequence[Result], model: str) -> Any:
+def plot_tradeoff(rows: Sequence[Result], model: str, when: str = "after fine-tuning") -> Any:
     """Final top-1 and worst-class accuracy against MACs kept, one colour per method, error bars = 1 SE."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -148,7 +148,7 @@ def plot_tradeoff(rows: Sequence[Result], model: str) -> Any:
         ax.axhline(mine[0][key], color="black", linestyle=":", linewidth=1, label="dense")
         ax.set_xlabel("MACs kept (fraction of the dense model)")
         ax.set_ylabel(f"{title}, mean ± SE over seeds")
-        ax.set_title(f"{model}: {title} after fine-tuning", fontsize=9)
+        ax.set_title(f"{model}: {title} {when}", fontsize=9)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="lower right", ncols=2)
     return fig
@@ -169,7 +169,8 @@ def write_report(profile: Profile, runs: Path) -> str:
         table = model_table(results["table"], model, profile)
         if table:
             parts.append(table)
-            save_png(plot_tradeoff(results["table"], model), runs / f"tradeoff-{model}.png")
+            when = "after fine-tuning" if profile.finetune_epochs else "post-training (no fine-tuning)"
+            save_png(plot_tradeoff(results["table"], model, when), runs / f"tradeoff-{model}.png")
     text = "\n\n".join(parts) + "\n"
     atomic_write_text(runs / "table.md", text)
     atomic_write_json(runs / "results.json", results)
