@@ -48,7 +48,7 @@ test-vision: $(VISION_STAMP)
 # the compatibility table (hours on one thread; resumable): docs/BENCHMARKS.md
 compat: $(VISION_STAMP)
 	OMP_NUM_THREADS=1 $(VISION_VENV)/bin/python benchmarks/compat.py --results runs/compat.jsonl
-	$(VISION_VENV)/bin/python benchmarks/compat.py --results runs/compat.jsonl --table runs/compat_table.md
+	$(VISION_VENV)/bin/python benchmarks/compat.py --results runs/compat.jsonl --table docs/COMPATIBILITY.md
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py
