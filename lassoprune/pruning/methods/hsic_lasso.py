@@ -141,12 +141,20 @@ class HsicIbOptions(MethodOptions):
                "experimental products sets the precision of FISTA's per-class Gram products: stlp-ib or class-lasso "
                "with class_fit cross or conditional (sglp-ib's ADMM solves in float64)")
 
+    def structure_weight(self) -> float:
+        """lambda2 / lambda1, the class structure's penalty weight (0: no structure, as in ``hsic-ib``)."""
+        return 0.0
+
+    def graph_threshold(self) -> float | None:
+        """The class graph's edge threshold (None: no graph option, or every class keeps an edge)."""
+        return None
+
     def settings(self, method: LassoMethod) -> ProblemSettings:
         """The :class:`ProblemSettings` these options give ``method``."""
         ex = self.experimental
         return ProblemSettings(
             class_fit=self.class_fit_of(method), kernel=ex.kernel, normalise=ex.normalise, nonneg=ex.nonneg,
-            ridge=ex.ridge, magnitude=ex.magnitude, lambda2_ratio=getattr(self, "lambda2_ratio", 0.0),
+            ridge=ex.ridge, magnitude=ex.magnitude, lambda2_ratio=self.structure_weight(),
             global_strength=ex.strength is Strength.GLOBAL, block=ex.block, permutations=ex.permutations,
             solver_tol=self.solver_tol, max_iter=self.max_iter, products=ex.products,
         )
@@ -173,6 +181,9 @@ class StlpOptions(ClassLassoOptions):
 
     lambda2_ratio: float = option(0.1, "structured penalty weight lambda2 as a fraction of lambda1 (>= 0)")
 
+    def structure_weight(self) -> float:
+        return self.lambda2_ratio
+
     def validate(self, method: str) -> None:
         _check(self.lambda2_ratio >= 0, f"lambda2_ratio (lambda2 / lambda1) must be >= 0, got {self.lambda2_ratio}")
         super().validate(method)
@@ -185,6 +196,9 @@ class SglpOptions(StlpOptions):
     edge_threshold: float | None = option(
         None, "class-graph edge threshold on |Pearson r| of class means, in [0, 1] (default: every class keeps "
               "an edge)")
+
+    def graph_threshold(self) -> float | None:
+        return self.edge_threshold
 
     def validate(self, method: str) -> None:
         _check(self.edge_threshold is None or 0 <= self.edge_threshold <= 1,
@@ -232,7 +246,7 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
     features = collect_features(ctx.model, groups, ctx.batches, pool=opts.pool,
                                 outputs=settings.response.needs_output)
     seconds["features"] = features.seconds
-    structures, record = _structures(method, features, groups, getattr(opts, "edge_threshold", None),
+    structures, record = _structures(method, features, groups, opts.graph_threshold(),
                                      opts.experimental.structure_from)
     weights = (confusable_class_weights(features.class_means.numpy())
                if opts.experimental.class_weight == "confusable" else None)
