@@ -98,8 +98,10 @@ def shared_sparse_stage(profile: Profile, runs: Path, row: Row, progress: bool) 
         steered = method.sparse != "tp-group-sl"  # the library's regularisers steer towards the row's target
         unit = f"{row.method}-{row.label}-s{row.seed}" if steered else f"{row.method}-s{row.seed}"
         shared = runs / "sparse" / row.model / unit
-        config = dataclasses.replace(row_config(profile, dataclasses.replace(row, phase="table")),
-                                     finetune=FinetuneSection(epochs=0))
+        # one config per shared directory: the row's target when steered, else the select phase's target
+        source = (dataclasses.replace(row, phase="table") if steered else
+                  dataclasses.replace(row, phase="table", target=profile.select_target, target_params=None))
+        config = dataclasses.replace(row_config(profile, source), finetune=FinetuneSection(epochs=0))
         replace = {"sparse": tp_sparse_stage(profile)} if method.sparse == "tp-group-sl" else {}
         run, _, _ = run_stages(config, shared, progress=progress, replace=replace, stop_after="sparse",
                                extra_state={"benchmark_sparse": method.sparse})

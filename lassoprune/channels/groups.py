@@ -297,6 +297,7 @@ def _prunable_groups(
             why = f"Torch-Pruning could not follow its channels ({type(exc).__name__}: {exc}); kept whole"
             (unfollowed if unfollowed is not None else {})[names.get(module, type(module).__name__)] = why
             visited.add(id(module))
+            skip.add(id(module))  # no other root's group may cut its channels either
             continue
         prunable = True
         for dep, _ in tp_group:
@@ -389,15 +390,17 @@ def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str]) -> ChannelGr
 def _blocks(slices: tuple[LayerSlice, ...], modules: dict[str, nn.Module], num_channels: int) -> int:
     """The group's ``blocks`` (:class:`ChannelGroup`): the least common multiple of the ``groups`` of its grouped
     (not depthwise) convolutions, or ``num_channels`` (kept whole) when the blocks do not divide the channels
-    or a grouped conv sees the group's channels in another order than its own (through a concatenation)."""
+    or a grouped conv sees the group's channels in another order than its own or only some of its channels
+    (through a concatenation)."""
     blocks = 1
     for layer_slice in slices:
         module = modules.get(layer_slice.module)
         count = getattr(module, "groups", 1) if layer_slice.kind is LayerKind.CONV else 1
         if count <= 1:
             continue
-        if layer_slice.indices != tuple(range(num_channels)) or layer_slice.channels != tuple(range(num_channels)):
-            return num_channels
+        identity = layer_slice.indices == tuple(range(num_channels)) == layer_slice.channels
+        if not identity or _dimension_size(module, layer_slice.role) != num_channels:
+            return num_channels  # the group fills part of the conv's blocks, or in another order
         blocks = math.lcm(blocks, count)
     return blocks if num_channels % blocks == 0 else num_channels
 

@@ -18,7 +18,9 @@ back from its input to the conv / linear layers that produce those channels
 depthwise convs, as :mod:`lassoprune.channels.outputs` does). Those layers are
 left whole; the rest of the network is pruned. (Grouped convolutions are not
 among them: their channels are pruned in units that keep every group the same
-width, :attr:`lassoprune.channels.groups.ChannelGroup.blocks`.)
+width, :attr:`lassoprune.channels.groups.ChannelGroup.blocks`; only a grouped
+conv with one output per group and more inputs, which Torch-Pruning would cut
+as a depthwise conv, is left whole with the layers feeding it.)
 """
 
 from __future__ import annotations
@@ -61,13 +63,21 @@ def rearranging_layers(model: nn.Module, example_inputs: Tensor | tuple[Tensor, 
     """
     producers: dict[Any, nn.Module] = {}
     recorder = _ChannelOpRecorder()
+    one_out_per_group: list[tuple[nn.Module, Any]] = []
 
     def remember(module: nn.Module, inputs: Any, output: Any) -> None:
         if isinstance(output, Tensor) and output.grad_fn is not None:
             producers[output.grad_fn] = module
+        if _one_output_per_group(module) and inputs and isinstance(inputs[0], Tensor):
+            one_out_per_group.append((module, inputs[0].grad_fn))
 
     traced_forward(model, example_inputs, remember, recorder)
     found: dict[nn.Module, str] = {}
+    for module, node in one_out_per_group:
+        why = (f"grouped convolution with one output per group (groups={module.groups}, {module.in_channels} "
+               "inputs), which Torch-Pruning cuts as a depthwise conv")
+        found.setdefault(module, why)
+        _protect([node], producers, f"its channels feed a {why}", found)
     for reason, node in recorder.records:
         _protect([node], producers, reason, found)
     return found
@@ -77,6 +87,13 @@ def _protect(nodes: list[Any], producers: dict[Any, nn.Module], reason: str, fou
     """Record, with ``reason``, every producer reached from ``nodes`` (the first reason found wins)."""
     for fn in walk_back_from([n for n in nodes if n is not None], producers):
         found.setdefault(producers[fn], reason)
+
+
+def _one_output_per_group(module: nn.Module) -> bool:
+    """A conv with ``groups == out_channels`` but more inputs than outputs: Torch-Pruning's depthwise test
+    (``groups == out_channels``) holds, but its inputs are not its outputs, so cutting it as depthwise fails."""
+    return (isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1
+            and module.groups == module.out_channels != module.in_channels)
 
 
 class _ChannelOpRecorder(TorchFunctionMode):

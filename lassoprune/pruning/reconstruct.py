@@ -239,7 +239,10 @@ def layer_paddings(model: nn.Module, example: Tensor, names: Sequence[str]) -> d
     def probe(name: str):
         def hook(layer: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
             if name not in found:
-                found[name] = effective_padding(layer, inputs[0], out)
+                try:
+                    found[name] = effective_padding(layer, inputs[0], out)
+                except (RuntimeError, ValueError, TypeError):  # not a conv / linear of its input at all
+                    found[name] = None
         return hook
 
     handles = [modules[n].register_forward_hook(probe(n)) for n in custom]
@@ -551,7 +554,10 @@ def _symmetric(pad: tuple[int, int]) -> Padding:
 
 
 def _has_own_forward(layer: nn.Module) -> bool:
-    """True for a conv / linear subclass that overrides ``forward`` (it may pad or transform its weights)."""
+    """True for a conv / linear subclass that overrides ``forward`` or ``_conv_forward`` (it may pad or
+    transform its weights)."""
+    if isinstance(layer, nn.Conv2d) and type(layer)._conv_forward is not nn.Conv2d._conv_forward:
+        return True
     return type(layer).forward not in (nn.Conv2d.forward, nn.Linear.forward)
 
 

@@ -138,7 +138,7 @@ def floors(
 
     With ``prune_residual=False`` a residual (eltwise) group keeps all its C channels; with ``whole_blocked``
     (methods that choose their own keep sets, which need not take whole units) so does every group that a
-    grouped convolution reads or writes (``blocks > 1``).
+    grouped convolution reads or writes (``blocks > 1``); otherwise such a group keeps two units at least.
 
     Returns:
         ``(G,)`` float64, in ``groups`` order.
@@ -150,7 +150,10 @@ def floors(
     def floor(g: ChannelGroup, step: int) -> int:
         if (g.is_eltwise and not prune_residual) or (whole_blocked and g.blocks > 1):
             return g.num_channels
-        return min(g.num_channels, round_up(max(min_channels, step), step))
+        # two units at least for a grouped conv's channels: one output per group would make Torch-Pruning
+        # take the conv for a depthwise one when the model is analysed again
+        units = 2 if g.blocks > 1 else 1
+        return min(g.num_channels, round_up(max(min_channels, units * step), step))
 
     return np.array([floor(g, int(step)) for g, step in zip(groups, steps)], dtype=np.float64)
 

@@ -67,7 +67,7 @@ def _per_output_extras(model: nn.Module, group: ChannelGroup, removed: set[int])
     ``ScaledStdConv2d`` ``gain`` of NF-ResNets, for instance)."""
     modules = dict(model.named_modules())
     extras: list[_Extra] = []
-    for s in group.producers:
+    for s in group.producers + group.depthwise:  # a depthwise conv loses outputs with its inputs
         module = modules[s.module]
         width = getattr(module, "out_channels", getattr(module, "out_features", None))
         positions = [i for i, c in zip(s.indices, s.channels) if c in removed]

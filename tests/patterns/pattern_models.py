@@ -116,12 +116,13 @@ class GainConv2d(nn.Conv2d):
 
 
 class GainConvs(nn.Module):
-    """NF-ResNet-like convs with a per-output gain parameter, BatchNorm-free."""
+    """NF-ResNet-like convs with a per-output gain parameter (a depthwise one too), BatchNorm-free."""
 
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(GainConv2d(3, 16, 3, padding=1), nn.ReLU(), GainConv2d(16, 32, 3, padding=1),
-                                  nn.ReLU(), GainConv2d(32, 32, 3, padding=1), nn.ReLU())
+                                  nn.ReLU(), GainConv2d(32, 32, 3, padding=1, groups=32), nn.ReLU(),
+                                  GainConv2d(32, 32, 1), nn.ReLU())
         self.head = nn.Linear(32, CLASSES)
 
     def forward(self, x: Tensor) -> Tensor:

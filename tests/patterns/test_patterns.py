@@ -107,6 +107,24 @@ def test_grouped_convs_are_pruned_in_whole_units_that_keep_every_group_equal(gro
         assert _relative(masked(_x(3)), result.model(_x(3))) <= 1e-4
 
 
+def test_grouped_conv_cuts_keep_two_units_so_the_pruned_model_can_be_analysed_again():
+    model = randomise_batchnorm(Grouped(groups=4)).eval()
+    first = lp.prune(model, _x(), method="l1", target_macs=0.3, reconstruct=False, recalibrate=False)
+    grouped = first.model.grouped[0]
+    assert grouped.out_channels >= 2 * grouped.groups and grouped.in_channels >= 2 * grouped.groups
+    again = analyse_groups(first.model.eval(), _x())
+    assert {g.id: g.blocks for g in again.groups if g.blocks > 1} == {"reduce.0": 4, "grouped.0": 4}
+
+
+def test_a_grouped_conv_with_one_output_per_group_is_left_whole_with_the_reason():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1, groups=8),
+                          nn.ReLU(), nn.Conv2d(8, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, CLASSES))
+    analysis = analyse_groups(model.eval(), _x())
+    assert "one output per group" in analysis.protected["2"] and "feed a grouped" in analysis.protected["0"]
+    result = lp.prune(model, _x(), method="l1", target_macs=0.9, reconstruct=False, recalibrate=False)
+    assert (result.model[2].in_channels, result.model[2].out_channels) == (16, 8)
+
+
 def test_methods_that_choose_their_own_keep_sets_leave_grouped_conv_channels_whole():
     model = randomise_batchnorm(Grouped(groups=4)).eval()
     result = lp.prune(model, _x(), method="hsic-ib", target_macs=0.7, data=_data(), reconstruct=False)

@@ -103,10 +103,19 @@ def test_a_conv_that_pads_in_its_own_forward_is_reconstructed_exactly(size: int)
         assert (model(x) - result.model(x)).abs().max() <= 1e-4
 
 
-def test_a_conv_whose_forward_transforms_its_weights_is_left_as_cut() -> None:
+class StandardisedInConvForward(nn.Conv2d):
+    """The same weight standardisation, written in ``_conv_forward`` (``forward`` is nn.Conv2d's)."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        w = (weight - weight.mean((1, 2, 3), keepdim=True)) / (weight.std((1, 2, 3), keepdim=True) + 1e-5)
+        return super()._conv_forward(x, w, bias)
+
+
+@pytest.mark.parametrize("conv", [StandardisedConv2d, StandardisedInConvForward])
+def test_a_conv_whose_forward_transforms_its_weights_is_left_as_cut(conv: type[nn.Conv2d]) -> None:
     torch.manual_seed(0)
     model = TwoConvs().eval()
-    model.conv2 = StandardisedConv2d(4, 3, 3, padding=1, bias=True)
+    model.conv2 = conv(4, 3, 3, padding=1, bias=True)
     data = _batches()
     result = lp.prune(model, data[0][0][:1], method=_drop_last_channel, target_macs=0.75, data=data,
                       reconstruct=True)
