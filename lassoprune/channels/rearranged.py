@@ -80,6 +80,7 @@ def rearranging_layers(model: nn.Module, example_inputs: Tensor | tuple[Tensor, 
         _protect([node], producers, f"its channels feed a {why}", found)
     for reason, node in recorder.records:
         _protect([node], producers, reason, found)
+    _shared_by_a_concat(recorder.concats, producers, found)
     return found
 
 
@@ -102,16 +103,40 @@ class _ChannelOpRecorder(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.records: list[tuple[str, Any]] = []
+        self.concats: list[list[Any]] = []  # autograd nodes of the inputs of each channel concatenation
 
     def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if getattr(func, "__name__", "") in ("cat", "concat", "concatenate"):
+            self._concat(args, kwargs)
         source = args[0] if args and isinstance(args[0], Tensor) else None
         if source is not None and source.grad_fn is not None and source.dim() >= 2:
             reason = _channel_op(getattr(func, "__name__", ""), source, args, kwargs, out)
             if reason is not None:
                 self.records.append((reason, source.grad_fn))
         return out
+
+
+    def _concat(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        tensors = args[0] if args else kwargs.get("tensors", ())
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+        parts = [t for t in tensors if isinstance(t, Tensor)]
+        if len(parts) > 1 and isinstance(dim, int) and parts[0].dim() >= 2 and dim % parts[0].dim() == 1:
+            self.concats.append([t.grad_fn for t in parts])
+
+
+def _shared_by_a_concat(concats: list[list[Any]], producers: dict[Any, nn.Module], found: dict[nn.Module, str]) -> None:
+    """Record the layers whose channels reach one concatenation along two of its inputs (GhostNet's ``cat`` of
+    a conv's output and a depthwise conv of it): one channel of theirs is two channels of the concatenation,
+    which Torch-Pruning maps onto one input only, so cutting them empties the layer."""
+    for nodes in concats:
+        reached = [walk_back_from([n], producers) if n is not None else set() for n in nodes]
+        for i, first in enumerate(reached):
+            for later in reached[i + 1:]:
+                for fn in first & later:
+                    found.setdefault(producers[fn], "its channels reach one concatenation twice (directly and "
+                                                   "through a depthwise conv or pooling)")
 
 
 def _channel_op(name: str, source: Tensor, args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> str | None:

@@ -107,6 +107,12 @@ def test_grouped_convs_are_pruned_in_whole_units_that_keep_every_group_equal(gro
         assert _relative(masked(_x(3)), result.model(_x(3))) <= 1e-4
 
 
+def test_a_layer_reaching_one_concatenation_twice_is_left_whole():
+    protected = analyse_groups(build("ghost_even"), _x()).protected
+    assert "concatenation twice" in protected["primary.0"]
+    assert "stem.0" not in protected  # reaches the concatenation once, through primary
+
+
 def test_grouped_conv_cuts_keep_two_units_so_the_pruned_model_can_be_analysed_again():
     model = randomise_batchnorm(Grouped(groups=4)).eval()
     first = lp.prune(model, _x(), method="l1", target_macs=0.3, reconstruct=False, recalibrate=False)
