@@ -213,7 +213,8 @@ def analyse_groups(
     Raises:
         LassopruneError: the model cannot be traced with these inputs.
     """
-    names = {m: n for n, m in model.named_modules()}
+    modules = dict(model.named_modules())
+    names = {m: n for n, m in modules.items()}
     _refuse_attention(model)
     try:
         rearranging = rearranging_layers(model, example_inputs)
@@ -229,7 +230,7 @@ def analyse_groups(
         graph = _build_graph(model, example_inputs)
         groups, roots = [], {}
         for root, tp_group in _prunable_groups(graph, ignored, names, current, protected):
-            record = _record(tp_group, graph, names)
+            record = _record(tp_group, graph, names, modules)
             if record is None:
                 continue
             groups.append(record)
@@ -272,7 +273,7 @@ def _build_graph(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Te
 
 def _prunable_groups(
     graph: Any, ignored: list[nn.Module], names: dict[nn.Module, str], current: list[str],
-    unfollowed: dict[str, str] | None = None,
+    unfollowed: dict[str, str],
 ) -> Iterator[tuple[nn.Module, Any]]:  # fmt: skip
     """Torch-Pruning's full group of every conv / linear root whose group touches no ignored layer's outputs.
 
@@ -295,7 +296,7 @@ def _prunable_groups(
             tp_group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
         except (IndexError, ZeroDivisionError, KeyError) as exc:
             why = f"Torch-Pruning could not follow its channels ({type(exc).__name__}: {exc}); kept whole"
-            (unfollowed if unfollowed is not None else {})[names.get(module, type(module).__name__)] = why
+            unfollowed[names.get(module, type(module).__name__)] = why
             visited.add(id(module))
             skip.add(id(module))  # no other root's group may cut its channels either
             continue
@@ -351,7 +352,9 @@ def _trace_error(what: str, example_inputs: Any, exc: BaseException) -> Lassopru
     )
 
 
-def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str]) -> ChannelGroup | None:
+def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str],
+            modules: dict[str, nn.Module]) -> ChannelGroup | None:  # fmt: skip
+    num_channels = len(tp_group[0].idxs)
     slices = []
     for item in tp_group:
         module = item.dep.target.module
@@ -364,26 +367,24 @@ def _record(tp_group: Any, graph: Any, names: dict[nn.Module, str]) -> ChannelGr
             module=names[module], kind=kind, role=role,
             indices=tuple(int(i) for _, i in pairs), channels=tuple(int(r) for r, _ in pairs),
         )
-        check_slice(layer_slice, module, len(tp_group[0].idxs))
+        check_slice(layer_slice, module, num_channels)
         slices.append(layer_slice)
     producers = _unique(s for s in slices if s.kind in _WEIGHTED and s.role is SliceRole.OUT)
-    num_channels = len(tp_group[0].idxs)
     if not producers or _mapped_twice(slices) or not _produced_everywhere(producers, num_channels):
         return None
     root = names[tp_group[0].dep.target.module]
     consumers = _unique(s for s in slices if s.kind in _WEIGHTED and s.role is SliceRole.IN)
     depthwise = _unique(s for s in slices if s.kind is LayerKind.DEPTHWISE)
-    modules = {name: module for module, name in names.items()}
     return ChannelGroup(
         id=root,
-        num_channels=len(tp_group[0].idxs),
+        num_channels=num_channels,
         producers=producers,
         consumers=consumers,
         norms=_unique(s for s in slices if s.kind is LayerKind.NORM),
         depthwise=depthwise,
         others=_unique(s for s in slices if s.kind is LayerKind.OTHER),
         observe=_observation_point(consumers, depthwise),
-        blocks=_blocks(producers + consumers, modules, len(tp_group[0].idxs)),
+        blocks=_blocks(producers + consumers, modules, num_channels),
     )
 
 

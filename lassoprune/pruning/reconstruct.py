@@ -235,6 +235,8 @@ def layer_paddings(model: nn.Module, example: Tensor, names: Sequence[str]) -> d
     modules = dict(model.named_modules())
     custom = [n for n in names if _has_own_forward(modules[n])]
     found: dict[str, Padding | None] = {}
+    if not custom:  # stock layers take their padding attribute: no probe pass
+        return found
 
     def probe(name: str):
         def hook(layer: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
@@ -532,14 +534,14 @@ def conv_patches(layer: nn.Conv2d, x: Tensor, where: Tensor, padding: Padding | 
     Returns ``(B * P, C_in k_h k_w)``.
     """
     (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
-    left, right, top, _bottom = padding if padding is not None else _symmetric(_padding(layer))
+    padding = padding if padding is not None else _symmetric(_padding(layer))
+    left, right, top, _bottom = padding
     batch, channels, height, width = x.shape
     out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
     rows, cols = where // out_w, where % out_w  # (B, P)
     ys = rows[:, :, None] * sh + torch.arange(kh, device=x.device) * dh  # (B, P, kh), padded coordinates
     xs = cols[:, :, None] * sw + torch.arange(kw, device=x.device) * dw  # (B, P, kw)
-    padded = F.pad(x, padding if padding is not None else _symmetric(_padding(layer)))
-    padded = padded.permute(0, 2, 3, 1)  # (B, H', W', C)
+    padded = F.pad(x, padding).permute(0, 2, 3, 1)  # (B, H', W', C)
     images = torch.arange(batch, device=x.device)[:, None, None, None]
     patches = padded[images, ys[:, :, :, None], xs[:, :, None, :]]  # (B, P, kh, kw, C)
     return patches.permute(0, 1, 4, 2, 3).reshape(-1, channels * kh * kw)
@@ -657,7 +659,7 @@ def _accumulate(layer: nn.Module, inputs: Iterable[Tensor], targets: Sequence[tu
     """Accumulate the moments of the layer's fit from its input on each batch and the batch's targets (the rows
     themselves when there are fewer rows than unknowns)."""
     rows = sum(int(y_rows.shape[0]) for y_rows, _ in targets)
-    keep_rows = rows < _weights_as_matrix(layer).shape[1]
+    keep_rows = rows < layer.weight[0].numel()  # D_g, the unknowns per output
     stats: _Stats | None = None
     for x, (y_rows, where) in zip(inputs, targets):
         xg = _input_rows(layer, x, where, padding).double()  # (G, R, D)
