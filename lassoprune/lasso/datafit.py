@@ -17,7 +17,11 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["ClassGrams", "QuadraticGram", "make_datafit"]
+__all__ = ["ClassGrams", "QuadraticGram", "RANK_TOLERANCE", "make_datafit"]
+
+#: Eigenvalues at most this fraction of the largest count as zero (:attr:`_GramDatafit.column_space`): dropping
+#: them changes a prox by at most ``lam / rho`` relative, round-off for the gap a rank-deficient Gram shows.
+RANK_TOLERANCE = 1e-12
 
 
 class _GramDatafit:
@@ -52,6 +56,24 @@ class _GramDatafit:
         lam, U = np.linalg.eigh(self.G)
         return np.maximum(lam, 0.0), U
 
+    @cached_property
+    def column_space(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(lam_r, U_r)``: the top ``r`` eigenpairs of the Gram(s), ``(..., r)`` and ``(..., C, r)``, or None.
+
+        ``r`` is the largest rank (eigenvalues above ``RANK_TOLERANCE`` of the largest); a Gram of a lower
+        rank has its extra eigenvalues set to 0 (they then drop out of :meth:`prox`). None when ``r > C / 2``,
+        where the full basis costs about as much. Calibration features of few images give Grams of low rank
+        (N images: about N per class), so wide layers (C of 1,000 and more) gain a factor ``C / r``.
+        """
+        lam, U = self.eigh
+        C = lam.shape[-1]
+        positive = lam > RANK_TOLERANCE * max(float(lam.max(initial=0.0)), 1e-300)
+        r = int(positive.sum(axis=-1).max(initial=0))
+        if 2 * r > C:
+            return None
+        lam_r = np.where(positive[..., C - r:], lam[..., C - r:], 0.0)
+        return lam_r, np.ascontiguousarray(U[..., C - r:])
+
 
 class QuadraticGram(_GramDatafit):
     """``f(B) = 1/2 tr(B^T G B) - tr(B^T R)`` with gradient ``G B - R``.
@@ -84,9 +106,19 @@ class QuadraticGram(_GramDatafit):
         return float(max(self.eigh[0][-1], 1e-300))
 
     def prox(self, V: np.ndarray, rho: float) -> np.ndarray:
-        """``argmin_W f(W) + rho/2 ||W - V||_F^2 = (G + rho I)^{-1} (R + rho V)``, (C, K)."""
-        lam, U = self.eigh
-        return U @ ((U.T @ (self.R + rho * V)) / (lam + rho)[:, None])
+        """``argmin_W f(W) + rho/2 ||W - V||_F^2 = (G + rho I)^{-1} (R + rho V)``, (C, K).
+
+        With a low-rank Gram (:attr:`column_space`): ``Q / rho - U_r diag(lam_r / (rho (lam_r + rho))) U_r^T Q``
+        for ``Q = R + rho V``, the same inverse restricted to where ``G`` acts.
+        """
+        rhs = self.R + rho * V
+        low = self.column_space
+        if low is None:
+            lam, U = self.eigh
+            return U @ ((U.T @ rhs) / (lam + rho)[:, None])
+        lam_r, U_r = low
+        shrink = lam_r / (rho * (lam_r + rho))
+        return rhs / rho - U_r @ ((U_r.T @ rhs) * shrink[:, None])
 
 
 def _check_finite(G: np.ndarray, R: np.ndarray) -> None:
@@ -135,7 +167,13 @@ class ClassGrams(_GramDatafit):
         return np.matmul(products, B.T.astype(products.dtype, copy=False)[:, :, None])[:, :, 0].T.astype(np.float64)
 
     def _exact_products(self, B: np.ndarray) -> np.ndarray:
-        return np.matmul(self.G, B.T[:, :, None])[:, :, 0].T
+        """``[G_1 b_1, ..., G_K b_K]`` in float64, through the column spaces when the Grams have a low rank."""
+        low = self.column_space
+        if low is None:
+            return np.matmul(self.G, B.T[:, :, None])[:, :, 0].T
+        lam_r, U_r = low
+        q = np.matmul(np.swapaxes(U_r, 1, 2), B.T[:, :, None])[:, :, 0] * lam_r  # (K, r)
+        return np.matmul(U_r, q[:, :, None])[:, :, 0].T
 
     @cached_property
     def lipschitz(self) -> float:
@@ -144,11 +182,20 @@ class ClassGrams(_GramDatafit):
         return float(max(top.max(initial=0.0), 1e-300))
 
     def prox(self, V: np.ndarray, rho: float) -> np.ndarray:
-        """``argmin_W f(W) + rho/2 ||W - V||_F^2``: column k is ``(G_k + rho I)^{-1} (r_k + rho v_k)``."""
-        lam, U = self.eigh
+        """``argmin_W f(W) + rho/2 ||W - V||_F^2``: column k is ``(G_k + rho I)^{-1} (r_k + rho v_k)``.
+
+        With low-rank Grams (:attr:`column_space`) each column is computed in its Gram's top-``r`` basis as in
+        :meth:`QuadraticGram.prox`: ``K r C`` products instead of ``K C^2``.
+        """
         rhs = (self.R + rho * V).T[:, :, None]  # (K, C, 1)
-        q = np.matmul(np.swapaxes(U, 1, 2), rhs)[:, :, 0] / (lam + rho)  # (K, C) in each class's eigenbasis
-        return np.matmul(U, q[:, :, None])[:, :, 0].T
+        low = self.column_space
+        if low is None:
+            lam, U = self.eigh
+            q = np.matmul(np.swapaxes(U, 1, 2), rhs)[:, :, 0] / (lam + rho)  # (K, C) in each class's eigenbasis
+            return np.matmul(U, q[:, :, None])[:, :, 0].T
+        lam_r, U_r = low
+        q = np.matmul(np.swapaxes(U_r, 1, 2), rhs)[:, :, 0] * (lam_r / (rho * (lam_r + rho)))  # (K, r)
+        return (rhs[:, :, 0] / rho - np.matmul(U_r, q[:, :, None])[:, :, 0]).T
 
 
 Datafit = QuadraticGram | ClassGrams

@@ -80,6 +80,31 @@ def test_prox_solves_its_normal_equations(problem):
     np.testing.assert_allclose(single.prox(V, 0.7), np.linalg.solve(G[0] + 0.7 * np.eye(C), R + 0.7 * V), atol=1e-9)
 
 
+@pytest.mark.parametrize("rho", [1e-3, 0.7, 50.0])
+def test_low_rank_prox_solves_the_same_equations(rho):
+    """Grams of rank 5 < C / 2 (few calibration images): the prox works in their column space and still solves
+    ``(G_k + rho I) w_k = r_k + rho v_k`` for every class, whatever rho is against the spectrum."""
+    rng = np.random.default_rng(4)
+    factors = [rng.standard_normal((C, 5)) * scale for scale in (1.0, 3.0, 0.1, 1.0)]
+    G = np.stack([M @ M.T for M in factors])
+    R = np.stack([M @ rng.standard_normal(5) for M in factors], axis=1)
+    V = rng.standard_normal((C, K))
+    fit = ClassGrams(G, R)
+    lam_r, U_r = fit.column_space
+    assert lam_r.shape == (K, 5) and U_r.shape == (K, C, 5)
+    expected_value = sum(0.5 * V[:, k] @ G[k] @ V[:, k] - R[:, k] @ V[:, k] for k in range(K))
+    assert fit.value(V) == pytest.approx(expected_value, rel=1e-10)
+    W = fit.prox(V, rho)
+    for k in range(K):
+        lhs = (G[k] + rho * np.eye(C)) @ W[:, k]
+        np.testing.assert_allclose(lhs, R[:, k] + rho * V[:, k], rtol=1e-9, atol=1e-9 * np.abs(lhs).max())
+    single = QuadraticGram(G[1], R)
+    assert single.column_space is not None
+    expected = np.linalg.solve(G[1] + rho * np.eye(C), R + rho * V)
+    np.testing.assert_allclose(single.prox(V, rho), expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    assert ClassGrams(np.stack([M @ M.T for M in [rng.standard_normal((C, 40))] * K]), R).column_space is None
+
+
 @pytest.mark.parametrize("nonneg", [True, False])
 @pytest.mark.parametrize("kind", ["none", "graph", "tree"])
 def test_agrees_with_cvxpy(problem, kind, nonneg):
