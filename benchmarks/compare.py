@@ -94,6 +94,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--select-runs", default=None,
                    help="where the learning rates' select phase is (default: --runs, or runs/compare-<profile> "
                         "of the profile's select_from)")
+    p.add_argument("--cuts-runs", default=None,
+                   help="where the cuts a profile reuses are (default: runs/compare-<profile's cuts_from>)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=None, metavar="METHOD",
                    help=f"default: the profile's ({', '.join(METHODS)} available)")
     p.add_argument("--models", nargs="+", choices=lp.list_models(), default=None, metavar="MODEL",
@@ -127,11 +129,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     profile = dataclasses.replace(profile, checkpoints={**profile.checkpoints, **args.checkpoints})
     runs = Path(args.runs or f"runs/compare-{profile.name}")
     select_runs = Path(args.select_runs or (f"runs/compare-{profile.select_from}" if profile.select_from else runs))
+    cuts = Path(args.cuts_runs or f"runs/compare-{profile.cuts_from}") if profile.cuts_from else None
     methods = args.methods or list(profile.methods)
     models = args.models or list(profile.models)
     targets = args.targets or list(profile.targets)
     phases = [] if args.report else PHASES if args.phase == "all" else (args.phase,)
-    if profile.select_from or profile.finetune_epochs == 0:  # rates from another study, or none to choose
+    if profile.select_from or profile.fixed_lr is not None or profile.finetune_epochs == 0:  # no rate to choose
         phases = [phase for phase in phases if phase == "table"]
     started = time.perf_counter()
     try:
@@ -141,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "table": lambda: table_rows(profile, runs, models, methods, targets, select_runs)}[phase]()
             rows = shard(rows, args.shard_index, args.shard_count)
             log.info("%s: %d rows in this shard", phase, len(rows))
-            run_rows(profile, runs, rows, progress=not args.no_progress)
+            run_rows(profile, runs, rows, progress=not args.no_progress, cuts=cuts)
     except LassopruneError as exc:
         raise SystemExit(f"error: {exc}") from None
     print(write_report(profile, runs), flush=True)

@@ -115,6 +115,11 @@ class Profile:
         batch_size: training batch size.
         select_from: another profile whose ``select`` phase (the same candidates, budget and target) gives
             this one's learning rates, read from that profile's runs directory (``--select-runs``); None: its own.
+        fixed_lr: the fine-tuning rate of every row without one of its own (:attr:`Method.lr`), chosen by
+            another study; no ``select`` or ``pilot`` phase. None: chosen by ``select``.
+        cuts_from: another profile whose finished rows give this one's cuts: a row whose prune settings, data,
+            baseline and seed equal those of the same row there copies its pruned model instead of cutting
+            again (``--cuts-runs``, default ``runs/compare-<cuts_from>``); None: every row cuts.
         notes: lines printed above the tables.
     """
 
@@ -145,6 +150,8 @@ class Profile:
     batch_size: int = 64
     test_images: int | None = 10_000  # the test split's size: the SE floor of the report (None: no floor)
     select_from: str | None = None
+    fixed_lr: float | None = None
+    cuts_from: str | None = None
     equal_epochs: bool = False
     notes: tuple[str, ...] = ()
     model_targets: dict[str, tuple[tuple[float | None, float | None], ...]] = dataclasses.field(default_factory=dict)
@@ -201,6 +208,16 @@ HEADLINE_ONESHOT = dataclasses.replace(
     notes=("post-training: the cut, BatchNorm re-estimated on the calibration images (and least-squares "
            "reconstruction for the -rc rows), no fine-tuning; pruned top-1 = final top-1",),
 )  # fmt: skip
+#: The headline regimes after a short fine-tuning, from the post-training rows' cuts: 1 epoch of 10,000 training
+#: images (a sixth of an epoch) at lr 0.01 (every one-shot cut's choice in the standard profile's select phase) or
+#: the library's rate after reconstruction (the ``-rc`` rows). What this 2-core CPU affords, not a pilot's choice.
+HEADLINE_SHORT = dataclasses.replace(
+    HEADLINE_ONESHOT, name="headline-short", finetune_epochs=1, finetune_subset=10_000, fixed_lr=0.01,
+    cuts_from="headline-oneshot",
+    notes=("the headline-oneshot rows' cuts, then 1 epoch of 10,000 training images (a sixth of an epoch) at "
+           "lr 0.01 (the -rc rows: the library's rate after reconstruction); a budget this CPU affords, not "
+           "chosen by a pilot",),
+)  # fmt: skip
 #: The DWGL paper's rows: ResNet-56 at its 75% compression (0.25 of the parameters) and at 0.5 of the MACs, DWGL
 #: against plain group lasso (both steered towards the target, then ``dwgl-vote``), Torch-Pruning's group sparse
 #: learning and the best one-shot method, every row training the same number of epochs on the same images.
@@ -215,4 +232,4 @@ DWGL_PAPER = Profile(
            "rows) fine-tuning alone; a small budget for a 2-core CPU",),
 )  # fmt: skip
 PROFILES: dict[str, Profile] = {p.name: p for p in (STANDARD, FULL, TINY, SHORT, HEADLINE, HEADLINE_ONESHOT,
-                                                    DWGL_PAPER)}
+                                                    HEADLINE_SHORT, DWGL_PAPER)}

@@ -131,6 +131,8 @@ def chosen_lr(profile: Profile, runs: Path, method: str) -> float:
         return METHODS[method].lr
     if profile.finetune_epochs == 0:  # post-training rows: no fine-tuning, no rate to choose
         return 0.0
+    if profile.fixed_lr is not None:
+        return profile.fixed_lr
     method = METHODS[method].lr_from or method
     scores = {}
     for row in select_rows(profile, [method]):

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from compare_peers import make_pruner, peer_cut
-from compare_profiles import METHODS, TOLERANCE, Profile
-from compare_rows import Row, row_config, row_result
+from compare_profiles import METHODS, PROFILES, TOLERANCE, Profile
+from compare_rows import Row, chosen_lr, row_config, row_result
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ from lassoprune.channels import channel_groups
 from lassoprune.errors import LassopruneError
 from lassoprune.io import atomic_write_json, load, save
 from lassoprune.pipeline import FinetuneSection, Stage, StageContext, run_stages
-from lassoprune.pipeline.stages import MODEL_FILE, metrics_record, run_pretrain
+from lassoprune.pipeline.stages import MODEL_FILE, STAGES, metrics_record, run_pretrain
 from lassoprune.pretrained import resolve_model_path
 from lassoprune.training.metrics import current_extra
 from lassoprune.pruning import after_cut
@@ -35,24 +35,30 @@ from lassoprune.pruning import after_cut
 log = logging.getLogger("lassoprune.compare")
 
 
-def run_row(profile: Profile, runs: Path, row: Row, progress: bool) -> dict[str, Any]:
-    """Run (or resume) ``row`` through the pipeline's stages; returns its result record."""
+def run_row(profile: Profile, runs: Path, row: Row, progress: bool, cuts: Path | None = None) -> dict[str, Any]:
+    """Run (or resume) ``row`` through the pipeline's stages; returns its result record.
+
+    ``cuts``: the runs directory of ``profile.cuts_from``, whose same row's cut this one copies when it can.
+    """
     method = METHODS[row.method]
     replace: dict[str, Stage] = {"pretrain": shared_pretrain_stage(runs, row)}
     if method.sparse is not None:
         replace["sparse"] = shared_sparse_stage(profile, runs, row, progress)
     if method.peer is not None:
         replace["prune"] = peer_prune_stage(method.peer, profile.tp_reg)
+    if profile.cuts_from is not None and cuts is not None:
+        replace["prune"] = reused_prune_stage(PROFILES[profile.cuts_from], cuts, row,
+                                              replace.get("prune", STAGES["prune"]))
     run, _, _ = run_stages(row_config(profile, row), row.directory(runs), progress=progress, replace=replace,
                            extra_state={"benchmark_row": dataclasses.asdict(row)})
     return row_result(row, run.stages, row.directory(runs))
 
 
-def run_rows(profile: Profile, runs: Path, rows: Sequence[Row], progress: bool) -> None:
+def run_rows(profile: Profile, runs: Path, rows: Sequence[Row], progress: bool, cuts: Path | None = None) -> None:
     """Run (or resume) ``rows`` in order, logging each one's numbers and time."""
     for i, row in enumerate(rows, 1):
         started = time.perf_counter()
-        result = run_row(profile, runs, row, progress)
+        result = run_row(profile, runs, row, progress, cuts)
         log.info("[%d/%d] %s %s %s @ %s seed %d lr %g: MACs %.3f, params %.3f, pruned %.4f, final %.4f (%.0f s)", i,
                  len(rows), row.phase, row.model, row.method, row.label, row.seed, row.lr, result["macs_ratio"],
                  result["params_ratio"], result["pruned_top1"], result["final_top1"], time.perf_counter() - started)
@@ -110,6 +116,37 @@ def shared_sparse_stage(profile: Profile, runs: Path, row: Row, progress: bool) 
         shutil.copyfile(run.path(run.stages["sparse"]["model"]), target)
         return {"model": f"sparse/{MODEL_FILE}", "metrics": run.stages["sparse"]["metrics"],
                 "shared": str(shared.relative_to(runs)), "train_seconds": run.stages["sparse"]["seconds"]}
+
+    return stage
+
+
+#: The sections of a row's configuration that decide its cut (the rest, fine-tuning and evaluation, come after it).
+CUT_SECTIONS = ("seed", "data", "pretrain", "sparse", "prune")
+
+
+def reused_prune_stage(source: Profile, cuts: Path, row: Row, fallback: Stage) -> Stage:
+    """A ``prune`` stage that copies the cut of the same row in ``source``'s runs directory ``cuts``.
+
+    The same row there is the same model, method, targets and seed at ``source``'s rate and fine-tuning; it is
+    used only when it finished its cut and its configuration's :data:`CUT_SECTIONS` equal this row's (so the cut
+    is the one this row would make). Otherwise ``fallback`` cuts. The stage's record names the row it copied.
+    """
+
+    def stage(ctx: StageContext) -> dict[str, Any]:
+        twin = dataclasses.replace(row, lr=chosen_lr(source, cuts, row.method), epochs=source.finetune_epochs)
+        state_file = twin.directory(cuts) / "state.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        record = state.get("stages", {}).get("prune")
+        mine = ctx.config.to_dict()
+        if record is None or any(state["config"].get(key) != mine.get(key) for key in CUT_SECTIONS):
+            log.info("%s %s @ %s seed %d: no matching cut in %s, cutting", row.model, row.method, row.label,
+                     row.seed, cuts)
+            return fallback(ctx)
+        for name in (MODEL_FILE, "prune.json"):
+            if (twin.directory(cuts) / "prune" / name).exists():
+                ctx.run.path("prune").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(twin.directory(cuts) / "prune" / name, ctx.run.path("prune", name))
+        return {**record, "reused_from": str(twin.directory(cuts).relative_to(cuts))}
 
     return stage
 

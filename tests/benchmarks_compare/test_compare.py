@@ -160,3 +160,35 @@ def test_the_dwgl_paper_rows_train_equal_epochs_and_steer_towards_their_own_targ
         if row.method in ("dwgl", "group-lasso"):
             assert config.sparse.regularizer == row.method and config.sparse.steer
             assert (config.prune.target_macs, config.prune.target_params) == (row.target, row.target_params)
+
+
+def _prune_record(runs: Path, method: str) -> dict:
+    (state,) = (runs / "table" / "resnet20" / method).glob("*/state.json")
+    return json.loads(state.read_text())["stages"]["prune"]
+
+
+@pytest.mark.slow
+def test_a_profile_copies_another_studys_cut_only_where_it_is_the_cut_it_would_make(
+        baseline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    oneshot = dataclasses.replace(compare.PROFILES["tiny"], name="tiny-oneshot", finetune_epochs=0,
+                                  seeds={"resnet20": (0,)}, methods=("l1", "random"))
+    short = dataclasses.replace(oneshot, name="tiny-short", finetune_epochs=1, fixed_lr=0.01,
+                                cuts_from="tiny-oneshot")
+    other_calibration = dataclasses.replace(short, name="tiny-short-calib", calib_size=oneshot.calib_size // 2)
+    for profile in (oneshot, short, other_calibration):
+        monkeypatch.setitem(compare.PROFILES, profile.name, profile)
+    common = ["--checkpoint", f"resnet20={baseline}", "--no-progress", "--cuts-runs", str(tmp_path / "oneshot")]
+    compare.main(["--tiny-oneshot", "--runs", str(tmp_path / "oneshot"), "--methods", "l1", *common])
+    compare.main(["--tiny-short", "--runs", str(tmp_path / "short"), "--methods", "l1", "random", *common])
+    compare.main(["--tiny-short-calib", "--runs", str(tmp_path / "calib"), "--methods", "l1", *common])
+
+    source, copied = _prune_record(tmp_path / "oneshot", "l1"), _prune_record(tmp_path / "short", "l1")
+    assert copied["reused_from"] and copied["metrics"] == source["metrics"]
+    (source_dir,) = (tmp_path / "oneshot" / "table" / "resnet20" / "l1").glob("*")
+    (copied_dir,) = (tmp_path / "short" / "table" / "resnet20" / "l1").glob("*")
+    for name, tensor in lp.load(source_dir / "prune" / "model.pt").state_dict().items():
+        assert tensor.equal(lp.load(copied_dir / "prune" / "model.pt").state_dict()[name]), name
+    assert "reused_from" not in _prune_record(tmp_path / "short", "random")  # no such row in the source
+    assert "reused_from" not in _prune_record(tmp_path / "calib", "l1")  # another calibration: its own cut
+    results = json.loads((tmp_path / "short" / "results.json").read_text())["table"]
+    assert {(r["method"], r["lr"], r["epochs"]) for r in results} == {("l1", 0.01, 1), ("random", 0.01, 1)}
