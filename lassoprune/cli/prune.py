@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,8 +23,17 @@ from lassoprune.cli._common import (
 from lassoprune.errors import LassopruneError
 from lassoprune.io import load, save
 from lassoprune.models import create_model
-from lassoprune.pruning import ALLOCATIONS, METHODS, PruneResult, PruneSettings, describe_methods, get_method, prune_with
+from lassoprune.pruning import (
+    ALLOCATIONS,
+    METHODS,
+    PruneSettings,
+    describe_methods,
+    get_method,
+    prune_iteratively,
+    prune_with,
+)
 from lassoprune.pruning.api import modules_named
+from lassoprune.pruning.iterative import check_steps
 from lassoprune.pruning.method import EXPERIMENTAL
 from lassoprune.training.data_setup import calibration_batches, check_calibration_size, make_loaders
 from lassoprune.training.finetune import FinetuneSettings, finetune
@@ -37,6 +47,8 @@ examples:
   lassoprune prune --checkpoint runs/r56/model.pt --data fashion-mnist --method taylor --target-params 0.4 \\
       --allocation uniform --round-to 8 --finetune-epochs 5 --out p.pt
   lassoprune prune --checkpoint S/model.pt --data fashion-mnist --method dwgl-vote --threshold 0.05 --out p.pt
+  lassoprune prune --checkpoint runs/r56/model.pt --data fashion-mnist --method l1 --target-macs 0.1 \
+      --steps 3 --step-epochs 1 --out p.pt
 
 --target-macs R keeps the fraction R of the original MACs (0 < R < 1), met within 1%.
 Methods that need data (taylor, the lasso methods) draw a class-balanced calibration
@@ -81,6 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "images (default whenever --data is given)")
     rebuild.add_argument("--no-reconstruct", dest="reconstruct", action="store_false",
                          help="keep the cut's weights (BatchNorm statistics are still re-estimated on the data)")
+    group.add_argument("--steps", type=int, default=1, metavar="K",
+                       help="prune in K cuts on a geometric schedule (0.1 in 3: 0.46, 0.22, 0.1), fine-tuning "
+                            "--step-epochs between cuts (default: 1, one cut)")
+    group.add_argument("--step-epochs", type=int, default=1, metavar="E",
+                       help="with --steps: fine-tuning epochs after every cut but the last, on --data (default: 1; "
+                            "0: none)")
     group.add_argument("--list-methods", action="store_true", help="print the available methods and exit")
     group.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                        help="an option of the method, repeatable, e.g. class_fit=label pool=8 (lasso methods)")
@@ -109,10 +127,19 @@ def run(args: argparse.Namespace) -> int:
     example = torch.randn(1, in_channels, image_size, image_size)
     modules_named(model, args.ignore, "--ignore")  # a clear error before any work
     batches = _calibration(args, image_size)
-    result = prune_with(model, example, _settings(args), data=batches, seed=args.seed, inplace=True)
+    settings = _settings(args)
+    if settings.steps > 1:
+        tune = _step_finetune(args, image_size) if args.step_epochs and args.data else None
+        if args.step_epochs and not args.data:
+            get_logger().warning("no --data: the %d cuts follow each other without fine-tuning", settings.steps)
+        result = prune_iteratively(model, example, settings, data=batches, seed=args.seed, inplace=True,
+                                   finetune=tune)
+    else:
+        result = prune_with(model, example, settings, data=batches, seed=args.seed, inplace=True)
     report = result.to_dict()
     if args.finetune_epochs:
-        report["finetune"] = _finetune(result, args, image_size)
+        report["finetune"] = _finetune(result.model, bool(report["reconstruction"]), args, image_size,
+                                       args.finetune_epochs, "finetune")
     extra = {k: v for k, v in getattr(model, "lp_extra", {}).items() if k != "metrics"}  # stale after pruning
     extra.update(image_size=image_size, pruning=_pruning_record(report))
     if "finetune" in report:
@@ -122,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
     else:
-        _print_summary(result, report, args.out)
+        _print_summary(report, args.out)
     return 0
 
 
@@ -132,7 +159,7 @@ def _settings(args: argparse.Namespace) -> PruneSettings:
         method=args.method, target_macs=args.target_macs, target_params=args.target_params,
         options=_method_options(args), allocation=args.allocation, min_channels=args.min_channels,
         round_to=args.round_to, ignore=tuple(args.ignore), prune_residual=args.prune_residual,
-        reconstruct=args.reconstruct, calib_size=args.calib_size,
+        reconstruct=args.reconstruct, calib_size=args.calib_size, steps=args.steps, step_epochs=args.step_epochs,
     )
 
 
@@ -247,6 +274,10 @@ def _validate(args: argparse.Namespace) -> None:
     if args.round_to != "auto":
         positive("--round-to", args.round_to)
 
+    try:
+        check_steps(_settings(args))
+    except LassopruneError as exc:
+        raise LassopruneError("--" + _flags(str(exc)).replace("step_epochs", "step-epochs")) from None
     if args.finetune_epochs and not args.data:
         raise LassopruneError("--finetune-epochs needs --data NAME (the dataset to fine-tune on)")
     if args.reconstruct is True and not args.data:
@@ -282,20 +313,32 @@ def _calibration(args: argparse.Namespace, image_size: int) -> list | None:
     )
 
 
-def _finetune(result: PruneResult, args: argparse.Namespace, image_size: int) -> dict[str, Any]:
+def _finetune(model: torch.nn.Module, reconstructed: bool, args: argparse.Namespace, image_size: int, epochs: int,
+              name: str) -> dict[str, Any]:
+    """Fine-tune ``model`` in place for ``epochs`` in the run directory ``<out>_<name>`` (resumable there)."""
     loaders = make_loaders(
         args.data, image_size=image_size, root=args.data_root, batch_size=args.batch_size,
         train_subset=args.train_subset, seed=args.seed, download=not args.no_download,
     )
-    run_dir = Path(args.out).with_suffix("").as_posix() + "_finetune"
-    get_logger().info("fine-tuning the pruned model for %d epochs (run directory %s)", args.finetune_epochs, run_dir)
-    settings = FinetuneSettings(epochs=args.finetune_epochs, lr=args.lr, train_subset=args.train_subset)
+    run_dir = Path(args.out).with_suffix("").as_posix() + f"_{name}"
+    get_logger().info("fine-tuning the pruned model for %d epochs (run directory %s)", epochs, run_dir)
+    settings = FinetuneSettings(epochs=epochs, lr=args.lr, train_subset=args.train_subset)
     tuned = finetune(
-        result.model, loaders, settings, run_dir, reconstructed=bool(result.reconstruction), seed=args.seed,
+        model, loaders, settings, run_dir, reconstructed=reconstructed, seed=args.seed,
         device=device_from(args), progress=not args.no_progress,
         model_extra={"dataset": args.data, "image_size": image_size},
     )
     return {**tuned.summary(), "run_dir": run_dir}  # lr, top1, top5, worst_class, epochs: the model file's metrics
+
+
+def _step_finetune(args: argparse.Namespace, image_size: int) -> Callable[[torch.nn.Module, int], dict[str, Any]]:
+    """``--step-epochs`` of fine-tuning after the cut of a step, in ``<out>_step_<I>`` (the ``--lr``)."""
+    reconstructed = args.reconstruct is not False  # the library's default: reconstruct when there is data
+
+    def tune(model: torch.nn.Module, step: int) -> dict[str, Any]:
+        return _finetune(model, reconstructed, args, image_size, args.step_epochs, f"step_{step}")
+
+    return tune
 
 
 def _pruning_record(report: dict[str, Any]) -> dict[str, Any]:
@@ -305,20 +348,26 @@ def _pruning_record(report: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _print_summary(result: PruneResult, report: dict[str, Any], out: str) -> None:
-    print(f"{result.method} ({result.allocation}) -> {out}")
-    print(f"  MACs   {result.macs_before:>14,d} -> {result.macs_after:>14,d}  ({report['macs_ratio']:.4f})")
-    print(f"  params {result.params_before:>14,d} -> {result.params_after:>14,d}  ({report['params_ratio']:.4f})")
-    for gid, (kept, total) in result.widths.items():
-        note = getattr(result.diagnostics.groups.get(gid), "note", "")
-        print(f"  {gid:<40s} {kept:>5d} / {total:<5d}" + (f"  {note}" if note else ""))
-    if result.reconstruction:
-        before = sum(r.error_before for r in result.reconstruction) / len(result.reconstruction)
-        after = sum(r.error_after for r in result.reconstruction) / len(result.reconstruction)
-        print(f"  reconstructed {len(result.reconstruction)} layers: mean relative output error "
-              f"{before:.3f} -> {after:.3f}")
-    if result.recalibrated_images:
-        print(f"  BatchNorm statistics re-estimated on {result.recalibrated_images} calibration images")
+def _print_summary(report: dict[str, Any], out: str) -> None:
+    """The report of one cut or of a prune in steps (its last cut's reconstruction and BatchNorm pass)."""
+    print(f"{report['method']} ({report['allocation']}) -> {out}")
+    for name, key in (("MACs  ", "macs"), ("params", "params")):
+        print(f"  {name} {report[f'{key}_before']:>14,d} -> {report[f'{key}_after']:>14,d}  "
+              f"({report[f'{key}_ratio']:.4f})")
+    for step in report.get("steps", []):
+        tuned = step.get("finetuned") or {}
+        print(f"  step {step['step']}: {step[step['kind'] + '_ratio']:.4f} of the {step['kind']} kept "
+              f"(target {step['target']:.4f})" + (f", fine-tuned top-1 {tuned['top1']:.4f}" if "top1" in tuned else ""))
+    for gid, group in report["groups"].items():
+        note = group.get("note", "")
+        print(f"  {gid:<40s} {group['kept']:>5d} / {group['total']:<5d}" + (f"  {note}" if note else ""))
+    refits = report["reconstruction"]
+    if refits:
+        before = sum(r["error_before"] for r in refits) / len(refits)
+        after = sum(r["error_after"] for r in refits) / len(refits)
+        print(f"  reconstructed {len(refits)} layers: mean relative output error {before:.3f} -> {after:.3f}")
+    if report["recalibrated_images"]:
+        print(f"  BatchNorm statistics re-estimated on {report['recalibrated_images']} calibration images")
     else:
         print("  BatchNorm statistics not re-estimated (no --data): evaluate after re-estimating or fine-tuning")
     if "finetune" in report:

@@ -69,6 +69,11 @@ def test_prune_with_reconstruction_reports_the_refitted_layers(tmp_path):
         (["--model", "resnet20", "--method", "taylor", "--target-macs", "0.5", "--out", "x.pt"], "--data"),
         (["--model", "resnet20", "--target-macs", "0.5", "--reconstruct", "--out", "x.pt"], "--reconstruct refits"),
         (["--model", "resnet20", "--target-macs", "0.01", "--min-channels", "8", "--out", "x.pt"], "smallest reachable"),
+        (["--model", "resnet20", "--target-macs", "0.5", "--steps", "0", "--out", "x.pt"], "--steps must be"),
+        (["--model", "resnet20", "--target-macs", "0.5", "--steps", "2", "--step-epochs", "-1", "--out", "x.pt"],
+         "--step-epochs must be >= 0"),
+        (["--model", "resnet20", "--method", "dwgl-vote", "--threshold", "0.05", "--steps", "2", "--out", "x.pt"],
+         "need a size target"),
     ],
 )
 def test_prune_errors_are_clear(tmp_path, args, message):
@@ -91,3 +96,38 @@ def test_method_options_reach_the_method(tmp_path):
     assert (settings["pool"], settings["class_fit"], settings["experimental"]) == (2, "label", {"kernel": "gaussian"})
     proc = _run(*base, "--experimental", "structure_from=layer")  # class-lasso has no class structure
     assert proc.returncode == 2 and "structure_from" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_prune_in_steps_matches_the_python_api_and_reports_every_step(tmp_path):
+    """``--steps 2`` (no fine-tuning between cuts) makes the cuts of ``prune_iteratively`` with the same settings."""
+    out = tmp_path / "p.pt"
+    proc = _run("--quiet", "prune", "--model", "resnet20", "--num-classes", "10", "--method", "l1",
+                "--target-macs", "0.3", "--steps", "2", "--step-epochs", "0", "--seed", "0", "--out", str(out),
+                "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [step["step"] for step in report["steps"]] == [1, 2]
+    assert abs(report["steps"][0]["macs_ratio"] - 0.3 ** 0.5) <= 0.01
+    assert abs(report["macs_ratio"] - 0.3) <= 0.01
+
+    lp.seed_everything(0)
+    model = lp.create_model("resnet20", num_classes=10, in_channels=3)
+    settings = lp.pruning.PruneSettings(method="l1", target_macs=0.3, steps=2)
+    expected = lp.pruning.prune_iteratively(model, torch.randn(1, 3, 32, 32), settings, seed=0)
+    assert {gid: group["kept"] for gid, group in report["groups"].items()} == {
+        gid: kept for gid, (kept, _) in expected.widths.items()}
+    assert lp.count(lp.load(out), (1, 3, 32, 32)).macs == report["macs_after"]
+
+
+@pytest.mark.slow
+def test_prune_in_steps_fine_tunes_between_the_cuts(tmp_path):
+    out = tmp_path / "p.pt"
+    proc = _run("--quiet", "prune", "--model", "resnet20", "--data", "synthetic", "--method", "l1",
+                "--target-macs", "0.4", "--steps", "2", "--calib-size", "50", "--train-subset", "200",
+                "--batch-size", "50", "--out", str(out), "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    first, last = report["steps"]
+    assert 0.0 <= first["finetuned"]["top1"] <= 1.0 and not last["finetuned"]
+    assert (tmp_path / "p_step_1" / "metrics.jsonl").exists()
+    assert abs(report["macs_ratio"] - 0.4) <= 0.01
