@@ -7,7 +7,7 @@ penalty (:class:`TreeGroup`); with per-class Grams (``G`` (K, C, C)) the datafit
 ``sum_k 1/2 b_k^T G_k b_k - r_k^T b_k`` (:class:`ClassGrams`).
 """
 
-from lassoprune.lasso.datafit import ClassGrams, QuadraticGram, make_datafit
+from lassoprune.lasso.datafit import ClassGrams, QuadraticGram, make_datafit, pivoted_cholesky
 from lassoprune.lasso.estimator import StructuredLasso, lambda_max, lasso_path, objective
 from lassoprune.lasso.penalties import (
     L1,
@@ -46,6 +46,7 @@ __all__ = [
     "lambda_max",
     "lasso_path",
     "make_datafit",
+    "pivoted_cholesky",
     "make_penalty",
     "objective",
     "soft_threshold",

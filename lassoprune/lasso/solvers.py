@@ -256,7 +256,7 @@ def consensus_admm(
     else:
         U0, U1, U2 = np.zeros((C, K)), np.zeros((C, K)), np.zeros((C, P))
     if rho is None:
-        rho = _middle_rho(datafit.eigh[0])
+        rho = _middle_rho(datafit.spectrum)
     tiny = 1e-300
     hist, crit, it = [], np.inf, 0
     for it in range(1, max_iter + 1):

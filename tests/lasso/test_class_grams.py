@@ -16,6 +16,7 @@ from lassoprune.lasso import (
     lambda_max,
     make_penalty,
     objective,
+    pivoted_cholesky,
 )
 
 C, K = 24, 4
@@ -193,3 +194,26 @@ def test_float32_products_reach_the_float64_optimum(problem, kind):
     assert abs(fast.objective_ - exact.objective_) <= 1e-4 * abs(exact.objective_)
     # without precomputed products the value is float64 whatever the product precision
     assert ClassGrams(G, R, product_dtype=np.float32).value(exact.coef_) == ClassGrams(G, R).value(exact.coef_)
+
+
+def test_wide_low_rank_grams_are_factored_without_their_eigen_decomposition():
+    """C = 300 >= LOW_RANK_WIDTH, rank 7: the pivoted Cholesky factor reproduces each Gram, the prox solves the
+    normal equations and the full eigen-decomposition is never computed; a full-rank wide Gram falls back to it."""
+    rng = np.random.default_rng(5)
+    wide = 300
+    factors = [rng.standard_normal((wide, 7)) * scale for scale in (1.0, 2.0, 0.5)]
+    G = np.stack([M @ M.T for M in factors])
+    R = np.stack([M @ rng.standard_normal(7) for M in factors], axis=1)
+    L = pivoted_cholesky(G[1], wide // 2, 1e-14)
+    assert L.shape == (wide, 7)
+    np.testing.assert_allclose(L @ L.T, G[1], atol=1e-10 * np.abs(G[1]).max())
+    fit = ClassGrams(G, R)
+    V = rng.standard_normal((wide, 3))
+    W = fit.prox(V, 0.3)
+    assert "eigh" not in fit.__dict__
+    for k in range(3):
+        lhs = (G[k] + 0.3 * np.eye(wide)) @ W[:, k]
+        np.testing.assert_allclose(lhs, R[:, k] + 0.3 * V[:, k], rtol=1e-9, atol=1e-9 * np.abs(lhs).max())
+    assert fit.lipschitz == pytest.approx(max(np.linalg.eigvalsh(g)[-1] for g in G), rel=1e-10)
+    assert pivoted_cholesky(np.eye(wide), wide // 2, 1e-14) is None
+    assert ClassGrams(np.stack([np.eye(wide)] * 3), R).column_space is None
