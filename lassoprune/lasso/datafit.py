@@ -225,8 +225,9 @@ class ClassGrams(_GramDatafit):
         return np.matmul(products, B.T.astype(products.dtype, copy=False)[:, :, None])[:, :, 0].T.astype(np.float64)
 
     def _exact_products(self, B: np.ndarray) -> np.ndarray:
-        """``[G_1 b_1, ..., G_K b_K]`` in float64, through the column spaces when the Grams have a low rank."""
-        low = self.column_space
+        """``[G_1 b_1, ..., G_K b_K]`` in float64, through the column spaces when a solver that uses them (the
+        consensus ADMM's prox) found a low rank; never computes them itself (FISTA needs no eigenvectors)."""
+        low = self.__dict__.get("column_space")
         if low is None:
             return np.matmul(self.G, B.T[:, :, None])[:, :, 0].T
         lam_r, U_r = low
