@@ -30,7 +30,7 @@ from lassoprune.pruning.allocation import ALLOCATIONS, allocate
 from lassoprune.pruning.criteria import criterion_spec, resolve_criterion
 from lassoprune.pruning.method import Diagnostics, MethodContext, MethodSpec, get_method
 from lassoprune.pruning.post_cut import Evaluate, after_cut
-from lassoprune.pruning.reconstruct import LayerRefit
+from lassoprune.pruning.reconstruct import LayerRefit, has_own_forward
 from lassoprune.pruning.settings import PruneSettings
 from lassoprune.pruning.search import TARGET_TOLERANCE, check_target, floors
 from lassoprune.pruning.surgery import remove_channels
@@ -264,6 +264,18 @@ def prune_with(
     )
 
 
+def _two_inputs_for_own_forward(model: nn.Module, groups: Sequence[ChannelGroup], floor: np.ndarray) -> np.ndarray:
+    """``floor`` with every group read by a conv / linear subclass with its own forward kept at two channels at
+    least: such layers may transform their weights per filter (weight standardisation's mean and variance over
+    a filter's inputs, timm's ``ScaledStdConv2d``), which fails on a 1x1 filter of one input."""
+    modules = dict(model.named_modules())
+    raised = floor.copy()
+    for i, group in enumerate(groups):
+        if any(s.module in modules and has_own_forward(modules[s.module]) for s in group.consumers):
+            raised[i] = max(raised[i], min(2, group.num_channels))
+    return raised
+
+
 def _cut_rounded(
     work: nn.Module, example_inputs: torch.Tensor, spec: MethodSpec, opts: Any, settings: PruneSettings,
     batches: list[tuple[torch.Tensor, torch.Tensor]] | None, steps: tuple[int | None, ...], target: Target | None,
@@ -315,6 +327,7 @@ def _cut(
     cost_model = CostModel(work, single, analysis.groups)
     floor = floors(analysis.groups, settings.min_channels, round_to, prune_residual,
                    whole_blocked=spec.decides_widths)
+    floor = _two_inputs_for_own_forward(work, analysis.groups, floor)
     if target is not None:
         _check_target(cost_model, target, floor, analysis)
     if spec.decides_widths and not spec.rounds_widths and round_to is not None and round_to > 1:

@@ -233,7 +233,7 @@ def layer_paddings(model: nn.Module, example: Tensor, names: Sequence[str]) -> d
     """:func:`effective_padding` of every named layer that has its own forward (one pass on ``example``); a
     layer whose output is not a plain conv / linear of its weights maps to None and is left as cut (logged)."""
     modules = dict(model.named_modules())
-    custom = [n for n in names if _has_own_forward(modules[n])]
+    custom = [n for n in names if has_own_forward(modules[n])]
     found: dict[str, Padding | None] = {}
     if not custom:  # stock layers take their padding attribute: no probe pass
         return found
@@ -555,7 +555,7 @@ def _symmetric(pad: tuple[int, int]) -> Padding:
     return pad[1], pad[1], pad[0], pad[0]
 
 
-def _has_own_forward(layer: nn.Module) -> bool:
+def has_own_forward(layer: nn.Module) -> bool:
     """True for a conv / linear subclass that overrides ``forward`` or ``_conv_forward`` (it may pad or
     transform its weights)."""
     if isinstance(layer, nn.Conv2d) and type(layer)._conv_forward is not nn.Conv2d._conv_forward:
@@ -579,7 +579,7 @@ def effective_padding(layer: nn.Module, x: Tensor, out: Tensor | None = None) ->
     compared with its padding attribute and with TensorFlow-style "same" padding (timm's ``Conv2dSame``);
     ``out`` is its output on ``x`` when already known.
     """
-    if not _has_own_forward(layer):
+    if not has_own_forward(layer):
         return (0, 0, 0, 0) if isinstance(layer, nn.Linear) else _symmetric(_padding(layer))
     want = layer(x) if out is None else out
     scale = float(want.abs().max()) or 1.0

@@ -294,3 +294,24 @@ def test_eigh_falls_back_when_lapack_does_not_converge(monkeypatch: pytest.Monke
     d, v = module.eigh_psd(a)
     assert (d >= 0).all()
     assert torch.allclose(v @ torch.diag_embed(d) @ v.transpose(1, 2), a, atol=1e-8)
+
+
+class OneByOneStandardised(nn.Conv2d):
+    """timm's ``ScaledStdConv2d`` way: ``F.batch_norm`` over each filter's inputs, which needs two of them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.0)
+        return self._conv_forward(x, w.reshape_as(self.weight), self.bias)
+
+
+def test_a_group_read_by_a_weight_standardised_conv_keeps_two_channels() -> None:
+    """An aggressive cut would leave the 1x1 standardised conv one input per filter; its group keeps two."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), OneByOneStandardised(8, 16, 1), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 10)).eval()
+    with torch.no_grad():  # seven of the eight channels the standardised conv reads go first under l1
+        model[0].weight[1:] *= 1e-6
+    result = lp.prune(model, torch.randn(1, 3, 8, 8), method="l1", target_macs=0.3, min_channels=1)
+    assert result.model[2].in_channels == 2
+    assert result.model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
