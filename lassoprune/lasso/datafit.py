@@ -75,9 +75,13 @@ class _GramDatafit:
         """
         C = self.G.shape[-1]
         if C >= LOW_RANK_WIDTH and "eigh" not in self.__dict__:
-            grams = self.G.reshape(-1, C, C)
-            factors = [pivoted_cholesky(g, C // 2, FACTOR_TOLERANCE) for g in grams]
-            if all(f is not None for f in factors):
+            factors = []
+            for gram in self.G.reshape(-1, C, C):  # stop at the first Gram of a high rank: the full basis it is
+                factor = pivoted_cholesky(gram, C // 2, FACTOR_TOLERANCE)
+                if factor is None:
+                    break
+                factors.append(factor)
+            else:
                 return _eigenpairs_of_factors(factors, self.G.shape[:-2])
         lam, U = self.eigh
         positive = lam > RANK_TOLERANCE * max(float(lam.max(initial=0.0)), 1e-300)
@@ -113,7 +117,7 @@ def pivoted_cholesky(G: np.ndarray, max_rank: int, tolerance: float) -> np.ndarr
         L[:, j] = column
         residual -= column**2
         residual[pivot] = 0.0
-    return None
+    raise AssertionError("the loop returns by its last step")
 
 
 def _eigenpairs_of_factors(factors: list[np.ndarray], batch: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
