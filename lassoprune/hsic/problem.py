@@ -14,6 +14,9 @@ Solutions are cached per rho and warm-started from the nearest solved rho.
 A channel's score is the row norm ``||B_c,:||_2``; it is kept iff the score is
 non-zero, and a group below its floor is topped up by relevance
 ``max_k R_ck`` (the order in which channels enter the path at large lambda).
+Channels a grouped convolution reads or writes are kept in units (the same
+position in every one of its B groups, ``ChannelGroup.blocks``): a unit's score
+and relevance are its channels' means, and it is kept iff one of them is.
 
 :class:`ProblemSettings` holds every setting of the problem; its defaults are
 the ones the lasso methods use (measured, docs/BENCHMARKS.md), the rest are
@@ -55,6 +58,7 @@ __all__ = [
     "keep_order",
     "layer_class_means",
     "row_scores",
+    "unit_mean",
 ]
 
 Structure = GraphFused | TreeGroup | None
@@ -165,11 +169,41 @@ class GroupProblem:
         """``(C,)`` channel scores at ``rho`` (:func:`row_scores`)."""
         return row_scores(self.solve(rho))
 
-    def keep_set(self, rho: float, floor: int) -> tuple[np.ndarray, np.ndarray]:
-        """(kept channel numbers, sorted; scores ``(C,)``) at ``rho``: the support, topped up to ``floor``."""
-        scores = self.scores(rho)
+    @property
+    def blocks(self) -> int:
+        """B, channels per unit (``ChannelGroup.blocks``: > 1 when a grouped conv reads or writes the group)."""
+        return self.group.blocks
+
+    def unit_scores(self, rho: float) -> np.ndarray:
+        """``(C / B,)`` unit scores at ``rho``: the mean channel score of each unit (:func:`unit_mean`)."""
+        return unit_mean(self.scores(rho), self.blocks)
+
+    @property
+    def unit_relevance(self) -> np.ndarray:
+        """``(C / B,)`` the mean relevance of each unit's channels."""
+        return unit_mean(self.relevance, self.blocks)
+
+    def keep_units(self, rho: float, floor: int) -> tuple[np.ndarray, np.ndarray]:
+        """(kept unit numbers, sorted; unit scores ``(C / B,)``) at ``rho``: every unit with a channel in the
+        support, topped up by relevance to ``floor`` units. With B = 1 units are channels."""
+        scores = self.unit_scores(rho)
         count = max(int((scores > 0).sum()), floor)
-        return np.sort(keep_order(scores, self.relevance)[:count]), scores
+        return np.sort(keep_order(scores, self.unit_relevance)[:count]), scores
+
+    def channels_of(self, units: np.ndarray) -> np.ndarray:
+        """Sorted channel numbers of ``units``: unit u holds channels ``u + b C / B`` for b < B."""
+        width = self.group.num_channels // self.blocks
+        return np.sort((np.asarray(units, dtype=np.int64)[:, None] + width * np.arange(self.blocks)).reshape(-1))
+
+    def units_of(self, channels: np.ndarray) -> np.ndarray:
+        """The units of a keep set made of whole units (:meth:`channels_of` inverted), sorted."""
+        width = self.group.num_channels // self.blocks
+        return np.unique(np.asarray(channels, dtype=np.int64) % width)
+
+
+def unit_mean(values: np.ndarray, blocks: int) -> np.ndarray:
+    """``(C / B,)`` mean of ``values`` ``(C,)`` over the channels of each unit (unit u: ``u + b C / B``)."""
+    return values if blocks == 1 else values.reshape(blocks, -1).mean(axis=0)
 
 
 def row_scores(coef: np.ndarray) -> np.ndarray:

@@ -151,8 +151,9 @@ def admm(
         rho = state["rho"] if rho is None else rho
     else:
         U1, U2 = np.zeros((C, K)), np.zeros((C, P))
+    rho_ref = _middle_rho(lam)
     if rho is None:
-        rho = _middle_rho(lam)
+        rho = rho_ref
     tiny = 1e-300
     denom = lam[:, None] + rho * sig[None, :]
     hist, crit, it = [], np.inf, 0
@@ -183,8 +184,8 @@ def admm(
             hist.append(datafit.value(X) + penalty.value(X))
         if done:
             break
-        if it % balance_every == 0 and (rel_r > 10.0 * rel_s or rel_s > 10.0 * rel_r):
-            f = 2.0 if rel_r > rel_s else 0.5
+        f = _balance_factor(rho, rho_ref, rel_r, rel_s) if it % balance_every == 0 else 1.0
+        if f != 1.0:
             rho *= f
             U1 /= f
             U2 /= f
@@ -213,6 +214,24 @@ def _middle_rho(lam: np.ndarray) -> float:
     top = lam.max(initial=0.0)
     pos = lam[lam > 1e-12 * top] if top > 0 else np.ones(1)
     return float(np.sqrt(pos.min() * pos.max()))
+
+
+#: How far residual balancing may move the ADMM penalty from the spectrum's middle, either way.
+RHO_RANGE = 1e8
+
+
+def _balance_factor(rho: float, rho_ref: float, rel_r: float, rel_s: float) -> float:
+    """Residual balancing (Boyd et al. 2011, 3.4.1): double rho when the primal residual leads tenfold, halve it
+    when the dual one does, 1.0 otherwise or when rho would leave ``rho_ref`` x [1/RHO_RANGE, RHO_RANGE].
+
+    The bound matters when the solution is B = 0 (strong lambda): the duals vanish, the relative dual residual
+    stays large, and unbounded halving would drive rho, and the prox's ``1/rho`` terms, to under- and overflow.
+    """
+    if rel_r > 10.0 * rel_s and rho * 2.0 <= rho_ref * RHO_RANGE:
+        return 2.0
+    if rel_s > 10.0 * rel_r and rho * 0.5 >= rho_ref / RHO_RANGE:
+        return 0.5
+    return 1.0
 
 
 # Long on purpose: one consensus-ADMM iteration (per-class solves, consensus, duals, stop) kept in one loop.
@@ -255,8 +274,9 @@ def consensus_admm(
         rho = state["rho"] if rho is None else rho
     else:
         U0, U1, U2 = np.zeros((C, K)), np.zeros((C, K)), np.zeros((C, P))
+    rho_ref = _middle_rho(datafit.spectrum)
     if rho is None:
-        rho = _middle_rho(datafit.spectrum)
+        rho = rho_ref
     tiny = 1e-300
     hist, crit, it = [], np.inf, 0
     for it in range(1, max_iter + 1):
@@ -289,8 +309,8 @@ def consensus_admm(
             hist.append(datafit.value(X) + penalty.value(X))
         if done:
             break
-        if it % balance_every == 0 and (rel_r > 10.0 * rel_s or rel_s > 10.0 * rel_r):
-            f = 2.0 if rel_r > rel_s else 0.5
+        f = _balance_factor(rho, rho_ref, rel_r, rel_s) if it % balance_every == 0 else 1.0
+        if f != 1.0:
             rho *= f
             U0 /= f
             U1 /= f

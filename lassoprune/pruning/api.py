@@ -326,7 +326,7 @@ def _cut(
     analysis = _analyse(work, single, list(ignored))
     cost_model = CostModel(work, single, analysis.groups)
     floor = floors(analysis.groups, settings.min_channels, round_to, prune_residual,
-                   whole_blocked=spec.decides_widths)
+                   whole_blocked=spec.decides_widths and not spec.keeps_units)
     floor = _two_inputs_for_own_forward(work, analysis.groups, floor)
     if target is not None:
         _check_target(cost_model, target, floor, analysis)
@@ -423,9 +423,19 @@ def _check_keep_sets(
         if len(kept) < lowest:
             raise LassopruneError(f"method {method!r} kept {len(kept)} channels of group {group.id!r}, below its "
                                   f"floor of {int(lowest)} (min_channels / round_to / prune_residual)")
+        if group.blocks > 1 and not _whole_units(group, kept):
+            raise LassopruneError(f"method {method!r} kept part of a unit of group {group.id!r}: a grouped "
+                                  f"convolution reads it in {group.blocks} blocks, which must keep the same "
+                                  "positions (ChannelGroup.unit_channels)")
     unknown = sorted(set(keep) - {g.id for g in groups})
     if unknown:
         raise LassopruneError(f"method {method!r} returned keep sets for unknown groups: {', '.join(unknown)}")
+
+
+def _whole_units(group: ChannelGroup, kept: Sequence[int]) -> bool:
+    """True when ``kept`` is a union of whole units of ``group`` (``ChannelGroup.unit_channels``)."""
+    kept_set = set(kept)
+    return all(kept_set.isdisjoint(unit) or kept_set.issuperset(unit) for unit in group.unit_channels)
 
 
 def _method_spec(method: str | Callable[..., torch.Tensor]) -> MethodSpec:

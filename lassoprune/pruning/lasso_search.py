@@ -18,6 +18,12 @@ With ``round_to`` every width is then rounded to a multiple of it (or the
 whole group) and moved by whole steps, lowest-valued channels first, until
 the cost is back in the band (:meth:`LassoSearch.rounded`). Every group keeps
 at least its floor.
+
+The search works on *units* (:meth:`GroupProblem.keep_units`): a channel, or,
+for a group that a grouped convolution reads or writes (``blocks`` B > 1), the
+B channels at the same position of its groups, so that every group of the conv
+keeps the same width. Widths, floors and steps below count units; a unit costs
+its B channels.
 """
 
 from __future__ import annotations
@@ -55,16 +61,22 @@ class LassoSearch:
     def __init__(self, ctx: MethodContext, problems: list[GroupProblem], tolerance: float,
                  rho_min: float = RHO_MIN) -> None:
         self.problems, self.rho_min = problems, rho_min
-        self.floors = [int(f) for f in ctx.floors]
+        self.blocks = [p.blocks for p in problems]
+        self.floors = [math.ceil(int(f) / b) for f, b in zip(ctx.floors, self.blocks)]  # in units
         self.target = CostBand(ctx.target, ctx.cost_model, tolerance=tolerance)
         self.path: StrengthPath[float, tuple[Keep, Keep]] = StrengthPath(
             self._keep_at, lambda sets: self.cost(sets[0]), self.target.verdict, self.target.full)
 
     def cost(self, keep: Keep) -> int:
-        return self.target.cost([len(k) for k in keep])
+        """The cost of per-group unit keep sets."""
+        return self.unit_cost([len(k) for k in keep])
+
+    def unit_cost(self, widths: list[int] | np.ndarray) -> int:
+        """The cost of per-group widths counted in units."""
+        return self.target.cost([int(w) * b for w, b in zip(widths, self.blocks)])
 
     def _keep_at(self, rho: float) -> tuple[Keep, Keep]:
-        sets = [p.keep_set(rho, f) for p, f in zip(self.problems, self.floors)]
+        sets = [p.keep_units(rho, f) for p, f in zip(self.problems, self.floors)]
         return [k for k, _ in sets], [s for _, s in sets]
 
     def run(self) -> tuple[float, dict[str, np.ndarray], SearchRecord]:
@@ -88,7 +100,8 @@ class LassoSearch:
         return found.over, self._drop(keep_over, scores_over, self.path.at(found.under)[0][0]), "drop"
 
     def _named(self, keep: Keep) -> dict[str, np.ndarray]:
-        return {p.group.id: k for p, k in zip(self.problems, keep)}
+        """group id -> kept channels, from per-group kept units."""
+        return {p.group.id: p.channels_of(k) for p, k in zip(self.problems, keep)}
 
     def _walk(self, orders: Keep, widths: list[int], accept: tuple[float, float], keys: list[Any]) -> Keep:
         """Channel-by-channel walk over prefix orders; ``keys[g][i]`` ranks moving position ``i`` of group g.
@@ -104,7 +117,7 @@ class LassoSearch:
         def priority(g: int, width: int, _new: int, shrink: bool) -> Any:
             return keys[g][width - 1 if shrink else width]
 
-        counts = walk_widths(widths, self.target.cost, accept, self.target.limits, next_width, priority)
+        counts = walk_widths(widths, self.unit_cost, accept, self.target.limits, next_width, priority)
         return self._checked([np.sort(o[: int(k)]) for o, k in zip(orders, counts)])
 
     def _drop(self, keep: Keep, scores: Keep, keep_strong: Keep) -> Keep:
@@ -124,7 +137,7 @@ class LassoSearch:
         """Add channels the lasso left out, most relevant (largest normalised max_k R_ck) first."""
         orders, keys = [], []
         for kept, p in zip(keep, self.problems):
-            rel = np.maximum(p.relevance, 0.0)
+            rel = np.maximum(p.unit_relevance, 0.0)
             top = rel.max(initial=0.0)
             inside = set(kept.tolist())
             added = sorted((-(rel[c] / top if top > 0 else 0.0), c) for c in range(len(rel)) if c not in inside)
@@ -133,22 +146,23 @@ class LassoSearch:
         return self._walk(orders, [len(k) for k in keep], (self.target.band[0], math.inf), keys)
 
     def rounded(self, keep: dict[str, np.ndarray], rho: float, step: int) -> dict[str, np.ndarray]:
-        """Widths rounded to multiples of ``step`` (or the whole group), then moved by whole steps to the target.
+        """Widths rounded to multiples of ``step`` units (or the whole group), then moved by whole steps to the
+        target.
 
-        Each group's channels are ordered: kept ones first, by score then relevance;
+        Each group's units are ordered: kept ones first, by score then relevance;
         a group keeps a prefix of its order. Widths go to the nearest multiple,
         then, while the cost is outside the band, the step whose channels have
         the lowest (removing) or highest (adding) normalised value moves.
         """
         orders, values, counts = [], [], []
         for p, floor in zip(self.problems, self.floors):
-            scores = p.scores(rho)
-            kept = keep[p.group.id]
+            scores = p.unit_scores(rho)
+            kept = p.units_of(keep[p.group.id])
             inside = np.zeros(len(scores), dtype=bool)
             inside[kept] = True
-            order = np.lexsort((-p.relevance, -scores, ~inside))
+            order = np.lexsort((-p.unit_relevance, -scores, ~inside))
             orders.append(order)
-            values.append(channel_values(scores, p.relevance)[order])
+            values.append(channel_values(scores, p.unit_relevance)[order])
             counts.append(min(len(scores), max(floor, nearest_multiple(len(kept), step))))
         totals = [len(v) for v in values]
 
@@ -160,7 +174,7 @@ class LassoSearch:
             value = float((values[g][new:width] if shrink else values[g][width:new]).mean())
             return value if shrink else -value
 
-        widths = walk_widths(counts, self.target.cost, self.target.band, self.target.limits, next_width, priority,
+        widths = walk_widths(counts, self.unit_cost, self.target.band, self.target.limits, next_width, priority,
                              max_moves=4 * sum(totals) // step + 1)
         return self._named(self._checked([np.sort(o[: int(k)]) for o, k in zip(orders, widths)]))
 

@@ -17,7 +17,10 @@ need to know, so none of them ever branches on a method's name:
   ``dwgl-vote``); False when it returns per-channel scores that the
   allocation (``global`` / ``uniform``) turns into widths. A method that
   decides widths must keep every group at or above ``ctx.floors`` (checked),
-  and says with ``rounds_widths`` whether it honours ``ctx.round_to``.
+  and says with ``rounds_widths`` whether it honours ``ctx.round_to`` and
+  with ``keeps_units`` whether its keep sets take whole units of the groups a
+  grouped convolution reads or writes (``ChannelGroup.blocks``); a
+  width-deciding method that does not keeps such groups whole.
 - ``run(ctx) -> Selection``.
 
 Example (a complete method; see ``tests/pruning/test_method_plugins.py``)::
@@ -294,6 +297,9 @@ class MethodSpec:
         rounds_widths: a width-deciding method that rounds its widths to
             ``ctx.round_to`` itself; one that does not (the default) only gets
             its floors raised to ``round_to``, with a warning.
+        keeps_units: a width-deciding method whose keep sets are unions of
+            whole units of blocked groups (checked); one that is not keeps
+            those groups whole.
         prune_residual: the method's default for ``lp.prune(prune_residual=None)``:
             whether residual (eltwise) groups may be cut.
     """
@@ -306,6 +312,7 @@ class MethodSpec:
     target: TargetUse = TargetUse.REQUIRED
     decides_widths: bool = False
     rounds_widths: bool = False
+    keeps_units: bool = False
     prune_residual: bool = True
 
     def parse_options(self, options: Mapping[str, Any]) -> MethodOptions:

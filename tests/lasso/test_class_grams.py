@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,7 @@ from lassoprune.lasso import (
     objective,
     pivoted_cholesky,
 )
+from lassoprune.lasso.solvers import RHO_RANGE, _middle_rho, consensus_admm
 
 C, K = 24, 4
 
@@ -217,3 +220,23 @@ def test_wide_low_rank_grams_are_factored_without_their_eigen_decomposition():
     assert fit.lipschitz == pytest.approx(max(np.linalg.eigvalsh(g)[-1] for g in G), rel=1e-10)
     assert pivoted_cholesky(np.eye(wide), wide // 2, 1e-14) is None
     assert ClassGrams(np.stack([np.eye(wide)] * 3), R).column_space is None
+
+
+@pytest.mark.parametrize("rank", [5, 40])
+def test_admm_penalty_stays_bounded_when_the_solution_is_zero(problem, rank):
+    """Above lambda_max the duals vanish and the dual residual leads forever: residual balancing must stop at
+    its bound instead of halving rho into underflow (the low-rank prox's 1/rho terms then overflowed)."""
+    _, _, means = problem
+    rng = np.random.default_rng(6)
+    factors = [rng.standard_normal((C, rank)) for _ in range(K)]
+    G = np.stack([M @ M.T for M in factors])
+    R = np.stack([M @ rng.standard_normal(rank) for M in factors], axis=1)
+    fit = ClassGrams(G, R)
+    lm = lambda_max(None, R, True)
+    penalty = make_penalty(class_graph(means), 2.0 * lm, lm, K, nonneg=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = consensus_admm(fit, penalty, tol=1e-14, max_iter=6000)
+    assert not result.coef.any()
+    middle = _middle_rho(fit.spectrum)
+    assert middle / RHO_RANGE <= result.state["rho"] <= middle * RHO_RANGE

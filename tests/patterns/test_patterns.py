@@ -21,7 +21,16 @@ import lassoprune as lp
 from lassoprune.channels import groups as group_module
 from lassoprune.deployment import deploy, load_torchscript
 from lassoprune.errors import LassopruneError
-from lassoprune.pruning import analyse_groups, mask_channels
+from lassoprune.pruning import (
+    METHODS,
+    Diagnostics,
+    MethodContext,
+    MethodSpec,
+    Selection,
+    analyse_groups,
+    mask_channels,
+    register_method,
+)
 from tests.patterns.pattern_models import CLASSES, NOT_MASKABLE, PATTERNS, ConvClassifier, Grouped, build
 from tests.pruning.pruning_helpers import randomise_batchnorm
 
@@ -131,13 +140,58 @@ def test_a_grouped_conv_with_one_output_per_group_is_left_whole_with_the_reason(
     assert (result.model[2].in_channels, result.model[2].out_channels) == (16, 8)
 
 
-def test_methods_that_choose_their_own_keep_sets_leave_grouped_conv_channels_whole():
-    model = randomise_batchnorm(Grouped(groups=4)).eval()
-    result = lp.prune(model, _x(), method="hsic-ib", target_macs=0.7, data=_data(), reconstruct=False)
-    for group in result.groups:
-        if group.blocks > 1:
-            assert len(result.keep[group.id]) == group.num_channels
-    assert abs(result.macs_after / result.macs_before - 0.7) <= 0.01
+@pytest.mark.parametrize(("method", "groups"), [("hsic-ib", 4), ("sglp-ib", 2)])
+def test_lasso_methods_prune_grouped_conv_channels_in_whole_units(method, groups):
+    model = randomise_batchnorm(Grouped(groups=groups)).eval()
+    result = lp.prune(model, _x(), method=method, target_macs=0.5, data=_data(), reconstruct=False,
+                      recalibrate=False, prune_residual=True)
+    assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
+    blocked = [g for g in result.groups if g.blocks > 1]
+    assert blocked and any(len(result.keep[g.id]) < g.num_channels for g in blocked)
+    for group in blocked:  # whole units, two at least: every group of the conv keeps the same positions
+        kept = set(result.keep[group.id])
+        assert all(set(unit) <= kept or not set(unit) & kept for unit in group.unit_channels)
+        assert len(kept) >= 2 * group.blocks
+    grouped = result.model.grouped[0]
+    assert grouped.groups == groups and grouped.in_channels % groups == 0 and grouped.out_channels % groups == 0
+    masked = copy.deepcopy(model)
+    mask_channels(masked, result.groups, result.keep)
+    with torch.no_grad():
+        assert _relative(masked(_x(3)), result.model(_x(3))) <= 1e-4
+
+
+def _keep_floors(ctx: MethodContext) -> Selection:
+    """A width-deciding method that keeps each group's floor in whole units: its first ``floor / B`` units."""
+    keep = {g.id: tuple(sorted(c for unit in g.unit_channels[: int(f) // g.blocks] for c in unit))
+            for g, f in zip(ctx.analysis.groups, ctx.floors)}
+    return Selection(keep=keep, scores={}, diagnostics=Diagnostics())
+
+
+@pytest.mark.parametrize("keeps_units", [False, True])
+def test_grouped_conv_channels_stay_whole_for_width_deciding_methods_without_units(keeps_units):
+    register_method(MethodSpec("keep-floors", _keep_floors, decides_widths=True, keeps_units=keeps_units))
+    try:
+        result = lp.prune(randomise_batchnorm(Grouped(groups=4)).eval(), _x(), method="keep-floors",
+                          target_macs=0.9, reconstruct=False, recalibrate=False)
+    finally:
+        METHODS.remove("keep-floors")
+    blocked = [g for g in result.groups if g.blocks > 1]
+    kept = [len(result.keep[g.id]) for g in blocked]
+    assert kept == ([2 * g.blocks for g in blocked] if keeps_units else [g.num_channels for g in blocked])
+
+
+def test_keep_sets_that_split_a_unit_are_refused():
+    def split_units(ctx: MethodContext) -> Selection:
+        keep = {g.id: tuple(range(g.num_channels - 1 if g.blocks > 1 else g.num_channels))
+                for g in ctx.analysis.groups}
+        return Selection(keep=keep, scores={}, diagnostics=Diagnostics())
+
+    register_method(MethodSpec("split-units", split_units, decides_widths=True, keeps_units=True))
+    try:
+        with pytest.raises(LassopruneError, match="kept part of a unit of group"):
+            lp.prune(randomise_batchnorm(Grouped(groups=4)).eval(), _x(), method="split-units", target_macs=0.9)
+    finally:
+        METHODS.remove("split-units")
 
 
 def test_unreachable_target_names_the_layers_left_whole():

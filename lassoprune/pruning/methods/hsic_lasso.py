@@ -320,5 +320,5 @@ def _run(method: LassoMethod):
 for _method in LASSO_METHODS.values():
     register_method(MethodSpec(
         name=_method.name, run=_run(_method), summary=_method.summary, options=_method.options,
-        needs_data=True, decides_widths=True, rounds_widths=True, prune_residual=False,
+        needs_data=True, decides_widths=True, rounds_widths=True, keeps_units=True, prune_residual=False,
     ))
