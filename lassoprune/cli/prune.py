@@ -36,7 +36,7 @@ from lassoprune.pruning.api import modules_named
 from lassoprune.pruning.iterative import check_steps
 from lassoprune.pruning.method import EXPERIMENTAL
 from lassoprune.training.data_setup import calibration_batches, check_calibration_size, make_loaders
-from lassoprune.training.finetune import FinetuneSettings, finetune
+from lassoprune.training.finetune import FINETUNE_SEED_OFFSET, FinetuneSettings, finetune
 from lassoprune.utils import get_logger, seed_everything
 
 HELP = "prune a model structurally to a MACs or parameter target"
@@ -316,15 +316,16 @@ def _calibration(args: argparse.Namespace, image_size: int) -> list | None:
 def _finetune(model: torch.nn.Module, reconstructed: bool, args: argparse.Namespace, image_size: int, epochs: int,
               name: str) -> dict[str, Any]:
     """Fine-tune ``model`` in place for ``epochs`` in the run directory ``<out>_<name>`` (resumable there)."""
+    seed = args.seed + FINETUNE_SEED_OFFSET  # the batches and training of `lassoprune run` with this seed
     loaders = make_loaders(
         args.data, image_size=image_size, root=args.data_root, batch_size=args.batch_size,
-        train_subset=args.train_subset, seed=args.seed, download=not args.no_download,
+        train_subset=args.train_subset, seed=seed, download=not args.no_download,
     )
     run_dir = Path(args.out).with_suffix("").as_posix() + f"_{name}"
     get_logger().info("fine-tuning the pruned model for %d epochs (run directory %s)", epochs, run_dir)
     settings = FinetuneSettings(epochs=epochs, lr=args.lr, train_subset=args.train_subset)
     tuned = finetune(
-        model, loaders, settings, run_dir, reconstructed=reconstructed, seed=args.seed,
+        model, loaders, settings, run_dir, reconstructed=reconstructed, seed=seed,
         device=device_from(args), progress=not args.no_progress,
         model_extra={"dataset": args.data, "image_size": image_size},
     )

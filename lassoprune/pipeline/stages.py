@@ -48,14 +48,12 @@ from lassoprune.regularizers import Regularizer, create_regularizer
 from lassoprune.training import EvalResult, TrainConfig, evaluate, fit
 from lassoprune.training.data_setup import Loaders, calibration_batches, make_loaders
 from lassoprune.training.engine import SparseTerm
-from lassoprune.training.finetune import FinetuneSettings, finetune
+from lassoprune.training.finetune import FINETUNE_SEED_OFFSET, FinetuneSettings, finetune
 from lassoprune.training.metrics import current_extra, metrics_record
 from lassoprune.utils import get_logger, seed_everything
 from lassoprune.utils.runtime import default_device
 
 MODEL_FILE = "model.pt"
-#: Added to ``config.seed`` for the fine-tuning batches and training (pretrain: 0, sparse: 1).
-FINETUNE_SEED_OFFSET = 2
 
 
 @dataclass

@@ -27,7 +27,14 @@ from lassoprune.training.evaluate import EvalResult
 from lassoprune.training.metrics import headline, metrics_record
 from lassoprune.utils import seed_everything
 
-__all__ = ["FINETUNE_LR", "FINETUNE_LR_AFTER_RECONSTRUCTION", "FinetuneResult", "FinetuneSettings", "finetune"]
+__all__ = [
+    "FINETUNE_LR",
+    "FINETUNE_LR_AFTER_RECONSTRUCTION",
+    "FINETUNE_SEED_OFFSET",
+    "FinetuneResult",
+    "FinetuneSettings",
+    "finetune",
+]
 
 #: Fine-tuning learning rate of a plain cut: chosen by the benchmark protocol's select phase (docs/BENCHMARKS.md).
 FINETUNE_LR = 0.01
@@ -35,6 +42,9 @@ FINETUNE_LR = 0.01
 #: (docs/BENCHMARKS.md, "Defaults of the post-training path"); a reconstructed cut is close to the dense
 #: model and the plain cuts' rate first undoes what reconstruction gave back.
 FINETUNE_LR_AFTER_RECONSTRUCTION = 0.001
+#: Added to the run's seed for the fine-tuning batches and training, by every route (``lassoprune run``: pretrain
+#: adds 0, sparse training 1; ``lassoprune prune --finetune-epochs`` / ``--step-epochs`` add it too).
+FINETUNE_SEED_OFFSET = 2
 
 
 @dataclass(frozen=True)

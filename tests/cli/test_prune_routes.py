@@ -83,3 +83,24 @@ def test_cli_output_has_re_estimated_batchnorm_statistics(trained: Path, tmp_pat
         assert cli.running_mean.shape == kept_stats.running_mean.shape  # the same cut (l1 is deterministic)
         assert torch.equal(cli.weight, kept_stats.weight)  # affine terms untouched
         assert not torch.allclose(cli.running_mean, kept_stats.running_mean), name
+
+
+def test_prune_with_finetuning_gives_the_model_run_fine_tunes(trained: Path, tmp_path: Path) -> None:
+    """``lassoprune prune --finetune-epochs`` draws the same batches in the same order as ``lassoprune run``'s
+    finetune stage (seed + FINETUNE_SEED_OFFSET), so one epoch ends at the same weights."""
+    out = tmp_path / "P.pt"
+    proc = _cli("prune", "--checkpoint", str(trained), "--data", "synthetic", "--method", "l1", "--target-macs",
+                "0.5", "--calib-size", "100", "--no-reconstruct", "--finetune-epochs", "1", "--lr", "0.01",
+                "--train-subset", "200", "--batch-size", "50", "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    config = parse_config({**TRAINED, "pretrain": {"checkpoint": str(trained)},
+                           "prune": {"method": "l1", "target_macs": 0.5, "calib_size": 100, "reconstruct": False},
+                           "finetune": {"epochs": 1, "lr": 0.01, "train_subset": 200}})
+    run, _, _ = run_stages(config, tmp_path / "run", progress=False, stop_after="finetune")
+    by_cli = lp.load(out).state_dict()
+    by_run = lp.load(run.path("finetune", MODEL_FILE)).state_dict()
+    assert by_cli.keys() == by_run.keys()
+    for name, tensor in by_run.items():
+        if tensor.is_floating_point():
+            scale = float(tensor.abs().max()) or 1.0
+            assert float((by_cli[name] - tensor).abs().max()) <= 1e-4 * scale, name
