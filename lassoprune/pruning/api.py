@@ -248,9 +248,9 @@ def prune_with(
         trial = _cut_rounded(copy.deepcopy(model), example_inputs, spec, opts, settings, batches, steps, target, seed)
         if not _within_limits(trial, settings):
             target = targets[1]
-        elif not inplace:
-            result = trial
-    if result is None:  # (in place, a binding MACs cut is made again on the model itself: the same cut)
+        else:
+            result = _replayed(model, example_inputs, trial, settings) if inplace else trial
+    if result is None:
         work = model if inplace else copy.deepcopy(model)
         result = _cut_rounded(work, example_inputs, spec, opts, settings, batches, steps, target, seed)
     if not _within_limits(result, settings):
@@ -262,6 +262,18 @@ def prune_with(
         result, reconstruction=post.reconstruction, one_shot=post.one_shot,
         recalibrated_images=post.recalibrated_images, seconds=cut_seconds + post.seconds,
     )
+
+
+def _replayed(model: nn.Module, example_inputs: torch.Tensor, cut: PruneResult, settings: PruneSettings
+              ) -> PruneResult:  # fmt: skip
+    """``cut`` (made on a copy of ``model``) applied to ``model`` itself from its keep sets, without running the
+    method again: the same model gives the same channel groups, so the keep sets carry over."""
+    model.eval()
+    analysis = _analyse(model, example_inputs[:1], modules_named(model, settings.ignore))
+    if [g.id for g in analysis.groups] != [g.id for g in cut.groups]:
+        raise AssertionError("the model's channel groups changed between two analyses of the same model")
+    remove_channels(analysis, cut.keep)
+    return dataclasses.replace(cut, model=model, groups=analysis.groups)
 
 
 def _two_inputs_for_own_forward(model: nn.Module, groups: Sequence[ChannelGroup], floor: np.ndarray) -> np.ndarray:

@@ -3,6 +3,8 @@ within 1%, the other is kept at most, by every route."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -54,3 +56,24 @@ def test_two_limits_in_place_prune_the_model_itself():
     result = lp.prune(model, EXAMPLE, method="l1", target_macs=0.5, target_params=0.95, inplace=True)
     assert result.model is model and result.target.kind == "macs"
     assert lp.count_params(model) == result.params_after < before
+
+
+def test_in_place_two_limits_run_the_method_once_and_equal_the_copy(monkeypatch):
+    """A binding MACs cut is made on a copy first (to test the params limit); in place, its keep sets are then
+    applied to the model itself instead of running the method a second time."""
+    spec = lp.pruning.METHODS.get("l1")
+    calls = []
+
+    def counted(ctx):
+        calls.append(1)
+        return spec.run(ctx)
+
+    monkeypatch.setattr(lp.pruning.api, "_method_spec", lambda method: dataclasses.replace(spec, run=counted))
+    model = lp.create_model("resnet20", num_classes=10).eval()
+    copied = lp.prune(model, EXAMPLE, method="l1", target_macs=0.5, target_params=0.95)
+    calls.clear()
+    result = lp.prune(model, EXAMPLE, method="l1", target_macs=0.5, target_params=0.95, inplace=True)
+    assert len(calls) == 1 and result.model is model and result.keep == copied.keep
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), copied.model(x), rtol=1e-5, atol=1e-5)
