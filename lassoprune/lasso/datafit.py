@@ -189,10 +189,20 @@ def _check_finite(G: np.ndarray, R: np.ndarray) -> None:
 
 
 def _check_symmetric(G: np.ndarray, what: str) -> np.ndarray:
-    scale = max(float(np.abs(G).max(initial=0.0)), 1e-300)
-    if not np.allclose(G, np.swapaxes(G, -1, -2), rtol=0.0, atol=1e-5 * scale):
+    """``(G + G^T) / 2`` (a new array; ``G`` untouched), after checking that ``|G - G^T| <= 1e-5 max |G|``.
+
+    One Gram at a time, so that the temporaries stay ``(C, C)`` for a ``(K, C, C)`` stack.
+    """
+    out = np.empty_like(G)
+    scale = asymmetry = 0.0
+    for g, sym in zip(G.reshape(-1, *G.shape[-2:]), out.reshape(-1, *G.shape[-2:])):
+        np.add(g, g.T, out=sym)
+        sym *= 0.5
+        asymmetry = max(asymmetry, float(np.abs(g - sym).max(initial=0.0)))  # half of max |G - G^T|
+        scale = max(scale, float(np.abs(g).max(initial=0.0)))
+    if 2.0 * asymmetry > 1e-5 * max(scale, 1e-300):
         raise ValueError(f"{what} must be symmetric (to 1e-5 of its largest entry)")
-    return 0.5 * (G + np.swapaxes(G, -1, -2))
+    return out
 
 
 class ClassGrams(_GramDatafit):

@@ -245,7 +245,7 @@ def consensus_admm(
     state: dict | None = None,
     relax: float = 1.6,
     balance_every: int = 10,
-    record_every: int = 10,
+    record_every: int = 50,
     check_every: int = 5,
 ) -> SolverResult:
     """ADMM with the datafit split off: ``min f(W) + h(X) + lambda2 N(Z)`` s.t. ``W = B, X = B, Z = B A^T``.
