@@ -104,7 +104,7 @@ class LassoSearch:
         return {p.group.id: p.channels_of(k) for p, k in zip(self.problems, keep)}
 
     def _walk(self, orders: Keep, widths: list[int], accept: tuple[float, float], keys: list[Any]) -> Keep:
-        """Channel-by-channel walk over prefix orders; ``keys[g][i]`` ranks moving position ``i`` of group g.
+        """Unit-by-unit walk over prefix orders; ``keys[g][i]`` ranks moving position ``i`` of group g.
 
         ``accept`` is one-sided (drop: ``(-inf, high)``, add: ``(low, inf)``), so the walk moves one way only.
         """
@@ -121,7 +121,7 @@ class LassoSearch:
         return self._checked([np.sort(o[: int(k)]) for o, k in zip(orders, counts)])
 
     def _drop(self, keep: Keep, scores: Keep, keep_strong: Keep) -> Keep:
-        """Remove channels (those the stronger side drops first, weakest first) until the cost fits."""
+        """Remove units (those the stronger side drops first, weakest first) until the cost fits."""
         orders, keys = [], []
         for kept, s, kept_strong in zip(keep, scores, keep_strong):
             top = s[kept].max(initial=0.0)
@@ -134,7 +134,7 @@ class LassoSearch:
         return self._walk(orders, [len(k) for k in keep], (-math.inf, self.target.band[1]), keys)
 
     def _add(self, keep: Keep) -> Keep:
-        """Add channels the lasso left out, most relevant (largest normalised max_k R_ck) first."""
+        """Add units the lasso left out, most relevant (largest normalised mean max_k R_ck) first."""
         orders, keys = [], []
         for kept, p in zip(keep, self.problems):
             rel = np.maximum(p.unit_relevance, 0.0)
