@@ -11,6 +11,8 @@ Every run is a ``lassoprune run`` pipeline in ``RUNS/<method>-<route>-s<seed>`` 
 the table reads their records::
 
     OMP_NUM_THREADS=1 python benchmarks/iterative.py --runs runs/iterative
+
+``--routes one-shot --steps 9`` gives the one-shot rows of a longer budget alone (the fine-tuning pilot).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from pathlib import Path
 
 from lassoprune.pipeline import DataSection, EvaluateSection, FinetuneSection, PretrainSection, RunConfig, run_pipeline
 from lassoprune.pruning import PruneSettings
+
+
+ROUTES = ("one-shot", "iterative")
 
 
 def config(method: str, target: float, steps: int, iterative: bool, subset: int, lr: float, seed: int) -> RunConfig:
@@ -55,12 +60,13 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=10_000, help="training images per fine-tuning epoch")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--routes", nargs="+", choices=ROUTES, default=list(ROUTES))
     args = parser.parse_args()
     lines = ["| method | route | seed | MACs kept | params kept | top-1 after the (last) cut | final top-1 | "
              "final worst class |", "|---|---|---|---|---|---|---|---|"]
     for method in args.methods:
         for seed in args.seeds:
-            for iterative in (False, True):
+            for iterative in (route == "iterative" for route in args.routes):
                 route = f"{args.steps} steps" if iterative else "one-shot"
                 out = args.runs / f"{method}-{'iterative' if iterative else 'oneshot'}-s{seed}"
                 run_pipeline(config(method, args.target, args.steps, iterative, args.subset, args.lr, seed), out,
