@@ -188,3 +188,46 @@ def test_aoti_without_a_compiler_is_a_clear_error_before_any_file(tmp_path, monk
     with pytest.raises(LassopruneError, match="no C\\+\\+ compiler"):
         deploy(lp.create_model("resnet20", num_classes=10), tmp_path, (1, 3, 32, 32), runtimes=("aoti",))
     assert list(tmp_path.iterdir()) == []
+
+
+class _Cancel(nn.Module):
+    """``(x + big) - big``: exact in real numbers, ``big`` x 2^-24 of roundoff in float32."""
+
+    def __init__(self, big: float) -> None:
+        super().__init__()
+        self.big = big
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.big) - self.big
+
+
+def test_float32_error_measures_the_models_own_roundoff():
+    from lassoprune.deployment.package import float32_error
+
+    well = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(5)).eval()
+    ill = nn.Sequential(nn.Conv2d(3, 4, 3), _Cancel(1e4), nn.Flatten(), nn.LazyLinear(5)).eval()
+    with torch.no_grad():
+        well(torch.randn(1, 3, 8, 8)), ill(torch.randn(1, 3, 8, 8))
+    assert float32_error(well, (1, 3, 8, 8)) < 1e-5
+    # float32 spacing at 1e4 is 2^-10: the cancellation loses up to half of it per value
+    assert 1e-5 < float32_error(ill, (1, 3, 8, 8)) < 1e-2
+    assert ill[0].weight.dtype == torch.float32  # the model itself is untouched
+
+
+def test_a_difference_within_the_models_own_roundoff_is_accepted(tmp_path, monkeypatch):
+    """A runtime differing by more than ``tolerance`` but less than ROUNDOFF_FACTOR x the pruned model's own
+    float32 error deploys (a deep reconstructed ResNeXt did); the same difference on a well-conditioned model
+    is refused."""
+    from lassoprune.deployment import package
+
+    torch.manual_seed(0)
+    ill = nn.Sequential(nn.Conv2d(3, 4, 3), _Cancel(1e4), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
+    roundoff = package.float32_error(ill, (1, 3, 8, 8))
+    assert 2 * roundoff > 1e-4  # so the difference below is beyond the plain tolerance
+    monkeypatch.setattr(package, "_max_diff", lambda *args: 2 * roundoff)
+    result = deploy(ill, tmp_path / "ill", (1, 3, 8, 8), latency=False)
+    assert result.tolerance == pytest.approx(package.ROUNDOFF_FACTOR * roundoff)
+    assert json.loads((tmp_path / "ill" / "deploy.json").read_text())["tolerance"] == result.tolerance
+    well = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
+    with pytest.raises(LassopruneError, match="float32 error"):
+        deploy(well, tmp_path / "well", (1, 3, 8, 8), latency=False)
