@@ -191,14 +191,16 @@ class GroupProblem:
         return np.sort(keep_order(scores, self.unit_relevance)[:count]), scores
 
     def channels_of(self, units: np.ndarray) -> np.ndarray:
-        """Sorted channel numbers of ``units``: unit u holds channels ``u + b C / B`` for b < B."""
-        width = self.group.num_channels // self.blocks
-        return np.sort((np.asarray(units, dtype=np.int64)[:, None] + width * np.arange(self.blocks)).reshape(-1))
+        """Sorted channel numbers of ``units`` (``ChannelGroup.unit_channels``)."""
+        table = np.asarray(self.group.unit_channels, dtype=np.int64)  # (C / B, B)
+        return np.sort(table[np.asarray(units, dtype=np.int64)].reshape(-1))
 
     def units_of(self, channels: np.ndarray) -> np.ndarray:
         """The units of a keep set made of whole units (:meth:`channels_of` inverted), sorted."""
-        width = self.group.num_channels // self.blocks
-        return np.unique(np.asarray(channels, dtype=np.int64) % width)
+        table = np.asarray(self.group.unit_channels, dtype=np.int64)
+        unit = np.empty(table.size, dtype=np.int64)
+        unit[table] = np.arange(len(table))[:, None]
+        return np.unique(unit[np.asarray(channels, dtype=np.int64)])
 
 
 def unit_mean(values: np.ndarray, blocks: int) -> np.ndarray:
