@@ -5,7 +5,9 @@ class-balanced calibration set (N images of Fashion-MNIST, padded to 32x32)
 and runs ``lp.prune(..., target_macs=T)``; it reports the method's own time
 split (features = the forward pass with hooks, kernels, Gram = G and R,
 search = the search on rho including every lasso solve), the total wall time of ``lp.prune`` and the peak resident memory of
-the process (``ru_maxrss``, which includes the Python and torch baseline).
+the process (``ru_maxrss``, which includes the Python and torch baseline), how much of it ``lp.prune`` added,
+and the bound the methods check against the memory available before building their problems
+(:func:`lassoprune.hsic.problem.problem_memory`).
 
     python benchmarks/lasso_scoring.py                                  # vgg16 and resnet56, sglp-ib and stlp-ib
     python benchmarks/lasso_scoring.py --models vgg16 --methods sglp-ib --calib-size 500 --target 0.4
@@ -33,6 +35,7 @@ def measure(model_name: str, method: str, calib_size: int, target: float) -> dic
     torch.manual_seed(0)
     model = lp.create_model(model_name, num_classes=10, in_channels=1)
     calib = calibration_batches("fashion-mnist", image_size=32, size=calib_size, seed=0)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     result = lp.prune(model, torch.zeros(1, 1, 32, 32), method=method, target_macs=target, data=calib)
     total = time.perf_counter() - started
@@ -43,8 +46,19 @@ def measure(model_name: str, method: str, calib_size: int, target: float) -> dic
         **{f"{k}_s": v for k, v in split.items()},
         "groups": len(result.groups), "rho_steps": len(result.diagnostics.search.steps),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "prune_rss_gib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 2**20,
+        "problem_bound_gib": _problem_bound(result, method) / 2**30,
         "threads": torch.get_num_threads(),
     }
+
+
+def _problem_bound(result, method: str) -> int:
+    """The methods' memory bound of the problems they built (one per group in the diagnostics)."""
+    from lassoprune.hsic.problem import problem_memory
+    from lassoprune.pruning.methods.hsic_lasso import LASSO_METHODS
+
+    widths = {gid: result.widths[gid][1] for gid in result.diagnostics.groups}
+    return problem_memory(widths, 10 if LASSO_METHODS[method].class_fit is not None else 1)
 
 
 def main() -> None:
@@ -68,11 +82,12 @@ def main() -> None:
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     header = ("model", "method", "N", "MACs kept", "features s", "kernels s", "Gram s", "search s",
-              "total s", "peak RSS GiB")
+              "total s", "peak RSS GiB", "added by prune GiB", "problem bound GiB")
     print(markdown_table(header, [
         [r["model"], r["method"], r["calib_images"], f"{r['macs_ratio']:.3f}", f"{r['features_s']:.1f}",
          f"{r['kernels_s']:.1f}", f"{r['gram_s']:.1f}", f"{r['search_s']:.1f}",
-         f"{r['total_s']:.1f}", f"{r['peak_rss_gib']:.2f}"] for r in rows]))
+         f"{r['total_s']:.1f}", f"{r['peak_rss_gib']:.2f}", f"{r['prune_rss_gib']:.2f}",
+         f"{r['problem_bound_gib']:.2f}"] for r in rows]))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from lassoprune.channels import ChannelGroup
+from lassoprune.errors import LassopruneError
 from lassoprune.hsic.calibration import CalibrationFeatures
 from lassoprune.hsic.kernels import ClassFit, HsicGram, KernelKind, ResponseKind, class_fit_gram, hsic_gram
 from lassoprune.lasso import (
@@ -54,9 +55,11 @@ __all__ = [
     "Products",
     "build_problems",
     "channel_values",
+    "check_problem_memory",
     "class_structure",
     "keep_order",
     "layer_class_means",
+    "problem_memory",
     "row_scores",
     "unit_mean",
 ]
@@ -248,6 +251,43 @@ def layer_class_means(features: CalibrationFeatures, group: ChannelGroup) -> np.
     x = features.inputs[group.id].double().flatten(1)
     labels = features.labels
     return torch.stack([x[labels == k].mean(0) for k in range(features.num_classes)]).numpy()
+
+
+#: Bytes a group's problem holds at most per Gram element through the search (``C^2`` elements, ``K C^2`` for
+#: the per-class fits): its float64 Grams and a full float64 eigenbasis (a low-rank Gram keeps only its column
+#: space, ``r < C / 2`` columns: 12 bytes or less; ``benchmarks/lasso_memory.py`` and ``lasso_scoring.py`` report
+#: the bound beside the peak memory, docs/BENCHMARKS.md).
+BYTES_PER_GRAM_ELEMENT = 16
+#: ... and in addition, per element of the one ``C x C`` Gram being eigen-decomposed (its copy, LAPACK's workspace).
+TRANSIENT_BYTES_PER_GRAM_ELEMENT = 24
+
+
+def problem_memory(widths: dict[str, int], grams_per_group: int) -> int:
+    """Bytes the lasso problems of groups of ``widths`` (group id -> C) hold at most at once, with
+    ``grams_per_group`` Grams each (K for the per-class fits, else 1): ``16 sum_g K C_g^2 + 24 max_g C_g^2``."""
+    squares = [c * c for c in widths.values()]
+    return BYTES_PER_GRAM_ELEMENT * grams_per_group * sum(squares) + TRANSIENT_BYTES_PER_GRAM_ELEMENT * max(
+        squares, default=0)
+
+
+def check_problem_memory(method: str, widths: dict[str, int], grams_per_group: int, available: int | None) -> None:
+    """Refuse, before any Gram is built, lasso problems that need more than ``available`` bytes
+    (:func:`problem_memory`; None: unknown, no check): one line naming the widest groups and what to do."""
+    needed = problem_memory(widths, grams_per_group)
+    if available is None or needed <= available:
+        return
+    widest = sorted(widths, key=widths.get, reverse=True)[:3]
+    named = ", ".join(f"{gid!r} ({widths[gid]} channels)" for gid in widest)
+    cheaper = "hsic-ib (one Gram per group, not one per class), " if grams_per_group > 1 else ""
+    raise LassopruneError(
+        f"{method} needs up to {_size(needed)} for the lasso problems of {len(widths)} channel groups "
+        f"but {_size(available)} of memory is available; the widest groups are {named}: leave them whole "
+        f"(ignored_layers, CLI --ignore), or prune with {cheaper}l1, or on a machine with more memory")
+
+
+def _size(count: int) -> str:
+    """``count`` bytes in MiB below a GiB, else in GiB."""
+    return f"{count / 2**20:.1f} MiB" if count < 2**30 else f"{count / 2**30:.1f} GiB"
 
 
 def build_problems(

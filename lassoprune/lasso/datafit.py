@@ -83,12 +83,15 @@ class _GramDatafit:
                 factors.append(factor)
             else:
                 return _eigenpairs_of_factors(factors, self.G.shape[:-2])
+        had_basis = "eigh" in self.__dict__
         lam, U = self.eigh
         positive = lam > RANK_TOLERANCE * max(float(lam.max(initial=0.0)), 1e-300)
         r = int(positive.sum(axis=-1).max(initial=0))
         if 2 * r > C:
             return None
         lam_r = np.where(positive[..., C - r:], lam[..., C - r:], 0.0)
+        if not had_basis:  # the solvers read the column space from now on: the full basis is not held
+            del self.__dict__["eigh"]
         return lam_r, np.ascontiguousarray(U[..., C - r:])
 
     @property
@@ -231,7 +234,13 @@ class ClassGrams(_GramDatafit):
         _check_finite(G, R)
         self.G = _check_symmetric(G, "every per-class Gram")
         self.R = R
-        self._G_products = self.G if product_dtype == np.float64 else self.G.astype(product_dtype)
+        self.product_dtype = np.dtype(product_dtype)
+
+    @cached_property
+    def _G_products(self) -> np.ndarray:
+        """The Grams in ``product_dtype``: made on the first :meth:`matmul` (the consensus ADMM never asks, so a
+        float32 copy costs sGLP-IB no memory)."""
+        return self.G if self.product_dtype == np.float64 else self.G.astype(self.product_dtype)
 
     def matmul(self, B: np.ndarray) -> np.ndarray:
         """``[G_1 b_1, ..., G_K b_K]``, (C, K) float64, computed in ``product_dtype`` (one stacked matmul)."""

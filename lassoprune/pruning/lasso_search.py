@@ -67,6 +67,11 @@ class LassoSearch:
         self.path: StrengthPath[float, tuple[Keep, Keep]] = StrengthPath(
             self._keep_at, lambda sets: self.cost(sets[0]), self.target.verdict, self.target.full)
 
+    def release(self) -> None:
+        """Let go of the problems (their Grams: GiBs on wide networks). The path's callbacks refer back to this
+        search, a cycle that only the garbage collector breaks, possibly long after the method has returned."""
+        self.problems = []
+
     def cost(self, keep: Keep) -> int:
         """The cost of per-group unit keep sets."""
         return self.unit_cost([len(k) for k in keep])

@@ -1,9 +1,10 @@
-"""Seeding, device choice and logging shared by the engine and the CLI."""
+"""Seeding, device choice, memory and logging shared by the engine and the CLI."""
 
 from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,3 +36,15 @@ def default_device() -> torch.device:
 def get_logger() -> logging.Logger:
     """The package logger (``lassoprune``); the CLI routes it to stderr."""
     return logging.getLogger("lassoprune")
+
+
+def available_memory(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Bytes this process can still allocate without being killed: ``MemAvailable + SwapFree`` of the kernel's
+    ``meminfo``; None where that file is missing or unreadable (the caller then skips its memory checks)."""
+    try:
+        fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)
+        if "MemAvailable" not in fields:
+            return None
+        return sum(int(fields.get(key, "0 kB").split()[0]) * 1024 for key in ("MemAvailable", "SwapFree"))
+    except (OSError, ValueError):
+        return None

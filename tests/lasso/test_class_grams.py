@@ -240,3 +240,37 @@ def test_admm_penalty_stays_bounded_when_the_solution_is_zero(problem, rank):
     assert not result.coef.any()
     middle = _middle_rho(fit.spectrum)
     assert middle / RHO_RANGE <= result.state["rho"] <= middle * RHO_RANGE
+
+
+def _held_bytes(fit: ClassGrams) -> int:
+    """Bytes of every distinct array a datafit holds (its Grams, R, cached bases, products copy)."""
+    arrays, stack = {}, list(fit.__dict__.values())
+    while stack:
+        item = stack.pop()
+        if isinstance(item, np.ndarray):
+            arrays[id(item)] = item.nbytes if item.base is None else 0  # views share their base's memory
+        elif isinstance(item, tuple | list):
+            stack.extend(item)
+    return sum(arrays.values())
+
+
+@pytest.mark.parametrize("kind", ["graph", "tree"])
+@pytest.mark.parametrize("width, rank", [(24, 5), (24, 40), (300, 12)])
+def test_memory_held_after_a_solve_is_within_the_problem_bound(kind, width, rank):
+    """What a solved per-class problem keeps stays within ``BYTES_PER_GRAM_ELEMENT`` per Gram element (plus
+    O(K C) vectors), the bound the lasso methods check before building Grams: low-rank Grams drop their full
+    eigenbasis once the column space is known, and ADMM (graph) never makes a float32 copy of the Grams."""
+    from lassoprune.hsic.problem import BYTES_PER_GRAM_ELEMENT
+
+    rng = np.random.default_rng(5)
+    factors = [rng.standard_normal((width, rank)) for _ in range(K)]
+    G = np.stack([M @ M.T for M in factors])
+    R = np.stack([M @ rng.standard_normal(rank) for M in factors], axis=1)
+    fit = ClassGrams(G, R, product_dtype=np.float32)
+    structure = _structure(kind, rng.standard_normal((K, 9)))
+    lam = 0.3 * lambda_max(G, R, False)
+    StructuredLasso(structure, lam, 0.1 * lam, max_iter=300).fit_gram(fit, None)
+    assert _held_bytes(fit) <= BYTES_PER_GRAM_ELEMENT * K * width**2 + 32 * K * width
+    if kind == "graph":
+        assert "_G_products" not in fit.__dict__
+        assert ("eigh" in fit.__dict__) == (2 * rank > width)  # low rank: the column space alone

@@ -419,3 +419,69 @@ def test_residual_default_is_the_methods_and_can_be_overridden():
     assert any(len(cut.keep[g.id]) < g.num_channels for g in cut.groups if g.is_eltwise)
     l1 = prune(model, x, method="l1", target_macs=0.5)
     assert l1.prune_residual is True  # the criteria's default: every group may be cut
+
+
+@pytest.mark.parametrize("method, grams", [("sglp-ib", 10), ("hsic-ib", 1)])
+def test_lasso_problems_beyond_the_memory_available_are_refused_before_any_gram(monkeypatch, method, grams):
+    """The problems' memory bound (hsic/problem.py) is checked against the memory available before any Gram is
+    built: one line naming the widest groups and what to do, instead of a kill by the kernel."""
+    import lassoprune.pruning.methods.hsic_lasso as hsic_lasso
+    from lassoprune.channels import channel_groups
+    from lassoprune.hsic.problem import problem_memory
+
+    model, x, data = _model(), torch.randn(1, 3, 32, 32), _calibration()
+    widths = {g.id: g.num_channels for g in channel_groups(copy.deepcopy(model), x)}
+    widest = max(widths, key=widths.get)
+    built = []
+    monkeypatch.setattr(hsic_lasso, "build_problems", lambda *a, **k: built.append(1) or pytest.fail("built"))
+    monkeypatch.setattr(hsic_lasso, "available_memory", lambda: 1024)
+    with pytest.raises(LassopruneError) as refused:
+        prune(model, x, method=method, target_macs=0.5, data=data, reconstruct=False, prune_residual=True)
+    message = str(refused.value)
+    assert "\n" not in message and f"{widest!r} ({widths[widest]} channels)" in message and not built
+    assert ("prune with hsic-ib" in message) == (grams > 1) and "ignored_layers" in message
+    needed = problem_memory(widths, grams)
+    assert f"{needed / 2**20:.1f} MiB" in message and "but 0.0 MiB of memory is available" in message
+    monkeypatch.undo()
+    monkeypatch.setattr(hsic_lasso, "available_memory", lambda: needed)  # exactly enough: runs
+    result = prune(model, x, method=method, target_macs=0.5, data=data, reconstruct=False, prune_residual=True)
+    assert abs(result.macs_after / result.macs_before - 0.5) <= 0.01
+
+
+def test_memory_available_is_read_from_meminfo(tmp_path):
+    from lassoprune.utils.runtime import available_memory
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000 kB\nMemAvailable:    1000 kB\nSwapFree:          24 kB\n")
+    assert available_memory(meminfo) == 1024 * 1024
+    meminfo.write_text("MemTotal:       24000 kB\nMemFree:    1000 kB\n")  # kernels before 3.14: unknown
+    assert available_memory(meminfo) is None
+    assert available_memory(tmp_path / "missing") is None
+
+
+def test_lasso_problems_are_freed_when_the_method_returns(monkeypatch):
+    """The Grams (GiBs on wide networks) must not outlive the method waiting for the garbage collector: the
+    reconstruction, or the next cut of an iterative run, needs that memory (and the memory check counts on it)."""
+    import gc
+    import weakref
+
+    import lassoprune.pruning.methods.hsic_lasso as hsic_lasso
+
+    built = []
+
+    def build_and_watch(*args, **kwargs):
+        problems, *seconds = build(*args, **kwargs)
+        built.extend(weakref.ref(p.G) for p in problems)
+        return (problems, *seconds)
+
+    build = hsic_lasso.build_problems
+    monkeypatch.setattr(hsic_lasso, "build_problems", build_and_watch)
+    gc.collect()
+    gc.disable()
+    try:
+        prune(_model(), torch.randn(1, 3, 32, 32), method="sglp-ib", target_macs=0.5, data=_calibration(),
+              reconstruct=False)
+        alive = sum(ref() is not None for ref in built)
+    finally:
+        gc.enable()
+    assert built and alive == 0

@@ -45,6 +45,7 @@ from lassoprune.hsic.problem import (
     ProblemSettings,
     Products,
     build_problems,
+    check_problem_memory,
     class_structure,
     layer_class_means,
 )
@@ -63,6 +64,7 @@ from lassoprune.pruning.method import (
     register_method,
 )
 from lassoprune.utils.enums import NamedEnum
+from lassoprune.utils.runtime import available_memory
 
 __all__ = ["LASSO_METHODS", "ClassLassoOptions", "HsicIbOptions", "LassoExperiment", "LassoMethod",
            "SglpOptions", "StlpOptions", "select_channels"]
@@ -246,6 +248,9 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
     features = collect_features(ctx.model, groups, ctx.batches, pool=opts.pool,
                                 outputs=settings.response.needs_output)
     seconds["features"] = features.seconds
+    per_class = settings.class_fit is not None and settings.class_fit.per_class
+    check_problem_memory(method.name, {g.id: g.num_channels for g in groups},
+                         features.num_classes if per_class else 1, available_memory())
     structures, record = _structures(method, features, groups, opts.graph_threshold(),
                                      opts.experimental.structure_from)
     weights = (confusable_class_weights(features.class_means.numpy())
@@ -265,8 +270,11 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
         search=search_record, structure=record, seconds=seconds,
         settings=_settings_record(opts, settings, features, weights),
     )
-    return Selection(keep={gid: tuple(int(c) for c in kept) for gid, kept in keep.items()},
-                     scores={p.group.id: torch.from_numpy(p.scores(rho)) for p in problems}, diagnostics=diagnostics)
+    selection = Selection(keep={gid: tuple(int(c) for c in kept) for gid, kept in keep.items()},
+                          scores={p.group.id: torch.from_numpy(p.scores(rho)) for p in problems},
+                          diagnostics=diagnostics)
+    search.release()  # the Grams are freed on return, before reconstruction or a next cut needs the memory
+    return selection
 
 
 def _structures(
