@@ -200,7 +200,8 @@ HEADLINE = Profile(
     finetune_epochs=5, finetune_subset=None, lr_candidates=(0.01, 0.001), select_epochs=1, select_subset=20000,
     select_target=0.39, pilot_methods=("l1", "sglp-ib", "tp-magnitude"), pilot_epochs=8, validation_size=5000,
     sparse_epochs=2, sparse_lr=0.01, tp_reg=5e-3,
-    notes=("the fine-tuning budget (5 epochs) is a placeholder until the pilot phase has run at these ratios",),
+    notes=("the fine-tuning budget (5 epochs) is the least the ResNet-56 0.1 pilot supports (going from half an "
+           "epoch to 1.5 still gained 1.1-1.4 points, docs/BENCHMARKS.md); this profile's own pilot phase has not run",),
 )  # fmt: skip
 HEADLINE_ONESHOT = dataclasses.replace(
     HEADLINE, name="headline-oneshot", finetune_epochs=0, pilot_methods=(),
