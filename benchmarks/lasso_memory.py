@@ -39,7 +39,8 @@ def measure(width: int, layers: int, method: str) -> dict:
     data = [(torch.randn(16, 3, 16, 16, generator=gen), torch.arange(16) % 10) for _ in range(2)]
     result = lp.prune(model, torch.randn(1, 3, 16, 16), method=method, target_macs=0.5, data=data)
     widths = {gid: result.widths[gid][1] for gid in result.diagnostics.groups}
-    grams = 10 if LASSO_METHODS[method].class_fit is not None else 1
+    fit = LASSO_METHODS[method].class_fit  # the default fit: one Gram per class, or one for all
+    grams = 10 if fit is not None and fit.per_class else 1
     return {"width": width, "layers": layers, "method": method,
             "macs_ratio": result.macs_after / result.macs_before,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,

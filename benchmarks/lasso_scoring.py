@@ -58,7 +58,8 @@ def _problem_bound(result, method: str) -> int:
     from lassoprune.pruning.methods.hsic_lasso import LASSO_METHODS
 
     widths = {gid: result.widths[gid][1] for gid in result.diagnostics.groups}
-    return problem_memory(widths, 10 if LASSO_METHODS[method].class_fit is not None else 1)
+    fit = LASSO_METHODS[method].class_fit  # the default fit: one Gram per class, or one for all
+    return problem_memory(widths, 10 if fit is not None and fit.per_class else 1)
 
 
 def main() -> None:

@@ -263,8 +263,11 @@ TRANSIENT_BYTES_PER_GRAM_ELEMENT = 24
 
 
 def problem_memory(widths: dict[str, int], grams_per_group: int) -> int:
-    """Bytes the lasso problems of groups of ``widths`` (group id -> C) hold at most at once, with
-    ``grams_per_group`` Grams each (K for the per-class fits, else 1): ``16 sum_g K C_g^2 + 24 max_g C_g^2``."""
+    """Bytes the lasso problems of groups of ``widths`` (group id -> C) hold at most during the search, with
+    ``grams_per_group`` Grams each (K for the per-class fits, else 1): ``16 sum_g K C_g^2 + 24 max_g C_g^2``.
+
+    Not counted: the transient copies while one group's Grams are built (a few ``8 K C^2`` of the widest group,
+    and its ``C x N^2 / 2`` kernel rows), the model, the calibration features and the reconstruction."""
     squares = [c * c for c in widths.values()]
     return BYTES_PER_GRAM_ELEMENT * grams_per_group * sum(squares) + TRANSIENT_BYTES_PER_GRAM_ELEMENT * max(
         squares, default=0)

@@ -92,7 +92,7 @@ class _GramDatafit:
         lam_r = np.where(positive[..., C - r:], lam[..., C - r:], 0.0)
         if not had_basis:  # the solvers read the column space from now on: the full basis is not held
             del self.__dict__["eigh"]
-        return lam_r, np.ascontiguousarray(U[..., C - r:])
+        return lam_r, U[..., C - r:].copy()  # a copy, never a view that would keep the whole basis alive
 
     @property
     def spectrum(self) -> np.ndarray:

@@ -248,7 +248,8 @@ def _held_bytes(fit: ClassGrams) -> int:
     while stack:
         item = stack.pop()
         if isinstance(item, np.ndarray):
-            arrays[id(item)] = item.nbytes if item.base is None else 0  # views share their base's memory
+            owner = item if item.base is None else item.base  # a view holds its whole base
+            arrays[id(owner)] = owner.nbytes
         elif isinstance(item, tuple | list):
             stack.extend(item)
     return sum(arrays.values())

@@ -451,12 +451,18 @@ def test_lasso_problems_beyond_the_memory_available_are_refused_before_any_gram(
 def test_memory_available_is_read_from_meminfo(tmp_path):
     from lassoprune.utils.runtime import available_memory
 
-    meminfo = tmp_path / "meminfo"
+    meminfo, cgroup = tmp_path / "meminfo", tmp_path / "cgroup"
+    cgroup.mkdir()
     meminfo.write_text("MemTotal:       24000 kB\nMemAvailable:    1000 kB\nSwapFree:          24 kB\n")
-    assert available_memory(meminfo) == 1024 * 1024
+    assert available_memory(meminfo, cgroup) == 1024 * 1024  # no cgroup files: the machine's
+    (cgroup / "memory.max").write_text("max\n")
+    (cgroup / "memory.current").write_text("500\n")
+    assert available_memory(meminfo, cgroup) == 1024 * 1024  # a cgroup without a limit
+    (cgroup / "memory.max").write_text("4500\n")
+    assert available_memory(meminfo, cgroup) == 4000  # a container's limit binds
     meminfo.write_text("MemTotal:       24000 kB\nMemFree:    1000 kB\n")  # kernels before 3.14: unknown
-    assert available_memory(meminfo) is None
-    assert available_memory(tmp_path / "missing") is None
+    assert available_memory(meminfo, cgroup) is None
+    assert available_memory(tmp_path / "missing", cgroup) is None
 
 
 def test_lasso_problems_are_freed_when_the_method_returns(monkeypatch):

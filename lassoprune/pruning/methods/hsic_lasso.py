@@ -260,21 +260,21 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
     started = time.perf_counter()
     search = LassoSearch(ctx, problems, opts.target_tolerance,
                          RHO_MIN_GLOBAL if settings.global_strength else RHO_MIN)
-    rho, keep, search_record = search.run()
-    if ctx.round_to is not None and ctx.round_to > 1:
-        keep = search.rounded(keep, rho, ctx.round_to)
-        search_record = replace(search_record, adjustment=f"{search_record.adjustment}+round_to_{ctx.round_to}")
+    try:
+        rho, keep, search_record = search.run()
+        if ctx.round_to is not None and ctx.round_to > 1:
+            keep = search.rounded(keep, rho, ctx.round_to)
+            search_record = replace(search_record, adjustment=f"{search_record.adjustment}+round_to_{ctx.round_to}")
+    finally:  # the Grams are freed on return (or on an error), before reconstruction or a next cut needs the memory
+        search.release()
     seconds["search"] = time.perf_counter() - started
     diagnostics = Diagnostics(
         groups={p.group.id: _group_diagnostics(p, rho, keep[p.group.id]) for p in problems},
         search=search_record, structure=record, seconds=seconds,
         settings=_settings_record(opts, settings, features, weights),
     )
-    selection = Selection(keep={gid: tuple(int(c) for c in kept) for gid, kept in keep.items()},
-                          scores={p.group.id: torch.from_numpy(p.scores(rho)) for p in problems},
-                          diagnostics=diagnostics)
-    search.release()  # the Grams are freed on return, before reconstruction or a next cut needs the memory
-    return selection
+    return Selection(keep={gid: tuple(int(c) for c in kept) for gid, kept in keep.items()},
+                     scores={p.group.id: torch.from_numpy(p.scores(rho)) for p in problems}, diagnostics=diagnostics)
 
 
 def _structures(
