@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 from bench.tables import markdown_table
+from lasso_scoring import problem_bound
 
 
 def measure(width: int, layers: int, method: str) -> dict:
@@ -27,8 +28,6 @@ def measure(width: int, layers: int, method: str) -> dict:
     from torch import nn
 
     import lassoprune as lp
-    from lassoprune.hsic.problem import problem_memory
-    from lassoprune.pruning.methods.hsic_lasso import LASSO_METHODS
 
     torch.manual_seed(0)
     body: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
@@ -38,13 +37,10 @@ def measure(width: int, layers: int, method: str) -> dict:
     gen = torch.Generator().manual_seed(0)
     data = [(torch.randn(16, 3, 16, 16, generator=gen), torch.arange(16) % 10) for _ in range(2)]
     result = lp.prune(model, torch.randn(1, 3, 16, 16), method=method, target_macs=0.5, data=data)
-    widths = {gid: result.widths[gid][1] for gid in result.diagnostics.groups}
-    fit = LASSO_METHODS[method].class_fit  # the default fit: one Gram per class, or one for all
-    grams = 10 if fit is not None and fit.per_class else 1
     return {"width": width, "layers": layers, "method": method,
             "macs_ratio": result.macs_after / result.macs_before,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
-            "problem_bound_gb": problem_memory(widths, grams) / 1e9}
+            "problem_bound_gb": problem_bound(result, method) / 1e9}
 
 
 def main() -> None:

@@ -47,19 +47,19 @@ def measure(model_name: str, method: str, calib_size: int, target: float) -> dic
         "groups": len(result.groups), "rho_steps": len(result.diagnostics.search.steps),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "prune_rss_gib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 2**20,
-        "problem_bound_gib": _problem_bound(result, method) / 2**30,
+        "problem_bound_gib": problem_bound(result, method) / 2**30,
         "threads": torch.get_num_threads(),
     }
 
 
-def _problem_bound(result, method: str) -> int:
-    """The methods' memory bound of the problems they built (one per group in the diagnostics)."""
-    from lassoprune.hsic.problem import problem_memory
+def problem_bound(result, method: str, num_classes: int = 10) -> int:
+    """The memory bound (bytes) of the problems a lasso method with its default fit built for ``result`` (one per
+    group in its diagnostics); ``benchmarks/lasso_memory.py`` reports it too."""
+    from lassoprune.hsic.problem import grams_per_group, problem_memory
     from lassoprune.pruning.methods.hsic_lasso import LASSO_METHODS
 
     widths = {gid: result.widths[gid][1] for gid in result.diagnostics.groups}
-    fit = LASSO_METHODS[method].class_fit  # the default fit: one Gram per class, or one for all
-    return problem_memory(widths, 10 if fit is not None and fit.per_class else 1)
+    return problem_memory(widths, grams_per_group(LASSO_METHODS[method].class_fit, num_classes))
 
 
 def main() -> None:

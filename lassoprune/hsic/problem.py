@@ -57,6 +57,7 @@ __all__ = [
     "channel_values",
     "check_problem_memory",
     "class_structure",
+    "grams_per_group",
     "keep_order",
     "layer_class_means",
     "problem_memory",
@@ -260,6 +261,11 @@ def layer_class_means(features: CalibrationFeatures, group: ChannelGroup) -> np.
 BYTES_PER_GRAM_ELEMENT = 16
 #: ... and in addition, per element of the one ``C x C`` Gram being eigen-decomposed (its copy, LAPACK's workspace).
 TRANSIENT_BYTES_PER_GRAM_ELEMENT = 24
+
+
+def grams_per_group(class_fit: ClassFit | None, num_classes: int) -> int:
+    """Grams a group's problem holds: K for the per-class fits (``cross``, ``conditional``), else one."""
+    return num_classes if class_fit is not None and class_fit.per_class else 1
 
 
 def problem_memory(widths: dict[str, int], grams_per_group: int) -> int:

@@ -47,6 +47,7 @@ from lassoprune.hsic.problem import (
     build_problems,
     check_problem_memory,
     class_structure,
+    grams_per_group,
     layer_class_means,
 )
 from lassoprune.lasso import confusable_class_weights
@@ -248,9 +249,8 @@ def select_channels(ctx: MethodContext, method: LassoMethod) -> Selection:
     features = collect_features(ctx.model, groups, ctx.batches, pool=opts.pool,
                                 outputs=settings.response.needs_output)
     seconds["features"] = features.seconds
-    per_class = settings.class_fit is not None and settings.class_fit.per_class
     check_problem_memory(method.name, {g.id: g.num_channels for g in groups},
-                         features.num_classes if per_class else 1, available_memory())
+                         grams_per_group(settings.class_fit, features.num_classes), available_memory())
     structures, record = _structures(method, features, groups, opts.graph_threshold(),
                                      opts.experimental.structure_from)
     weights = (confusable_class_weights(features.class_means.numpy())
